@@ -1,0 +1,85 @@
+//! # strata-differ
+//!
+//! Turns the difference between two trees into an OCI layer blob in a content store,
+//! in one streaming pass, and applies layers back onto trees.
+
+pub mod error;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use strata_content::{Compression, Descriptor, Digest};
+use strata_snapshotter::Mount;
+
+pub use error::{Error, Result};
+
+/// A callback told the number of (compressed) bytes written so far, for progress.
+pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// How to write a layer.
+#[derive(Clone)]
+pub struct CompareOptions {
+    /// The blob's compression.
+    pub compression: Compression,
+    /// Compression level (gzip 0–9, zstd 1–22); `None` for the default (gzip 6, zstd 3).
+    pub level: Option<i32>,
+    /// Clamp every entry's mtime to at most this many seconds since the epoch.
+    pub source_date_epoch: Option<i64>,
+    /// Compression threads; `None` for the machine's cores. Never changes the bytes.
+    pub threads: Option<usize>,
+    /// The media type to give the descriptor; `None` for the OCI type of `compression`.
+    pub media_type: Option<String>,
+    /// The ingest ref to write under; `None` for a unique one.
+    pub reference: Option<String>,
+    /// Extra labels for the committed blob (besides `containerd.io/uncompressed`).
+    pub labels: BTreeMap<String, String>,
+    /// Called with the bytes written so far.
+    pub progress: Option<ProgressFn>,
+}
+
+impl Default for CompareOptions {
+    fn default() -> Self {
+        CompareOptions {
+            compression: Compression::Gzip,
+            level: None,
+            source_date_epoch: None,
+            threads: None,
+            media_type: None,
+            reference: None,
+            labels: BTreeMap::new(),
+            progress: None,
+        }
+    }
+}
+
+/// A layer blob committed to the store, and the digest of its uncompressed tar.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerBlob {
+    /// The committed blob.
+    pub descriptor: Descriptor,
+    /// The digest of the uncompressed tar (the diffID).
+    pub diff_id: Digest,
+    /// The size of the uncompressed tar.
+    pub uncompressed_size: u64,
+}
+
+/// Computes the layer between two trees and commits it to a content store.
+#[async_trait]
+pub trait Comparer: Send + Sync {
+    /// Writes the changes from `lower` to `upper` as an OCI layer blob.
+    async fn compare(
+        &self,
+        lower: &[Mount],
+        upper: &[Mount],
+        opts: &CompareOptions,
+    ) -> Result<LayerBlob>;
+}
+
+/// Unpacks a layer blob onto a tree.
+#[async_trait]
+pub trait Applier: Send + Sync {
+    /// Applies the layer `desc` onto `mounts`, honouring whiteouts; verifies the blob's
+    /// digest while reading. Returns the layer's diffID.
+    async fn apply(&self, desc: &Descriptor, mounts: &[Mount]) -> Result<Digest>;
+}

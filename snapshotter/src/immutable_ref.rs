@@ -1,0 +1,284 @@
+//! [`ImmutableRef`]: a cheap, clonable handle on a committed snapshot and its parents.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use strata_content::{Compression, Digest};
+use tokio::sync::OnceCell;
+
+use crate::error::{Error, Result};
+use crate::mount::Mount;
+use crate::snapshotter::{Kind, Labels, Snapshotter};
+
+/// Label holding a snapshot's description (history `created_by`).
+pub const LABEL_DESCRIPTION: &str = "strata.io/description";
+/// Prefix of the labels holding a snapshot's computed blobs, one per [`BlobKey`].
+pub const LABEL_BLOB_PREFIX: &str = "strata.io/blob.";
+
+/// Which variant of a layer blob: its compression, and the `source_date_epoch` its
+/// mtimes were clamped to (a clamped layer is a different blob).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlobKey {
+    /// The blob's compression.
+    pub compression: Compression,
+    /// The epoch (seconds) mtimes were clamped to, if any.
+    pub source_date_epoch: Option<i64>,
+}
+
+impl BlobKey {
+    fn label(&self) -> String {
+        match self.source_date_epoch {
+            None => format!("{LABEL_BLOB_PREFIX}{}", self.compression),
+            Some(e) => format!("{LABEL_BLOB_PREFIX}{}.epoch-{e}", self.compression),
+        }
+    }
+}
+
+/// The layer blob computed for a snapshot (its diff against its parent).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobInfo {
+    /// Digest of the uncompressed layer tar.
+    pub diff_id: Digest,
+    /// Digest of the (compressed) blob in the content store.
+    pub digest: Digest,
+    /// The blob's media type (OCI form).
+    pub media_type: String,
+    /// The blob's size in bytes.
+    pub size: u64,
+}
+
+/// A handle on a committed snapshot: its id, parent chain, description, creation
+/// time, read-only mounts, and the blob infos computed for it.
+///
+/// Cloning is cheap (an `Arc`). The first call to [`ImmutableRef::mounts`] creates a
+/// read-only view of the snapshot; while it exists the snapshotter refuses to remove
+/// the snapshot (it has a child). Dropping the last handle removes that view — never
+/// the committed snapshot itself, unless [`ImmutableRef::remove`] asks for it.
+#[derive(Clone)]
+pub struct ImmutableRef {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    snapshotter: Arc<dyn Snapshotter>,
+    id: String,
+    parent: Option<ImmutableRef>,
+    description: String,
+    created_at: SystemTime,
+    blobs: Mutex<BTreeMap<BlobKey, BlobInfo>>,
+    view: OnceCell<(String, Vec<Mount>)>,
+}
+
+impl fmt::Debug for ImmutableRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImmutableRef")
+            .field("id", &self.inner.id)
+            .field("parent", &self.parent().map(|p| p.id().to_string()))
+            .field("description", &self.inner.description)
+            .finish()
+    }
+}
+
+impl ImmutableRef {
+    /// Loads the committed snapshot `name` and its parent chain from `snapshotter`.
+    /// Descriptions come from the `strata.io/description` label, blob infos from
+    /// `strata.io/blob.*` labels. `NotFound` naming the snapshot if absent;
+    /// `FailedPrecondition` if it (or a parent) is not committed.
+    pub async fn load(snapshotter: Arc<dyn Snapshotter>, name: &str) -> Result<ImmutableRef> {
+        // Collect the chain top-down, then build handles bottom-up.
+        let mut infos = Vec::new();
+        let mut next = Some(name.to_string());
+        while let Some(key) = next {
+            let info = snapshotter.stat(&key).await?;
+            if info.kind != Kind::Committed {
+                return Err(Error::FailedPrecondition {
+                    key,
+                    reason: format!("is {:?}, not committed", info.kind),
+                });
+            }
+            next = info.parent.clone();
+            infos.push(info);
+        }
+        let mut parent: Option<ImmutableRef> = None;
+        for info in infos.into_iter().rev() {
+            let blobs = parse_blob_labels(&info.labels);
+            parent = Some(ImmutableRef {
+                inner: Arc::new(Inner {
+                    snapshotter: snapshotter.clone(),
+                    description: info
+                        .labels
+                        .get(LABEL_DESCRIPTION)
+                        .cloned()
+                        .unwrap_or_default(),
+                    id: info.name,
+                    parent,
+                    created_at: info.created_at,
+                    blobs: Mutex::new(blobs),
+                    view: OnceCell::new(),
+                }),
+            });
+        }
+        Ok(parent.expect("the chain has at least the named snapshot"))
+    }
+
+    /// The snapshot's name in its snapshotter.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The parent ref, if any.
+    pub fn parent(&self) -> Option<&ImmutableRef> {
+        self.inner.parent.as_ref()
+    }
+
+    /// The description (what created this snapshot), empty if none.
+    pub fn description(&self) -> &str {
+        &self.inner.description
+    }
+
+    /// When the snapshot was created.
+    pub fn created_at(&self) -> SystemTime {
+        self.inner.created_at
+    }
+
+    /// The snapshotter the ref lives in.
+    pub fn snapshotter(&self) -> &Arc<dyn Snapshotter> {
+        &self.inner.snapshotter
+    }
+
+    /// The chain from the base to this ref (base first, this ref last).
+    pub fn chain(&self) -> Vec<ImmutableRef> {
+        let mut chain = vec![self.clone()];
+        while let Some(p) = chain.last().and_then(|r| r.parent().cloned()) {
+            chain.push(p);
+        }
+        chain.reverse();
+        chain
+    }
+
+    /// True when both handles refer to the same snapshot.
+    pub fn same_snapshot(&self, other: &ImmutableRef) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner) || self.inner.id == other.inner.id
+    }
+
+    /// Read-only mounts of the snapshot's full tree (a view, created on first use and
+    /// shared by every clone).
+    pub async fn mounts(&self) -> Result<Vec<Mount>> {
+        let (_, mounts) = self
+            .inner
+            .view
+            .get_or_try_init(|| async {
+                let key = format!("strata-view/{}/{}", self.inner.id, unique_suffix());
+                let mounts = self
+                    .inner
+                    .snapshotter
+                    .view(&key, Some(&self.inner.id), Labels::new())
+                    .await?;
+                Ok::<_, Error>((key, mounts))
+            })
+            .await?;
+        Ok(mounts.clone())
+    }
+
+    /// The blob computed for this snapshot for `key`, if one was recorded.
+    pub fn blob(&self, key: BlobKey) -> Option<BlobInfo> {
+        self.inner.blobs.lock().ok()?.get(&key).cloned()
+    }
+
+    /// Records the blob computed for this snapshot, in memory and in the snapshot's
+    /// labels, so a later export (even by another process) reuses it.
+    pub async fn set_blob(&self, key: BlobKey, info: BlobInfo) -> Result<()> {
+        let label = key.label();
+        let value = serde_json::to_string(&info)
+            .map_err(|e| Error::Metadata(format!("encoding blob info: {e}")))?;
+        let mut snap = self.inner.snapshotter.stat(&self.inner.id).await?;
+        snap.labels.insert(label.clone(), value);
+        self.inner
+            .snapshotter
+            .update(snap, &[format!("labels.{label}")])
+            .await?;
+        if let Ok(mut blobs) = self.inner.blobs.lock() {
+            blobs.insert(key, info);
+        }
+        Ok(())
+    }
+
+    /// Removes the committed snapshot itself (after its view, if any). Fails with
+    /// `FailedPrecondition` while other handles or children still use it.
+    pub async fn remove(self) -> Result<()> {
+        let mut inner = Arc::try_unwrap(self.inner).map_err(|i| Error::FailedPrecondition {
+            key: i.id.clone(),
+            reason: "other handles on this ref are alive".into(),
+        })?;
+        if let Some((key, _)) = inner.view.take() {
+            inner.snapshotter.remove(&key).await?;
+        }
+        inner.snapshotter.remove(&inner.id).await?;
+        Ok(())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let Some((key, _)) = self.view.take() else {
+            return;
+        };
+        let snapshotter = self.snapshotter.clone();
+        // Removing the view is async; do it on the runtime if there is one. Without a
+        // runtime the view stays behind and is found by `walk` (kind View).
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Err(e) = snapshotter.remove(&key).await {
+                    tracing::debug!(view = %key, error = %e, "removing ref view");
+                }
+            });
+        }
+    }
+}
+
+fn parse_blob_labels(labels: &Labels) -> BTreeMap<BlobKey, BlobInfo> {
+    let mut out = BTreeMap::new();
+    for (k, v) in labels.range(LABEL_BLOB_PREFIX.to_string()..) {
+        let Some(rest) = k.strip_prefix(LABEL_BLOB_PREFIX) else {
+            break;
+        };
+        let (comp, epoch) = match rest.split_once(".epoch-") {
+            Some((c, e)) => match e.parse::<i64>() {
+                Ok(e) => (c, Some(e)),
+                Err(_) => continue,
+            },
+            None => (rest, None),
+        };
+        let (Some(compression), Ok(info)) = (
+            Compression::parse(comp),
+            serde_json::from_str::<BlobInfo>(v),
+        ) else {
+            continue;
+        };
+        out.insert(
+            BlobKey {
+                compression,
+                source_date_epoch: epoch,
+            },
+            info,
+        );
+    }
+    out
+}
+
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}

@@ -1,0 +1,1 @@
+//! Shared helpers of strata's end-to-end tests: finding and running real tools.
