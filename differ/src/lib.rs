@@ -32,6 +32,9 @@ pub struct CompareOptions {
     pub media_type: Option<String>,
     /// The ingest ref to write under; `None` for a unique one.
     pub reference: Option<String>,
+    /// Write the blob under this lease (`ContentStore::with_lease`), so GC cannot take
+    /// it before the caller roots it.
+    pub lease: Option<String>,
     /// Extra labels for the committed blob (besides `containerd.io/uncompressed`).
     pub labels: BTreeMap<String, String>,
     /// Called with the bytes written so far.
@@ -47,6 +50,7 @@ impl Default for CompareOptions {
             threads: None,
             media_type: None,
             reference: None,
+            lease: None,
             labels: BTreeMap::new(),
             progress: None,
         }
