@@ -1,8 +1,10 @@
 //! Mounts as containerd describes them, and what a mount list means as directories.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
 
 /// One mount, as containerd's `mount.Mount`: `type`, `source`, `options`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,4 +56,180 @@ pub enum MountLayout {
         /// The overlay work directory, when there is an upper.
         work: Option<PathBuf>,
     },
+}
+
+impl MountLayout {
+    /// What `mounts` (as returned by a snapshotter) are on this host: a `bind` mount is
+    /// a [`MountLayout::Directory`]; an `overlay` is split into its upper, lowers and
+    /// work dirs from its options (an overlay with a single lowerdir and no upperdir is
+    /// that lowerdir, read-only). Anything else is refused naming the mount:
+    /// `InvalidArgument` for an empty or multi-mount list or a malformed overlay,
+    /// `Unsupported` for other mount types.
+    pub fn from_mounts(mounts: &[Mount]) -> Result<MountLayout> {
+        let m = match mounts {
+            [m] => m,
+            [] => return Err(Error::InvalidArgument("empty mount list".into())),
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} mounts given, only a single mount is supported: {mounts:?}",
+                    mounts.len()
+                )))
+            }
+        };
+        let is_bind = m.mount_type == "bind"
+            || (m.mount_type == "none" && m.options.iter().any(|o| o == "bind" || o == "rbind"));
+        if is_bind {
+            if m.source.is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "bind mount without a source: {m:?}"
+                )));
+            }
+            return Ok(MountLayout::Directory {
+                root: PathBuf::from(&m.source),
+                read_only: m.is_read_only(),
+            });
+        }
+        if m.mount_type != "overlay" {
+            return Err(Error::Unsupported(format!(
+                "mount type {:?} (source {:?}); only bind and overlay mounts are understood",
+                m.mount_type, m.source
+            )));
+        }
+        let mut upper = None;
+        let mut work = None;
+        let mut lowers = Vec::new();
+        for o in &m.options {
+            if let Some(v) = o.strip_prefix("upperdir=") {
+                upper = Some(PathBuf::from(v));
+            } else if let Some(v) = o.strip_prefix("workdir=") {
+                work = Some(PathBuf::from(v));
+            } else if let Some(v) = o.strip_prefix("lowerdir=") {
+                lowers = v
+                    .split(':')
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from)
+                    .collect();
+            }
+        }
+        if lowers.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "overlay mount without lowerdir: {m:?}"
+            )));
+        }
+        if upper.is_some() != work.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "overlay mount needs both upperdir and workdir or neither: {m:?}"
+            )));
+        }
+        if upper.is_none() && lowers.len() == 1 {
+            return Ok(MountLayout::Directory {
+                root: lowers.remove(0),
+                read_only: true,
+            });
+        }
+        Ok(MountLayout::Overlay {
+            upper,
+            lowers,
+            work,
+        })
+    }
+}
+
+/// A mount list made readable as one directory, for as long as the guard lives.
+///
+/// A [`MountLayout::Directory`] needs no mount: [`TempMount::path`] is that directory.
+/// An overlay is mounted (with `mount(2)`, so this needs the privilege to mount
+/// overlays) on a fresh temporary directory — read-only when the mount says `ro` or
+/// has no upperdir — and unmounted (lazily) when the guard drops.
+#[derive(Debug)]
+pub struct TempMount {
+    path: PathBuf,
+    layout: MountLayout,
+    /// The temporary mount point, when something was mounted on it.
+    target: Option<tempfile::TempDir>,
+}
+
+impl TempMount {
+    /// Makes `mounts` readable at [`TempMount::path`]. Errors name the mounts.
+    pub fn mount(mounts: &[Mount]) -> Result<TempMount> {
+        let layout = MountLayout::from_mounts(mounts)?;
+        let (upper, lowers, work) = match &layout {
+            MountLayout::Directory { root, .. } => {
+                return Ok(TempMount {
+                    path: root.clone(),
+                    layout,
+                    target: None,
+                })
+            }
+            MountLayout::Overlay {
+                upper,
+                lowers,
+                work,
+            } => (upper.clone(), lowers.clone(), work.clone()),
+        };
+        let read_only = upper.is_none() || mounts.iter().any(Mount::is_read_only);
+        let target = tempfile::Builder::new()
+            .prefix("strata-mount-")
+            .tempdir()
+            .map_err(|e| Error::io("creating a temporary mount point", e))?;
+        let mut data = format!(
+            "lowerdir={}",
+            lowers
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(":")
+        );
+        if let (Some(u), Some(w)) = (&upper, &work) {
+            data.push_str(&format!(
+                ",upperdir={},workdir={}",
+                u.display(),
+                w.display()
+            ));
+        }
+        let mut flags = nix::mount::MsFlags::empty();
+        if read_only {
+            flags |= nix::mount::MsFlags::MS_RDONLY;
+        }
+        nix::mount::mount(
+            Some("overlay"),
+            target.path(),
+            Some("overlay"),
+            flags,
+            Some(data.as_str()),
+        )
+        .map_err(|e| {
+            Error::io(
+                format!("mounting overlay {data} on {}", target.path().display()),
+                std::io::Error::from_raw_os_error(e as i32),
+            )
+        })?;
+        Ok(TempMount {
+            path: target.path().to_path_buf(),
+            layout,
+            target: Some(target),
+        })
+    }
+
+    /// The directory holding the merged tree.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The layout the mounts were parsed into.
+    pub fn layout(&self) -> &MountLayout {
+        &self.layout
+    }
+}
+
+impl Drop for TempMount {
+    fn drop(&mut self) {
+        if let Some(target) = self.target.take() {
+            if let Err(e) = nix::mount::umount2(target.path(), nix::mount::MntFlags::MNT_DETACH) {
+                tracing::warn!(path = %target.path().display(), error = %e, "unmounting");
+                // Leave the mount point in place rather than deleting through a mount.
+                let _ = target.keep();
+            }
+        }
+    }
 }

@@ -95,8 +95,7 @@ pub trait Snapshotter: Send + Sync {
     /// The mounts of an active or view snapshot.
     async fn mounts(&self, key: &str) -> Result<Vec<Mount>>;
     /// Creates an active snapshot `key` on top of committed `parent`; returns its mounts.
-    async fn prepare(&self, key: &str, parent: Option<&str>, labels: Labels)
-        -> Result<Vec<Mount>>;
+    async fn prepare(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>>;
     /// Creates a read-only view `key` of committed `parent`; returns its mounts.
     async fn view(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>>;
     /// Commits active snapshot `key` as immutable snapshot `name`.

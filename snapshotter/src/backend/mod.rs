@@ -1,0 +1,221 @@
+//! Snapshotter backends, and the parts they share: the metadata database, the layout of
+//! a snapshotter root, and staged creation/removal of snapshot directories.
+//!
+//! A root holds `metadata.db` (see the metadata module) and `snapshots/<id>`, one
+//! directory per snapshot named by its stable numeric id. A new snapshot's directory is
+//! filled under `snapshots/new-*` first and renamed into place inside the transaction
+//! that records it; a removed one is renamed to `snapshots/rm-*` inside the transaction
+//! that forgets it, then deleted. Leftovers of a crash are cleaned up on open.
+
+pub mod directory;
+pub mod native;
+pub mod overlay;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::metadata::{self, Metadata, Record};
+use crate::snapshotter::{Filter, Info, Kind, Labels};
+
+/// What every backend holds: its root and its metadata.
+pub(crate) struct Core {
+    root: PathBuf,
+    pub meta: Metadata,
+}
+
+/// Runs blocking snapshotter work (SQLite, tree copies, walks) off the async workers.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::io("snapshotter worker task", std::io::Error::other(e)))?
+}
+
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Core {
+    /// Opens (creating) the root: `metadata.db` and `snapshots/`.
+    pub fn open(root: &Path) -> Result<Arc<Core>> {
+        let snapshots = root.join("snapshots");
+        fs::create_dir_all(&snapshots)
+            .map_err(|e| Error::io(format!("creating {}", snapshots.display()), e))?;
+        let root = root
+            .canonicalize()
+            .map_err(|e| Error::io(format!("resolving {}", root.display()), e))?;
+        let meta = Metadata::open(&root.join("metadata.db"))?;
+        let core = Core { root, meta };
+        core.clean_leftovers()?;
+        Ok(Arc::new(core))
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory of the snapshot with id `id`.
+    pub fn snapshot_dir(&self, id: i64) -> PathBuf {
+        self.root.join("snapshots").join(id.to_string())
+    }
+
+    /// Removes staging and removal directories a crash left behind. Only `new-*` dirs
+    /// older than this process could be another process's work in progress, so only
+    /// `rm-*` dirs and `new-*` dirs of dead processes are removed.
+    fn clean_leftovers(&self) -> Result<()> {
+        let dir = self.root.join("snapshots");
+        let entries =
+            fs::read_dir(&dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stale = if name.starts_with("rm-") {
+                true
+            } else if let Some(rest) = name.strip_prefix("new-") {
+                let pid = rest.split('-').next().and_then(|p| p.parse::<i32>().ok());
+                match pid {
+                    Some(pid) => {
+                        pid != std::process::id() as i32
+                            && !Path::new(&format!("/proc/{pid}")).exists()
+                    }
+                    None => false,
+                }
+            } else {
+                false
+            };
+            if stale {
+                fsutil::remove_tree(&entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates snapshot `key`: checks the key and parent, lets `populate` fill a
+    /// staging directory (given the parent's record), then records the snapshot and
+    /// renames the staging directory to `snapshots/<id>` in one transaction.
+    pub fn create_with_dir(
+        &self,
+        key: &str,
+        kind: Kind,
+        parent: Option<&str>,
+        labels: &Labels,
+        populate: impl FnOnce(&Path, Option<&Record>) -> Result<()>,
+    ) -> Result<Record> {
+        metadata::check_key(key)?;
+        let parent_rec = self.meta.read(|c| {
+            if metadata::find(c, key)?.is_some() {
+                return Err(Error::AlreadyExists(key.to_string()));
+            }
+            parent.map(|p| metadata::committed_parent(c, p)).transpose()
+        })?;
+        let staging = self
+            .root
+            .join("snapshots")
+            .join(format!("new-{}", unique_suffix()));
+        fs::create_dir(&staging)
+            .map_err(|e| Error::io(format!("creating {}", staging.display()), e))?;
+        let result = populate(&staging, parent_rec.as_ref()).and_then(|()| {
+            self.meta.write(|tx| {
+                let rec = metadata::create(tx, key, kind, parent, labels, None)?;
+                let dir = self.snapshot_dir(rec.id);
+                fs::rename(&staging, &dir).map_err(|e| {
+                    Error::io(
+                        format!("moving {} to {}", staging.display(), dir.display()),
+                        e,
+                    )
+                })?;
+                Ok(rec)
+            })
+        });
+        if result.is_err() {
+            // Best effort: the error being returned matters more than a leftover,
+            // which the next open cleans up anyway.
+            let _ = fsutil::remove_tree(&staging);
+        }
+        result
+    }
+
+    /// Removes snapshot `key` and its directory (if it has one under `snapshots/`).
+    pub fn remove(&self, key: &str) -> Result<()> {
+        let trash = self
+            .root
+            .join("snapshots")
+            .join(format!("rm-{}", unique_suffix()));
+        let moved = self.meta.write(|tx| {
+            let rec = metadata::remove(tx, key)?;
+            let dir = self.snapshot_dir(rec.id);
+            match fs::rename(&dir, &trash) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(Error::io(
+                    format!("removing snapshot {key:?} directory {}", dir.display()),
+                    e,
+                )),
+            }
+        })?;
+        if moved {
+            fsutil::remove_tree(&trash)?;
+        }
+        Ok(())
+    }
+
+    /// The record of `key`; `NotFound` naming it.
+    pub fn get(&self, key: &str) -> Result<Record> {
+        self.meta.read(|c| metadata::get(c, key))
+    }
+
+    /// The record of `key` (which must be active or a view) and its ancestors, nearest
+    /// first; `FailedPrecondition` for a committed snapshot (it has no mounts).
+    pub fn mountable(&self, key: &str) -> Result<(Record, Vec<Record>)> {
+        self.meta.read(|c| {
+            let rec = metadata::get(c, key)?;
+            if rec.info.kind == Kind::Committed {
+                return Err(Error::FailedPrecondition {
+                    key: key.to_string(),
+                    reason: "committed snapshots have no mounts; create a view of it".into(),
+                });
+            }
+            let ancestors = metadata::ancestors(c, &rec)?;
+            Ok((rec, ancestors))
+        })
+    }
+
+    /// containerd's `Stat`.
+    pub fn stat(&self, key: &str) -> Result<Info> {
+        Ok(self.get(key)?.info)
+    }
+
+    /// containerd's `Update` (labels only).
+    pub fn update(&self, info: &Info, fieldpaths: &[String]) -> Result<Info> {
+        self.meta.write(|tx| metadata::update(tx, info, fieldpaths))
+    }
+
+    /// containerd's `Commit`: metadata only; the directory keeps its id.
+    pub fn commit(&self, name: &str, key: &str, labels: &Labels) -> Result<()> {
+        self.meta
+            .write(|tx| metadata::commit(tx, name, key, labels))
+            .map(|_| ())
+    }
+
+    /// containerd's `Walk`, sorted by name.
+    pub fn walk(&self, filter: &Filter) -> Result<Vec<Info>> {
+        self.meta.read(|c| metadata::walk(c, filter))
+    }
+}
