@@ -62,11 +62,7 @@ pub struct Platform {
     )]
     pub os_version: Option<String>,
     /// Required OS features.
-    #[serde(
-        rename = "os.features",
-        default,
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(rename = "os.features", default, skip_serializing_if = "Vec::is_empty")]
     pub os_features: Vec<String>,
     /// CPU variant (`v7`, `v8`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]

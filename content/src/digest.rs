@@ -142,7 +142,14 @@ mod tests {
 
     #[test]
     fn rejects_malformed_digests_naming_them() {
-        for bad in ["", "sha256", "sha256:xyz", "nocolon", "sha256:ABCDEF", "md5:abcd"] {
+        for bad in [
+            "",
+            "sha256",
+            "sha256:xyz",
+            "nocolon",
+            "sha256:ABCDEF",
+            "md5:abcd",
+        ] {
             match Digest::parse(bad) {
                 Err(Error::InvalidDigest { input, .. }) => assert_eq!(input, bad),
                 other => panic!("{bad:?} gave {other:?}"),

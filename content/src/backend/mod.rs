@@ -1,0 +1,3 @@
+//! Content-store backends, one file each.
+
+pub mod memory;

@@ -1,0 +1,125 @@
+//! The mark phase of garbage collection, shared by every backend: containerd's rules
+//! (`metadata/gc.go`) restricted to content and ingests.
+//!
+//! Roots are: the target of every image record (and digests named by `gc.ref.content*`
+//! labels on the record), every `content` resource of a lease that has not expired
+//! (not followed further when the lease is labelled `containerd.io/gc.flat`), and every
+//! blob labelled `containerd.io/gc.root`. From a root, `containerd.io/gc.ref.content`
+//! and `containerd.io/gc.ref.content.<anything>` labels are followed; their values are
+//! digests (values that are not digests are ignored, as containerd does). Leased
+//! ingests are kept; unleased ingests are removed once their expiry has passed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+use crate::digest::Digest;
+use crate::fields::lease_expired;
+use crate::store::{labels, Image, Labels, Lease, LeaseResource};
+
+/// The kind of a lease resource naming content.
+pub(crate) const KIND_CONTENT: &str = "content";
+/// The kind of a lease resource naming an ingest.
+pub(crate) const KIND_INGESTS: &str = "ingests";
+
+/// Whether a label key references content.
+pub(crate) fn is_content_ref_key(key: &str) -> bool {
+    key == labels::GC_REF_CONTENT
+        || key
+            .strip_prefix(labels::GC_REF_CONTENT)
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
+/// Digests referenced by `labels`.
+pub(crate) fn content_refs(labels: &Labels) -> impl Iterator<Item = Digest> + '_ {
+    labels
+        .iter()
+        .filter(|(k, _)| is_content_ref_key(k))
+        .filter_map(|(_, v)| Digest::parse(v).ok())
+}
+
+/// What the mark phase decided.
+pub(crate) struct Marked {
+    /// Leases whose `gc.expire` has passed: delete them.
+    pub expired_leases: Vec<String>,
+    /// Blobs to keep.
+    pub live: BTreeSet<Digest>,
+    /// Ingest refs held by a live lease.
+    pub leased_ingests: BTreeSet<String>,
+}
+
+/// Marks what is reachable. `blobs` maps every committed blob to its labels.
+pub(crate) fn mark(
+    blobs: &BTreeMap<Digest, Labels>,
+    images: &[Image],
+    leases: &[(Lease, Vec<LeaseResource>)],
+    now: SystemTime,
+) -> Marked {
+    let mut expired_leases = Vec::new();
+    let mut leased_ingests = BTreeSet::new();
+    // (digest, follow references?)
+    let mut work: Vec<(Digest, bool)> = Vec::new();
+    for image in images {
+        work.push((image.target.digest.clone(), true));
+        work.extend(content_refs(&image.labels).map(|d| (d, true)));
+    }
+    for (lease, resources) in leases {
+        if lease_expired(&lease.labels, now) {
+            expired_leases.push(lease.id.clone());
+            continue;
+        }
+        let flat = lease.labels.contains_key(labels::GC_FLAT);
+        for r in resources {
+            match r.kind.as_str() {
+                KIND_CONTENT => {
+                    if let Ok(d) = Digest::parse(&r.id) {
+                        work.push((d, !flat));
+                    }
+                }
+                KIND_INGESTS => {
+                    leased_ingests.insert(r.id.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+    for (d, l) in blobs {
+        if l.contains_key(labels::GC_ROOT) {
+            work.push((d.clone(), true));
+        }
+    }
+    let mut live = BTreeSet::new();
+    let mut followed = BTreeSet::new();
+    while let Some((d, follow)) = work.pop() {
+        live.insert(d.clone());
+        if !follow || !followed.insert(d.clone()) {
+            continue;
+        }
+        if let Some(l) = blobs.get(&d) {
+            work.extend(content_refs(l).map(|r| (r, true)));
+        }
+    }
+    Marked {
+        expired_leases,
+        live,
+        leased_ingests,
+    }
+}
+
+/// How long an ingest opened outside a lease survives without being committed before
+/// GC may remove it (containerd uses the same 24 hours).
+pub(crate) const INGEST_EXPIRY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ref_keys() {
+        assert!(is_content_ref_key("containerd.io/gc.ref.content"));
+        assert!(is_content_ref_key("containerd.io/gc.ref.content.l.0"));
+        assert!(!is_content_ref_key("containerd.io/gc.ref.contentx"));
+        assert!(!is_content_ref_key(
+            "containerd.io/gc.ref.snapshot.overlayfs"
+        ));
+    }
+}
