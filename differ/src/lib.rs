@@ -3,7 +3,10 @@
 //! Turns the difference between two trees into an OCI layer blob in a content store,
 //! in one streaming pass, and applies layers back onto trees.
 
+pub mod compression;
 pub mod error;
+mod layer_reader;
+mod layer_writer;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +16,8 @@ use strata_content::{Compression, Descriptor, Digest};
 use strata_snapshotter::Mount;
 
 pub use error::{Error, Result};
+pub use layer_reader::{open_layer, LayerReader};
+pub use layer_writer::{empty_layer, layer_media_type, write_layer, EMPTY_TAR_SIZE};
 
 /// A callback told the number of (compressed) bytes written so far, for progress.
 pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;

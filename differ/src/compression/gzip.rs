@@ -1,0 +1,351 @@
+//! Parallel, deterministic gzip (pigz-style).
+//!
+//! The input is cut into fixed [`BLOCK_SIZE`] blocks. Each block is raw-deflated on its
+//! own, primed with the previous [`DICT_SIZE`] bytes of input as a preset dictionary, and
+//! ended with a sync flush (the last one with a final block), so the compressed blocks
+//! concatenate into one deflate stream. Their CRC-32s are combined and the whole is
+//! wrapped in one gzip header (mtime 0, no name, OS byte 255 as Go's `compress/gzip`
+//! writes) and trailer.
+//!
+//! Because block boundaries depend only on the input offset, never on how the input was
+//! handed to us nor on how many threads compress it, the output bytes are the same for
+//! any thread count.
+//!
+//! Hand-written because no well-kept crate does this deterministically: `gzp`'s pgz
+//! output depends on its own buffering and it is lightly maintained; `flate2` is
+//! single-threaded. The deflate itself is `flate2` (zlib-rs backend).
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use flate2::{Compress, Compression as Level, FlushCompress, Status};
+
+/// Input bytes per independently compressed block.
+pub const BLOCK_SIZE: usize = 128 * 1024;
+/// How much preceding input primes each block (deflate's window).
+pub const DICT_SIZE: usize = 32 * 1024;
+
+/// One block to compress.
+struct Job {
+    index: u64,
+    /// The last [`DICT_SIZE`] bytes of input before this block (empty for the first).
+    dict: Vec<u8>,
+    data: Vec<u8>,
+    last: bool,
+}
+
+/// One compressed block.
+struct Done {
+    index: u64,
+    crc: crc32fast::Hasher,
+    bytes: io::Result<Vec<u8>>,
+    /// The input buffer, handed back for reuse.
+    data: Vec<u8>,
+}
+
+/// Compresses one block into raw deflate bytes.
+fn deflate_block(
+    compress: &mut Compress,
+    dict: &[u8],
+    data: &[u8],
+    last: bool,
+) -> io::Result<Vec<u8>> {
+    compress.reset();
+    if !dict.is_empty() {
+        compress
+            .set_dictionary(dict)
+            .map_err(|e| io::Error::other(format!("gzip: setting the dictionary: {e}")))?;
+    }
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    let mut out = Vec::with_capacity(data.len() + data.len() / 8 + 64);
+    let start_in = compress.total_in();
+    loop {
+        let consumed = (compress.total_in() - start_in) as usize;
+        let status = compress
+            .compress_vec(&data[consumed..], &mut out, flush)
+            .map_err(|e| io::Error::other(format!("gzip: deflate failed: {e}")))?;
+        let all_in = (compress.total_in() - start_in) as usize == data.len();
+        let room_left = out.len() < out.capacity();
+        match status {
+            Status::StreamEnd => break,
+            Status::Ok | Status::BufError if all_in && room_left && !last => break,
+            _ => out.reserve(out.capacity().max(4096)),
+        }
+    }
+    Ok(out)
+}
+
+fn compress_job(compress: &mut Compress, job: Job) -> Done {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&job.data);
+    let bytes = deflate_block(compress, &job.dict, &job.data, job.last);
+    Done {
+        index: job.index,
+        crc,
+        bytes,
+        data: job.data,
+    }
+}
+
+/// The gzip header: no flags, mtime 0, XFL by level (as zlib/gzip set it), OS 255.
+fn header(level: u32) -> [u8; 10] {
+    let xfl = match level {
+        9 => 2,
+        1 => 4,
+        _ => 0,
+    };
+    [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255]
+}
+
+/// A [`Write`] that gzips into `W` with a pool of `threads` workers (0 or 1: inline).
+pub struct ParallelGzEncoder<W: Write> {
+    out: Option<W>,
+    level: u32,
+    /// Input of the block being filled.
+    cur: Vec<u8>,
+    /// Last [`DICT_SIZE`] bytes of input before `cur`.
+    dict: Vec<u8>,
+    next_index: u64,
+    next_to_write: u64,
+    crc: crc32fast::Hasher,
+    total_in: u64,
+    pool: Option<Pool>,
+    /// Compressor for inline (single-thread) mode.
+    inline: Option<Compress>,
+    /// Finished blocks waiting for their predecessors.
+    pending: BTreeMap<u64, Done>,
+    /// Spare input buffers.
+    spare: Vec<Vec<u8>>,
+    header_written: bool,
+    finished: bool,
+}
+
+struct Pool {
+    jobs: Option<mpsc::SyncSender<Job>>,
+    done: mpsc::Receiver<Done>,
+    workers: Vec<JoinHandle<()>>,
+    in_flight: usize,
+    max_in_flight: usize,
+}
+
+impl<W: Write> ParallelGzEncoder<W> {
+    /// A gzip encoder at `level` (0–9) using `threads` compression threads.
+    pub fn new(out: W, level: u32, threads: usize) -> Self {
+        let level = level.min(9);
+        let pool = (threads > 1).then(|| {
+            let (job_tx, job_rx) = mpsc::sync_channel::<Job>(threads);
+            let job_rx = Arc::new(Mutex::new(job_rx));
+            let (done_tx, done_rx) = mpsc::channel::<Done>();
+            let workers = (0..threads)
+                .map(|_| {
+                    let job_rx = Arc::clone(&job_rx);
+                    let done_tx = done_tx.clone();
+                    std::thread::spawn(move || {
+                        let mut compress = Compress::new(Level::new(level), false);
+                        loop {
+                            let job = match job_rx.lock() {
+                                Ok(rx) => match rx.recv() {
+                                    Ok(job) => job,
+                                    Err(_) => return,
+                                },
+                                Err(_) => return,
+                            };
+                            if done_tx.send(compress_job(&mut compress, job)).is_err() {
+                                return;
+                            }
+                        }
+                    })
+                })
+                .collect();
+            Pool {
+                jobs: Some(job_tx),
+                done: done_rx,
+                workers,
+                in_flight: 0,
+                max_in_flight: threads * 2,
+            }
+        });
+        let inline = pool
+            .is_none()
+            .then(|| Compress::new(Level::new(level), false));
+        ParallelGzEncoder {
+            out: Some(out),
+            level,
+            cur: Vec::with_capacity(BLOCK_SIZE),
+            dict: Vec::with_capacity(DICT_SIZE),
+            next_index: 0,
+            next_to_write: 0,
+            crc: crc32fast::Hasher::new(),
+            total_in: 0,
+            pool,
+            inline,
+            pending: BTreeMap::new(),
+            spare: Vec::new(),
+            header_written: false,
+            finished: false,
+        }
+    }
+
+    fn out(&mut self) -> io::Result<&mut W> {
+        self.out
+            .as_mut()
+            .ok_or_else(|| io::Error::other("gzip encoder already finished"))
+    }
+
+    fn write_header(&mut self) -> io::Result<()> {
+        if !self.header_written {
+            let h = header(self.level);
+            self.out()?.write_all(&h)?;
+            self.header_written = true;
+        }
+        Ok(())
+    }
+
+    /// Writes every finished block that is next in order.
+    fn drain_ready(&mut self) -> io::Result<()> {
+        while let Some(done) = self.pending.remove(&self.next_to_write) {
+            let bytes = done.bytes?;
+            self.crc.combine(&done.crc);
+            self.out()?.write_all(&bytes)?;
+            self.next_to_write += 1;
+            let mut data = done.data;
+            data.clear();
+            self.spare.push(data);
+        }
+        Ok(())
+    }
+
+    /// Waits for one block from the pool.
+    fn receive_one(&mut self) -> io::Result<()> {
+        let pool = self
+            .pool
+            .as_mut()
+            .ok_or_else(|| io::Error::other("gzip: no worker pool"))?;
+        let done = pool
+            .done
+            .recv()
+            .map_err(|_| io::Error::other("gzip: a compression worker died"))?;
+        pool.in_flight -= 1;
+        self.pending.insert(done.index, done);
+        self.drain_ready()
+    }
+
+    /// Hands the current block to a worker (or compresses it inline).
+    fn dispatch(&mut self, last: bool) -> io::Result<()> {
+        self.write_header()?;
+        let fresh = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BLOCK_SIZE));
+        let data = std::mem::replace(&mut self.cur, fresh);
+        let dict = self.dict.clone();
+        // The next block's dictionary: the last DICT_SIZE bytes of input so far.
+        if data.len() >= DICT_SIZE {
+            self.dict.clear();
+            self.dict.extend_from_slice(&data[data.len() - DICT_SIZE..]);
+        } else {
+            self.dict.extend_from_slice(&data);
+            let excess = self.dict.len().saturating_sub(DICT_SIZE);
+            self.dict.drain(..excess);
+        }
+        let job = Job {
+            index: self.next_index,
+            dict,
+            data,
+            last,
+        };
+        self.next_index += 1;
+        if let Some(compress) = self.inline.as_mut() {
+            let done = compress_job(compress, job);
+            self.pending.insert(done.index, done);
+            return self.drain_ready();
+        }
+        loop {
+            let pool = self
+                .pool
+                .as_ref()
+                .ok_or_else(|| io::Error::other("gzip: no worker pool"))?;
+            if pool.in_flight < pool.max_in_flight {
+                break;
+            }
+            self.receive_one()?;
+        }
+        let pool = self
+            .pool
+            .as_mut()
+            .ok_or_else(|| io::Error::other("gzip: no worker pool"))?;
+        pool.jobs
+            .as_ref()
+            .ok_or_else(|| io::Error::other("gzip: pool closed"))?
+            .send(job)
+            .map_err(|_| io::Error::other("gzip: a compression worker died"))?;
+        pool.in_flight += 1;
+        Ok(())
+    }
+
+    /// Compresses what is left, writes the trailer and returns the inner writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.finished = true;
+        self.dispatch(true)?;
+        while self.pool.as_ref().is_some_and(|p| p.in_flight > 0) {
+            self.receive_one()?;
+        }
+        self.drain_ready()?;
+        let crc = self.crc.clone().finalize();
+        let isize = (self.total_in & 0xffff_ffff) as u32;
+        let mut trailer = [0u8; 8];
+        trailer[..4].copy_from_slice(&crc.to_le_bytes());
+        trailer[4..].copy_from_slice(&isize.to_le_bytes());
+        let mut out = self
+            .out
+            .take()
+            .ok_or_else(|| io::Error::other("gzip encoder already finished"))?;
+        out.write_all(&trailer)?;
+        out.flush()?;
+        Ok(out)
+    }
+}
+
+impl<W: Write> Write for ParallelGzEncoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.finished {
+            return Err(io::Error::other("gzip encoder already finished"));
+        }
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let room = BLOCK_SIZE - self.cur.len();
+            let n = room.min(rest.len());
+            self.cur.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            if self.cur.len() == BLOCK_SIZE {
+                self.dispatch(false)?;
+            }
+        }
+        self.total_in += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Flushing would cut a block short and make the bytes depend on the caller's
+        // flushes; blocks are written as they complete instead.
+        Ok(())
+    }
+}
+
+impl<W: Write> Drop for ParallelGzEncoder<W> {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.as_mut() {
+            pool.jobs = None;
+            for worker in pool.workers.drain(..) {
+                let _ = worker.join();
+            }
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! One streaming pass from a tar producer to a committed layer blob: the tar is hashed
+//! (diffID), compressed, and streamed into a content-store ingest through a bounded
+//! channel; the blob is committed with its `containerd.io/uncompressed` label, or the
+//! ingest is aborted so nothing partial is left.
+
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use strata_content::{
+    labels, Compression, ContentStore, ContentWriter, Descriptor, Digest, Digester, Info,
+    WriterOptions,
+};
+use tokio::sync::mpsc;
+
+use crate::compression::{compress_to_vec, Encoder};
+use crate::{CompareOptions, Error, LayerBlob, Result};
+
+/// Bytes of compressed output sent to the store per message.
+const CHUNK: usize = 256 * 1024;
+/// Messages in flight between the compressor and the store writer.
+const CHANNEL_DEPTH: usize = 8;
+
+/// The media type a blob of `opts` gets: `opts.media_type`, or the OCI layer type of
+/// its compression.
+pub fn layer_media_type(opts: &CompareOptions) -> String {
+    opts.media_type.clone().unwrap_or_else(|| {
+        opts.compression
+            .layer_media_type(true)
+            .unwrap_or(strata_content::media_types::OCI_LAYER)
+            .to_string()
+    })
+}
+
+/// A unique ingest ref for a layer being written.
+fn unique_ref() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "strata-layer-{}-{}-{}",
+        std::process::id(),
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Where compressed bytes go on the blocking side: batched into chunks and sent to the
+/// async store writer.
+struct ChannelSink {
+    buf: Vec<u8>,
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+impl ChannelSink {
+    fn send_buf(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "layer writer stopped"))
+    }
+}
+
+impl Write for ChannelSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.buf.len() + buf.len() > CHUNK && !self.buf.is_empty() {
+            self.send_buf()?;
+        }
+        if buf.len() >= CHUNK {
+            self.tx
+                .blocking_send(buf.to_vec())
+                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "layer writer stopped"))?;
+        } else {
+            self.buf.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send_buf()
+    }
+}
+
+/// What the producer hands the tar to: hashes and counts it, then compresses it.
+struct TarSink {
+    diff: Digester,
+    encoder: Encoder<ChannelSink>,
+}
+
+impl Write for TarSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.encoder.write(buf)?;
+        self.diff.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.encoder.write_all(buf)?;
+        self.diff.update(buf);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes a layer blob into `store`: runs `produce` on a blocking thread, handing it a
+/// writer for the uncompressed tar; the tar is hashed (its diffID) and compressed per
+/// `opts` and streamed into an ingest (under `opts.lease` when set, with ref
+/// `opts.reference` or a unique one). Memory stays bounded: at most a few MiB of
+/// compressed data are in flight, nothing buffers the whole layer.
+///
+/// On success the blob is committed with the label `containerd.io/uncompressed=<diffID>`
+/// plus `opts.labels`, and its descriptor carries `opts.media_type` or the OCI layer
+/// type of the compression. If the same blob is already in the store that is success
+/// (its labels are updated). If `produce` or the store fails, the ingest is aborted:
+/// nothing is committed and the error is returned (a store error takes precedence
+/// over the producer's broken pipe it caused).
+pub async fn write_layer<F>(
+    store: Arc<dyn ContentStore>,
+    opts: &CompareOptions,
+    produce: F,
+) -> Result<LayerBlob>
+where
+    F: FnOnce(&mut dyn Write) -> Result<()> + Send + 'static,
+{
+    let store = match &opts.lease {
+        Some(lease) => store.with_lease(lease),
+        None => store,
+    };
+    let reference = opts.reference.clone().unwrap_or_else(unique_ref);
+    let media_type = layer_media_type(opts);
+    let mut writer = store
+        .writer(WriterOptions {
+            reference: reference.clone(),
+            expected: None,
+        })
+        .await?;
+    if writer.offset() > 0 {
+        // A stale ingest under a caller-chosen ref: start over.
+        writer.truncate(0).await?;
+    }
+
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(CHANNEL_DEPTH);
+    let compression = opts.compression;
+    let level = opts.level;
+    let threads = opts.threads;
+    let producer = tokio::task::spawn_blocking(move || -> Result<(Digest, u64)> {
+        let sink = ChannelSink {
+            buf: Vec::with_capacity(CHUNK),
+            tx,
+        };
+        let encoder = Encoder::new(sink, compression, level, threads).map_err(|e| {
+            Error::Content(strata_content::Error::io(
+                "starting the layer compressor",
+                e,
+            ))
+        })?;
+        let mut tar = TarSink {
+            diff: Digester::new(),
+            encoder,
+        };
+        produce(&mut tar)?;
+        let TarSink { diff, encoder } = tar;
+        let mut sink = encoder.finish().map_err(|e| {
+            Error::Content(strata_content::Error::io(
+                "finishing the layer compressor",
+                e,
+            ))
+        })?;
+        sink.send_buf().map_err(|e| {
+            Error::Content(strata_content::Error::io(
+                "sending the layer's last bytes",
+                e,
+            ))
+        })?;
+        let size = diff.len();
+        Ok((diff.finish(), size))
+    });
+
+    let pumped = pump(&mut *writer, rx, opts).await;
+    let produced = match producer.await {
+        Ok(r) => r,
+        Err(join) => Err(Error::Content(strata_content::Error::io(
+            format!("layer producer for ingest {reference}"),
+            io::Error::other(join.to_string()),
+        ))),
+    };
+    let (diff_id, uncompressed_size) = match (pumped, produced) {
+        (Ok(()), Ok(v)) => v,
+        (Err(e), _) | (Ok(()), Err(e)) => {
+            drop(writer);
+            if let Err(abort) = store.abort(&reference).await {
+                if !abort.is_not_found() {
+                    tracing::warn!(%reference, error = %abort, "aborting a failed layer ingest");
+                }
+            }
+            return Err(e);
+        }
+    };
+
+    let digest = writer.digest();
+    let size = writer.offset();
+    let mut blob_labels = opts.labels.clone();
+    blob_labels.insert(labels::UNCOMPRESSED.to_string(), diff_id.to_string());
+    match writer
+        .commit(size, Some(&digest), blob_labels.clone())
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if e.is_already_exists() => ensure_labels(&*store, &digest, blob_labels).await?,
+        Err(e) => {
+            let _ = store.abort(&reference).await;
+            return Err(e.into());
+        }
+    }
+    Ok(LayerBlob {
+        descriptor: Descriptor::new(media_type, digest, size),
+        diff_id,
+        uncompressed_size,
+    })
+}
+
+/// Moves compressed chunks from the channel into the store writer, reporting progress.
+async fn pump(
+    writer: &mut dyn ContentWriter,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    opts: &CompareOptions,
+) -> Result<()> {
+    let mut written = 0u64;
+    while let Some(chunk) = rx.recv().await {
+        writer.write(&chunk).await?;
+        written += chunk.len() as u64;
+        if let Some(progress) = &opts.progress {
+            progress(written);
+        }
+    }
+    Ok(())
+}
+
+/// Makes sure an already-present blob carries `wanted` labels (adds or overwrites them,
+/// keeps the others).
+async fn ensure_labels(
+    store: &dyn ContentStore,
+    digest: &Digest,
+    wanted: strata_content::Labels,
+) -> Result<()> {
+    let info = store.info(digest).await?;
+    if wanted.iter().all(|(k, v)| info.labels.get(k) == Some(v)) {
+        return Ok(());
+    }
+    let fieldpaths: Vec<String> = wanted.keys().map(|k| format!("labels.{k}")).collect();
+    let mut labels = info.labels.clone();
+    labels.extend(wanted);
+    store.update(Info { labels, ..info }, &fieldpaths).await?;
+    Ok(())
+}
+
+/// The size of an empty layer's tar: two 512-byte zero blocks (the end-of-archive
+/// marker), as `tar` and containerd write it.
+pub const EMPTY_TAR_SIZE: usize = 1024;
+
+/// The blob of an empty layer (a tar of [`EMPTY_TAR_SIZE`] zero bytes) in `compression`
+/// at `level`: its descriptor (OCI media type), diffID and bytes. Deterministic, so
+/// exporters can recognize and drop empty layers by digest.
+pub fn empty_layer(compression: Compression, level: Option<i32>) -> Result<(LayerBlob, Vec<u8>)> {
+    let tar = [0u8; EMPTY_TAR_SIZE];
+    let bytes = compress_to_vec(&tar, compression, level, Some(1))
+        .map_err(|e| Error::Content(strata_content::Error::io("compressing the empty layer", e)))?;
+    let media_type = compression
+        .layer_media_type(true)
+        .unwrap_or(strata_content::media_types::OCI_LAYER);
+    let blob = LayerBlob {
+        descriptor: Descriptor::new(media_type, Digest::sha256_of(&bytes), bytes.len() as u64),
+        diff_id: Digest::sha256_of(&tar),
+        uncompressed_size: EMPTY_TAR_SIZE as u64,
+    };
+    Ok((blob, bytes))
+}
