@@ -4,6 +4,8 @@
 //! exporter reads build results through.
 
 pub mod backend;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod error;
 mod fsutil;
 pub mod immutable_ref;
