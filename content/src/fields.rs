@@ -45,7 +45,6 @@ pub(crate) fn apply_label_paths(
     Ok(())
 }
 
-#[allow(dead_code)] // used by the local backend
 /// Nanoseconds since the Unix epoch (saturating), for storage.
 pub(crate) fn to_nanos(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
@@ -53,7 +52,6 @@ pub(crate) fn to_nanos(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-#[allow(dead_code)] // used by the local backend
 /// The inverse of [`to_nanos`].
 pub(crate) fn from_nanos(n: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(u64::try_from(n).unwrap_or(0))

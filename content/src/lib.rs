@@ -29,18 +29,23 @@
 //! ```
 
 pub mod backend;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod descriptor;
 pub mod digest;
 pub mod error;
 mod fields;
+pub mod fsck;
 mod gc;
 pub mod helpers;
 pub mod store;
 
+pub use backend::local::LocalStore;
 pub use backend::memory::MemoryStore;
 pub use descriptor::{media_types, Compression, Descriptor, Platform};
 pub use digest::{Digest, Digester};
 pub use error::{Error, Result};
+pub use fsck::{fsck, FsckReport};
 pub use helpers::{copy, open_writer, read_blob, write_blob, BlockingReader, ReaderAtStream};
 pub use store::{
     labels, ContentStore, ContentWriter, Filter, GarbageCollector, GcReport, Image, ImageStore,

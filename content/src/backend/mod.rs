@@ -1,3 +1,4 @@
 //! Content-store backends, one file each.
 
+pub mod local;
 pub mod memory;
