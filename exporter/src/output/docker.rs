@@ -1,0 +1,135 @@
+//! The `docker` exporter: a docker-archive tar (`manifest.json`, `repositories`,
+//! blobs, plus the OCI layout files) that `docker load` and skopeo accept. It holds
+//! one image, so a source with several platforms is an error (as in BuildKit).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::exporter::{ExportContext, Exporter, ExporterInstance};
+use crate::json::to_canonical_vec;
+use crate::options;
+use crate::output::oci::{
+    blob_path, check_destination, Entry, LayoutInstance, LayoutKind, WriterFactory,
+};
+use crate::writer::{CommittedImage, ImageWriter};
+
+/// Exports a docker-archive tar.
+pub struct DockerExporter {
+    ctx: ExportContext,
+    writer: Arc<ImageWriter>,
+    sink: Option<WriterFactory>,
+}
+
+impl DockerExporter {
+    /// A `docker` exporter over `ctx`; the tar goes to the `dest` option.
+    pub fn new(ctx: ExportContext) -> DockerExporter {
+        DockerExporter {
+            writer: Arc::new(ImageWriter::new(ctx.clone())),
+            ctx,
+            sink: None,
+        }
+    }
+
+    /// Streams the tar to writers from `sink` (e.g. `docker load`'s stdin) when no
+    /// `dest` is given.
+    pub fn with_writer(mut self, sink: WriterFactory) -> DockerExporter {
+        self.sink = Some(sink);
+        self
+    }
+}
+
+#[async_trait]
+impl Exporter for DockerExporter {
+    async fn resolve(
+        &self,
+        options: BTreeMap<String, String>,
+    ) -> Result<Box<dyn ExporterInstance>> {
+        let (opts, output) = options::parse("docker", &options, true, false)?;
+        if !output.tar {
+            return Err(Error::InvalidOption {
+                key: "tar".into(),
+                value: "false".into(),
+                reason: "the docker exporter only writes tars".into(),
+            });
+        }
+        check_destination(&output, self.sink.is_some())?;
+        Ok(Box::new(LayoutInstance {
+            kind: LayoutKind::Docker,
+            ctx: self.ctx.clone(),
+            writer: self.writer.clone(),
+            sink: self.sink.clone(),
+            opts,
+            output,
+        }))
+    }
+}
+
+/// `repo:tag` as docker shows it: `docker.io/library/` dropped, `:latest` added when
+/// the name has no tag or digest.
+pub(crate) fn repo_tag(name: &str) -> String {
+    let short = name
+        .strip_prefix("docker.io/library/")
+        .or_else(|| name.strip_prefix("docker.io/"))
+        .unwrap_or(name);
+    let last = short.rsplit('/').next().unwrap_or(short);
+    if last.contains(':') || short.contains('@') {
+        short.to_string()
+    } else {
+        format!("{short}:latest")
+    }
+}
+
+/// `manifest.json` and `repositories` for the single image of `committed`.
+pub(crate) fn archive_entries(committed: &CommittedImage, names: &[String]) -> Result<Vec<Entry>> {
+    let [image] = committed.images.as_slice() else {
+        return Err(Error::TooManyPlatforms {
+            exporter: "docker".into(),
+            count: committed.images.len(),
+        });
+    };
+    let tags: Vec<String> = names.iter().map(|n| repo_tag(n)).collect();
+    let manifest = json!([{
+        "Config": blob_path(&image.config),
+        "RepoTags": tags,
+        "Layers": image.layers.iter().map(blob_path).collect::<Vec<_>>(),
+    }]);
+    let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    if let Some(top) = image.layers.last() {
+        for tag in &tags {
+            if let Some((repo, t)) = tag.rsplit_once(':') {
+                repositories
+                    .entry(repo.to_string())
+                    .or_default()
+                    .insert(t.to_string(), top.digest.hex().to_string());
+            }
+        }
+    }
+    let enc =
+        |v: &serde_json::Value| to_canonical_vec(v).map_err(|e| Error::Interrupted(e.to_string()));
+    let mut out = vec![Entry::Bytes("manifest.json".into(), enc(&manifest)?)];
+    if !repositories.is_empty() {
+        out.push(Entry::Bytes(
+            "repositories".into(),
+            enc(&json!(repositories))?,
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_tags_as_docker_shows_them() {
+        assert_eq!(repo_tag("alpine"), "alpine:latest");
+        assert_eq!(repo_tag("docker.io/library/alpine:3"), "alpine:3");
+        assert_eq!(repo_tag("docker.io/me/app"), "me/app:latest");
+        assert_eq!(repo_tag("localhost:5000/app"), "localhost:5000/app:latest");
+        assert_eq!(repo_tag("localhost:5000/app:v1"), "localhost:5000/app:v1");
+    }
+}

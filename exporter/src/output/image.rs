@@ -1,0 +1,92 @@
+//! The `image` exporter: commits the image to the content store and records it under
+//! each name given.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use strata_content::{Image, Labels};
+
+use crate::error::Result;
+use crate::exporter::{response, ExportContext, Exporter, ExporterInstance};
+use crate::options::{self, ImageOptions};
+use crate::progress::Progress;
+use crate::source::Source;
+use crate::writer::ImageWriter;
+
+/// Exports into the content store, with an image record per `name`.
+pub struct ImageExporter {
+    ctx: ExportContext,
+    writer: Arc<ImageWriter>,
+}
+
+impl ImageExporter {
+    /// An `image` exporter over `ctx`.
+    pub fn new(ctx: ExportContext) -> ImageExporter {
+        ImageExporter {
+            writer: Arc::new(ImageWriter::new(ctx.clone())),
+            ctx,
+        }
+    }
+}
+
+#[async_trait]
+impl Exporter for ImageExporter {
+    async fn resolve(
+        &self,
+        options: BTreeMap<String, String>,
+    ) -> Result<Box<dyn ExporterInstance>> {
+        let (opts, _) = options::parse("image", &options, false, true)?;
+        Ok(Box::new(ImageInstance {
+            ctx: self.ctx.clone(),
+            writer: self.writer.clone(),
+            opts,
+        }))
+    }
+}
+
+struct ImageInstance {
+    ctx: ExportContext,
+    writer: Arc<ImageWriter>,
+    opts: ImageOptions,
+}
+
+#[async_trait]
+impl ExporterInstance for ImageInstance {
+    fn name(&self) -> &str {
+        "image"
+    }
+
+    async fn export(&self, source: Source, progress: Progress) -> Result<BTreeMap<String, String>> {
+        let committed = self.writer.commit(&source, &self.opts, &progress).await?;
+        for name in &self.opts.names {
+            let task = progress.start(format!("naming:{name}"), format!("naming to {name}"));
+            let now = SystemTime::now();
+            let image = Image {
+                name: name.clone(),
+                target: committed.descriptor.clone(),
+                labels: Labels::new(),
+                created_at: now,
+                updated_at: now,
+            };
+            let res = match self.ctx.images.create_image(image.clone()).await {
+                Err(e) if e.is_already_exists() => self
+                    .ctx
+                    .images
+                    .update_image(image, &["target".to_string()])
+                    .await
+                    .map(|_| ()),
+                other => other.map(|_| ()),
+            };
+            if let Err(e) = res {
+                task.fail(&e);
+                return Err(e.into());
+            }
+            task.complete();
+        }
+        let out = response(&committed, &self.opts.names);
+        committed.lease.release().await?;
+        Ok(out)
+    }
+}

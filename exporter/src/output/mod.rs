@@ -1,0 +1,6 @@
+//! The exporters: `image` (content store + image records), `oci` (OCI layout, tar or
+//! directory) and `docker` (docker-archive tar).
+
+pub mod docker;
+pub mod image;
+pub mod oci;

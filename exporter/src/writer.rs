@@ -1,0 +1,620 @@
+//! [`ImageWriter`]: commits refs and configs as manifests and indexes in a content
+//! store, with BuildKit's containerimage writer semantics.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::future::try_join_all;
+use serde_json::{Map, Value};
+use strata_content::{
+    Compression, ContentStore, Descriptor, Digest, Info, LeaseManager, LeaseResource, Platform,
+    WriterOptions,
+};
+use strata_differ::{CompareOptions, ProgressFn};
+use strata_snapshotter::{BlobInfo, BlobKey, ImmutableRef};
+use tokio::sync::{OnceCell, Semaphore};
+use tracing::Instrument;
+
+use crate::config::{empty_config, history_of, parse_config, patch_config};
+use crate::error::{Error, Result};
+use crate::exporter::ExportContext;
+use crate::history::{normalize, LayerMeta};
+use crate::json::to_canonical_vec;
+use crate::manifest::{index_json, index_labels, manifest_json, manifest_labels, MediaTypes};
+use crate::options::ImageOptions;
+use crate::progress::{Progress, ProgressTask};
+use crate::source::{Source, SourceImage};
+
+/// The diffID of an empty layer: an empty tar (two 512-byte zero blocks).
+pub fn empty_layer_diff_id() -> Digest {
+    Digest::sha256_of(&[0u8; 1024])
+}
+
+/// A lease held for the duration of an export; deleted by [`LeaseGuard::release`] or,
+/// if the export is dropped, in the background when the guard is dropped.
+pub struct LeaseGuard {
+    id: String,
+    leases: Arc<dyn LeaseManager>,
+    released: bool,
+}
+
+impl std::fmt::Debug for LeaseGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseGuard").field("id", &self.id).finish()
+    }
+}
+
+impl LeaseGuard {
+    /// Creates a new lease.
+    pub async fn create(leases: Arc<dyn LeaseManager>) -> Result<LeaseGuard> {
+        let lease = leases.create_lease(None, BTreeMap::new()).await?;
+        Ok(LeaseGuard {
+            id: lease.id,
+            leases,
+            released: false,
+        })
+    }
+
+    /// The lease's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Deletes the lease: what it held is now kept only by what references it.
+    pub async fn release(mut self) -> Result<()> {
+        self.released = true;
+        match self.leases.delete_lease(&self.id).await {
+            Err(e) if !e.is_not_found() => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let leases = self.leases.clone();
+        let id = std::mem::take(&mut self.id);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Err(e) = leases.delete_lease(&id).await {
+                    tracing::warn!(lease = %id, error = %e, "releasing the export lease");
+                }
+            });
+        } else {
+            tracing::warn!(lease = %id, "no runtime to release the export lease on");
+        }
+    }
+}
+
+/// One platform's image as committed.
+#[derive(Clone, Debug)]
+pub struct PlatformImage {
+    /// The platform (multi-platform sources only).
+    pub platform: Option<Platform>,
+    /// The manifest's descriptor (with platform and manifest-descriptor annotations).
+    pub manifest: Descriptor,
+    /// The config's descriptor.
+    pub config: Descriptor,
+    /// The layers, base first (empty layers dropped).
+    pub layers: Vec<Descriptor>,
+}
+
+/// The result of [`ImageWriter::commit`]: the root and what it references, still held
+/// by `lease` until the caller anchors it.
+#[derive(Debug)]
+pub struct CommittedImage {
+    /// The root: the manifest (single platform) or the index / manifest list,
+    /// annotated with the index-descriptor annotations.
+    pub descriptor: Descriptor,
+    /// The config digest (single-platform sources only, as in BuildKit).
+    pub config_digest: Option<Digest>,
+    /// Every platform's image, in index order.
+    pub images: Vec<PlatformImage>,
+    /// The lease holding everything written.
+    pub lease: LeaseGuard,
+}
+
+impl CommittedImage {
+    /// Every blob the image consists of (root, manifests, configs, layers), each once,
+    /// sorted by digest.
+    pub fn blobs(&self) -> Vec<Descriptor> {
+        let mut out: BTreeMap<Digest, Descriptor> = BTreeMap::new();
+        let plain =
+            |d: &Descriptor| Descriptor::new(d.media_type.clone(), d.digest.clone(), d.size);
+        out.insert(self.descriptor.digest.clone(), plain(&self.descriptor));
+        for img in &self.images {
+            out.insert(img.manifest.digest.clone(), plain(&img.manifest));
+            out.insert(img.config.digest.clone(), plain(&img.config));
+            for l in &img.layers {
+                out.insert(l.digest.clone(), plain(l));
+            }
+        }
+        out.into_values().collect()
+    }
+
+    /// True when the root is an index / manifest list.
+    pub fn is_index(&self) -> bool {
+        self.descriptor.media_type == MediaTypes { oci: true }.index()
+            || self.descriptor.media_type == MediaTypes { oci: false }.index()
+    }
+}
+
+type Inflight = Mutex<HashMap<(String, BlobKey), Arc<OnceCell<BlobInfo>>>>;
+
+/// Commits [`Source`]s as images in the context's content store.
+pub struct ImageWriter {
+    ctx: ExportContext,
+    jobs: Arc<Semaphore>,
+}
+
+impl ImageWriter {
+    /// A writer over `ctx`, computing at most `ctx.jobs` layers at a time.
+    pub fn new(ctx: ExportContext) -> ImageWriter {
+        let jobs = Arc::new(Semaphore::new(ctx.jobs.max(1)));
+        ImageWriter { ctx, jobs }
+    }
+
+    /// Computes every ref's layer chain, then writes configs, manifests and (for
+    /// several platforms) an index, all under a new lease returned with the result.
+    pub async fn commit(
+        &self,
+        source: &Source,
+        opts: &ImageOptions,
+        progress: &Progress,
+    ) -> Result<CommittedImage> {
+        let types = MediaTypes {
+            oci: opts.oci_media_types,
+        };
+        if !types.oci && opts.compression == Compression::Zstd {
+            return Err(Error::UnsupportedCompression {
+                compression: Compression::Zstd,
+                media_types: "Docker",
+            });
+        }
+        let images = source.resolve()?;
+        let multi = !source.refs.is_empty();
+        let configs = images
+            .iter()
+            .map(|img| match &img.config {
+                Some(bytes) => parse_config(bytes, &img.label()),
+                None => Ok(empty_config(
+                    &img.platform.clone().unwrap_or_else(Platform::host),
+                )),
+            })
+            .collect::<Result<Vec<_>>>()?;
+
+        let lease = LeaseGuard::create(self.ctx.leases.clone()).await?;
+        let store = self.ctx.content.with_lease(lease.id());
+        let key = BlobKey {
+            compression: opts.compression,
+            source_date_epoch: opts.source_date_epoch,
+        };
+
+        let layers_task = progress.start("exporting-layers", "exporting layers");
+        let inflight = Inflight::default();
+        let chains = try_join_all(
+            images
+                .iter()
+                .map(|img| self.export_chain(img, key, opts, lease.id(), &inflight, progress)),
+        )
+        .instrument(layers_task.span().clone())
+        .await;
+        let chains = match chains {
+            Ok(c) => c,
+            Err(e) => {
+                layers_task.fail(&e);
+                return Err(e);
+            }
+        };
+        layers_task.complete();
+
+        let mut committed = Vec::new();
+        for ((img, config), chain) in images.iter().zip(configs).zip(chains) {
+            committed.push(
+                self.commit_manifest(
+                    &store,
+                    lease.id(),
+                    img,
+                    config,
+                    &chain,
+                    opts,
+                    types,
+                    progress,
+                )
+                .await?,
+            );
+        }
+
+        let (descriptor, config_digest) = if multi {
+            let manifests: Vec<Descriptor> = committed.iter().map(|c| c.manifest.clone()).collect();
+            let json = index_json(types, &manifests, &opts.annotations.index);
+            let bytes = to_canonical_vec(&json).map_err(|e| Error::Interrupted(e.to_string()))?;
+            let digest = Digest::sha256_of(&bytes);
+            let task = progress.start(
+                format!("manifest-list:{digest}"),
+                format!("exporting manifest list {digest}"),
+            );
+            let mut desc = self
+                .put_blob(
+                    &store,
+                    lease.id(),
+                    types.index(),
+                    bytes,
+                    index_labels(&manifests),
+                )
+                .instrument(task.span().clone())
+                .await
+                .inspect_err(|e| task.fail(e))?;
+            task.complete();
+            desc.annotations = opts.annotations.index_descriptor.clone();
+            (desc, None)
+        } else {
+            let only = &committed[0];
+            let mut desc = only.manifest.clone();
+            desc.annotations
+                .extend(opts.annotations.index_descriptor.clone());
+            (desc, Some(only.config.digest.clone()))
+        };
+        Ok(CommittedImage {
+            descriptor,
+            config_digest,
+            images: committed,
+            lease,
+        })
+    }
+
+    async fn export_chain(
+        &self,
+        img: &SourceImage,
+        key: BlobKey,
+        opts: &ImageOptions,
+        lease: &str,
+        inflight: &Inflight,
+        progress: &Progress,
+    ) -> Result<Vec<(ImmutableRef, BlobInfo)>> {
+        let Some(top) = &img.top else {
+            return Ok(Vec::new());
+        };
+        let chain = top.chain();
+        let blobs = try_join_all(
+            chain
+                .iter()
+                .map(|r| self.layer_blob(r, key, opts, lease, inflight, progress)),
+        )
+        .await?;
+        Ok(chain.into_iter().zip(blobs).collect())
+    }
+
+    /// The blob of one link, computed once per commit even when several platforms
+    /// share the ref.
+    async fn layer_blob(
+        &self,
+        r: &ImmutableRef,
+        key: BlobKey,
+        opts: &ImageOptions,
+        lease: &str,
+        inflight: &Inflight,
+        progress: &Progress,
+    ) -> Result<BlobInfo> {
+        let cell = {
+            let mut map = inflight
+                .lock()
+                .map_err(|_| Error::Interrupted("layer table poisoned".into()))?;
+            map.entry((r.id().to_string(), key))
+                .or_insert_with(|| Arc::new(OnceCell::new()))
+                .clone()
+        };
+        cell.get_or_try_init(|| self.compute_blob(r, key, opts, lease, progress))
+            .await
+            .cloned()
+    }
+
+    async fn compute_blob(
+        &self,
+        r: &ImmutableRef,
+        key: BlobKey,
+        opts: &ImageOptions,
+        lease: &str,
+        progress: &Progress,
+    ) -> Result<BlobInfo> {
+        let task = progress.start(
+            format!("layer:{}", r.id()),
+            format!("exporting layer {}", r.id()),
+        );
+        let result = self
+            .compute_blob_inner(r, key, opts, lease, &task)
+            .instrument(task.span().clone())
+            .await;
+        match &result {
+            Ok(info) => {
+                task.update(info.size, Some(info.size));
+                task.complete();
+            }
+            Err(e) => task.fail(e),
+        }
+        result
+    }
+
+    async fn compute_blob_inner(
+        &self,
+        r: &ImmutableRef,
+        key: BlobKey,
+        opts: &ImageOptions,
+        lease: &str,
+        task: &ProgressTask,
+    ) -> Result<BlobInfo> {
+        // Reuse a blob recorded on the ref when the store still has it.
+        if let Some(info) = self.cached_blob(r, key, lease).await? {
+            tracing::debug!(snapshot = r.id(), digest = %info.digest, "reusing layer blob");
+            return Ok(info);
+        }
+        if !opts.force_compression {
+            // As BuildKit: without force-compression a blob that exists in another
+            // compression is used as it is (when the media types can express it).
+            for other in [
+                Compression::Gzip,
+                Compression::Zstd,
+                Compression::Uncompressed,
+            ] {
+                if other == key.compression || (other == Compression::Zstd && !opts.oci_media_types)
+                {
+                    continue;
+                }
+                let k = BlobKey {
+                    compression: other,
+                    source_date_epoch: key.source_date_epoch,
+                };
+                if let Some(info) = self.cached_blob(r, k, lease).await? {
+                    return Ok(info);
+                }
+            }
+        }
+        let _permit = self
+            .jobs
+            .acquire()
+            .await
+            .map_err(|_| Error::Interrupted("job limiter closed".into()))?;
+        let lower = match r.parent() {
+            Some(p) => p.mounts().await?,
+            None => Vec::new(),
+        };
+        let upper = r.mounts().await?;
+        let t = task.clone();
+        let progress_fn: ProgressFn = Arc::new(move |n| t.update(n, None));
+        let copts = CompareOptions {
+            compression: key.compression,
+            level: opts.compression_level,
+            source_date_epoch: key.source_date_epoch,
+            threads: None,
+            media_type: None,
+            reference: None,
+            lease: Some(lease.to_string()),
+            labels: BTreeMap::new(),
+            progress: Some(progress_fn),
+        };
+        let blob = self.ctx.differ.compare(&lower, &upper, &copts).await?;
+        let info = BlobInfo {
+            diff_id: blob.diff_id,
+            digest: blob.descriptor.digest,
+            media_type: blob.descriptor.media_type,
+            size: blob.descriptor.size,
+        };
+        r.set_blob(key, info.clone()).await?;
+        Ok(info)
+    }
+
+    /// The blob recorded on `r` for `key`, if the store still has it (then it is
+    /// added to the lease).
+    async fn cached_blob(
+        &self,
+        r: &ImmutableRef,
+        key: BlobKey,
+        lease: &str,
+    ) -> Result<Option<BlobInfo>> {
+        let Some(info) = r.blob(key) else {
+            return Ok(None);
+        };
+        match self.ctx.content.info(&info.digest).await {
+            Ok(_) => {
+                self.hold(lease, &info.digest).await?;
+                Ok(Some(info))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn hold(&self, lease: &str, digest: &Digest) -> Result<()> {
+        let res = LeaseResource {
+            id: digest.to_string(),
+            kind: "content".to_string(),
+        };
+        match self.ctx.leases.add_resource(lease, res).await {
+            Err(e) if !e.is_already_exists() => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_manifest(
+        &self,
+        store: &Arc<dyn ContentStore>,
+        lease: &str,
+        img: &SourceImage,
+        config: Map<String, Value>,
+        chain: &[(ImmutableRef, BlobInfo)],
+        opts: &ImageOptions,
+        types: MediaTypes,
+        progress: &Progress,
+    ) -> Result<PlatformImage> {
+        let empty = empty_layer_diff_id();
+        let metas: Vec<LayerMeta> = chain
+            .iter()
+            .map(|(r, b)| LayerMeta::new(r.description(), r.created_at(), b.diff_id == empty))
+            .collect();
+        let normalized = normalize(history_of(&config), &metas);
+        let mut layers = Vec::new();
+        let mut diff_ids = Vec::new();
+        for &i in &normalized.kept_layers {
+            let info = &chain[i].1;
+            let compression =
+                Compression::from_layer_media_type(&info.media_type).ok_or_else(|| {
+                    Error::InvalidContent {
+                        digest: info.digest.to_string(),
+                        reason: format!("recorded media type {:?} is not a layer", info.media_type),
+                    }
+                })?;
+            let media_type =
+                compression
+                    .layer_media_type(types.oci)
+                    .ok_or(Error::UnsupportedCompression {
+                        compression,
+                        media_types: "Docker",
+                    })?;
+            layers.push(Descriptor::new(media_type, info.digest.clone(), info.size));
+            diff_ids.push(info.diff_id.clone());
+        }
+        let config = patch_config(
+            config,
+            &diff_ids,
+            normalized.history,
+            opts.source_date_epoch,
+        );
+        let config_bytes =
+            to_canonical_vec(&Value::Object(config)).map_err(|e| Error::InvalidConfig {
+                platform: img.label(),
+                reason: e.to_string(),
+            })?;
+        let config_digest = Digest::sha256_of(&config_bytes);
+        let task = progress.start(
+            format!("config:{config_digest}"),
+            format!("exporting config {config_digest}"),
+        );
+        let config_desc = self
+            .put_blob(store, lease, types.config(), config_bytes, BTreeMap::new())
+            .await
+            .inspect_err(|e| task.fail(e))?;
+        task.complete();
+
+        let annotations = if types.oci {
+            opts.annotations.manifest_for(img.platform.as_ref())
+        } else {
+            BTreeMap::new()
+        };
+        let json = manifest_json(types, &config_desc, &layers, &annotations);
+        let bytes = to_canonical_vec(&json).map_err(|e| Error::Interrupted(e.to_string()))?;
+        let digest = Digest::sha256_of(&bytes);
+        let task = progress.start(
+            format!("manifest:{digest}"),
+            format!("exporting manifest {digest}"),
+        );
+        let mut manifest = self
+            .put_blob(
+                store,
+                lease,
+                types.manifest(),
+                bytes,
+                manifest_labels(&config_desc.digest, &layers),
+            )
+            .instrument(task.span().clone())
+            .await
+            .inspect_err(|e| task.fail(e))?;
+        task.complete();
+        manifest.platform = img.platform.clone();
+        manifest.annotations = opts
+            .annotations
+            .manifest_descriptor_for(img.platform.as_ref());
+        Ok(PlatformImage {
+            platform: img.platform.clone(),
+            manifest,
+            config: config_desc,
+            layers,
+        })
+    }
+
+    /// Writes `bytes` through the leased `store` with `labels`; content that already
+    /// exists gets the labels added and is added to the lease.
+    async fn put_blob(
+        &self,
+        store: &Arc<dyn ContentStore>,
+        lease: &str,
+        media_type: &str,
+        bytes: Vec<u8>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Descriptor> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let digest = Digest::sha256_of(&bytes);
+        let desc = Descriptor::new(media_type, digest.clone(), bytes.len() as u64);
+        let reference = format!(
+            "strata-export-{}-{}-{}",
+            digest.hex(),
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut abort = AbortIngest {
+            store: store.clone(),
+            reference: Some(reference.clone()),
+        };
+        let opened = store
+            .writer(WriterOptions {
+                reference,
+                expected: Some(desc.clone()),
+            })
+            .await;
+        let committed = match opened {
+            Ok(mut w) => {
+                w.write(&bytes).await?;
+                let res = w
+                    .commit(bytes.len() as u64, Some(&digest), labels.clone())
+                    .await;
+                abort.reference = None;
+                res
+            }
+            Err(e) => {
+                abort.reference = None;
+                Err(e)
+            }
+        };
+        match committed {
+            Ok(_) => {}
+            Err(e) if e.is_already_exists() => {
+                let mut info: Info = self.ctx.content.info(&digest).await?;
+                if !labels.is_empty() {
+                    let paths = labels
+                        .keys()
+                        .map(|k| format!("labels.{k}"))
+                        .collect::<Vec<_>>();
+                    info.labels.extend(labels);
+                    self.ctx.content.update(info, &paths).await?;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.hold(lease, &digest).await?;
+        Ok(desc)
+    }
+}
+
+/// Aborts an ingest left behind when a write is dropped half-way.
+struct AbortIngest {
+    store: Arc<dyn ContentStore>,
+    reference: Option<String>,
+}
+
+impl Drop for AbortIngest {
+    fn drop(&mut self) {
+        let Some(reference) = self.reference.take() else {
+            return;
+        };
+        let store = self.store.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = store.abort(&reference).await;
+            });
+        }
+    }
+}
