@@ -5,8 +5,12 @@
 //! containerd's semantics.
 //!
 //! - [`ContentStore`] (blobs, labels, ingests), [`LeaseManager`], [`ImageStore`] and
-//!   [`GarbageCollector`] are the contracts; [`MemoryStore`] implements them in memory
-//!   (tests, embedding).
+//!   [`GarbageCollector`] are the contracts. [`LocalStore`] implements them on disk: its
+//!   root is an OCI image layout that skopeo, umoci and containerd read directly, with
+//!   labels, leases, image records and ingest state in SQLite beside it, safe for several
+//!   processes at once. [`MemoryStore`] implements them in memory (tests, embedding).
+//! - [`fsck`] verifies every blob of a store; the `conformance` feature exposes the
+//!   test suite every backend passes.
 //! - [`write_blob`], [`read_blob`] and [`copy`] are the everyday helpers, like
 //!   containerd's `content` package; [`ReaderAtStream`] and [`BlockingReader`] turn a
 //!   random-access [`ReaderAt`] into a stream.

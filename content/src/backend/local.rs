@@ -763,9 +763,17 @@ impl ContentStore for LocalStore {
                     Error::io(format!("opening content {d}"), e)
                 }
             })?;
+            // The file's own length, so a damaged blob reads as what is on disk.
+            let size = file
+                .metadata()
+                .map_err(io_err(format!("reading size of content {d}")))?
+                .len();
+            if size != info.size {
+                tracing::warn!(digest = %d, recorded = info.size, on_disk = size, "blob size differs from its record");
+            }
             Ok(Box::new(LocalReader {
                 file: Arc::new(file),
-                size: info.size,
+                size,
             }) as Box<dyn ReaderAt>)
         })
         .await
