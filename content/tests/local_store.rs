@@ -148,3 +148,58 @@ async fn two_instances_on_one_root_stay_consistent() {
         written.len()
     );
 }
+
+/// Child half of `two_processes_share_a_store`: only does something when run by it.
+#[tokio::test]
+async fn two_process_child() {
+    let Some(root) = std::env::var_os("STRATA_TEST_CHILD_ROOT") else {
+        return;
+    };
+    let store = LocalStore::open(&root).await.expect("open in child");
+    let leased = store.with_lease("child");
+    for i in 0..30u32 {
+        let bytes = format!("child blob {i}").into_bytes();
+        write_blob(
+            leased.as_ref(),
+            &format!("c{i}"),
+            &bytes,
+            &desc(&bytes),
+            Labels::new(),
+        )
+        .await
+        .expect("write in child");
+    }
+}
+
+#[tokio::test]
+async fn two_processes_share_a_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = LocalStore::open(dir.path()).await.expect("open");
+    store
+        .create_lease(Some("child"), Labels::new())
+        .await
+        .expect("lease");
+    let exe = std::env::current_exe().expect("test binary");
+    let mut child = tokio::process::Command::new(exe)
+        .args(["--exact", "two_process_child", "--test-threads=1"])
+        .env("STRATA_TEST_CHILD_ROOT", dir.path())
+        .spawn()
+        .expect("spawn child test process");
+    // Collect garbage while the other process commits under its lease.
+    let mut status = None;
+    while status.is_none() {
+        store.garbage_collect().await.expect("gc");
+        status = child.try_wait().expect("child status");
+        tokio::task::yield_now().await;
+    }
+    assert!(status.is_some_and(|s| s.success()), "child process failed");
+    store.garbage_collect().await.expect("gc");
+    for i in 0..30u32 {
+        let bytes = format!("child blob {i}").into_bytes();
+        assert_eq!(
+            read_blob(&store, &desc(&bytes), 100).await.expect("read"),
+            bytes
+        );
+    }
+    assert!(fsck(&store).await.expect("fsck").is_clean());
+}
