@@ -109,17 +109,21 @@ impl Read for VerifiedBlob {
 }
 
 enum Decoder {
+    /// Not started: decoders may read their header when built, which must happen on
+    /// the blocking thread, so they are built on the first read.
+    Start(Compression, Option<Box<BufReader<VerifiedBlob>>>),
     Plain(Box<BufReader<VerifiedBlob>>),
     Gzip(Box<flate2::bufread::MultiGzDecoder<BufReader<VerifiedBlob>>>),
     Zstd(Box<zstd::stream::read::Decoder<'static, BufReader<VerifiedBlob>>>),
 }
 
 impl Decoder {
-    fn raw(&mut self) -> &mut BufReader<VerifiedBlob> {
+    fn raw(&mut self) -> Option<&mut BufReader<VerifiedBlob>> {
         match self {
-            Decoder::Plain(r) => r,
-            Decoder::Gzip(d) => d.get_mut(),
-            Decoder::Zstd(d) => d.get_mut(),
+            Decoder::Start(_, r) => r.as_deref_mut(),
+            Decoder::Plain(r) => Some(r),
+            Decoder::Gzip(d) => Some(d.get_mut()),
+            Decoder::Zstd(d) => Some(d.get_mut()),
         }
     }
 }
@@ -181,18 +185,7 @@ pub async fn open_layer(store: Arc<dyn ContentStore>, desc: &Descriptor) -> Resu
             verified: false,
         },
     );
-    let decoder = match compression {
-        Compression::Uncompressed => Decoder::Plain(Box::new(raw)),
-        Compression::Gzip => Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(raw))),
-        Compression::Zstd => {
-            let decoder =
-                zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| Error::CorruptLayer {
-                    digest: desc.digest.to_string(),
-                    reason: format!("starting the zstd decoder: {e}"),
-                })?;
-            Decoder::Zstd(Box::new(decoder))
-        }
-    };
+    let decoder = Decoder::Start(compression, Some(Box::new(raw)));
     Ok(LayerReader {
         decoder,
         diff: Digester::new(),
@@ -231,7 +224,9 @@ impl LayerReader {
             return Err(self.typed_error(e));
         }
         // Anything after the compressed stream's end still counts toward the digest.
-        let raw = self.decoder.raw();
+        let Some(raw) = self.decoder.raw() else {
+            return Err(self.typed_error(io::Error::other("layer decoder failed to start")));
+        };
         let drained = loop {
             match raw.fill_buf() {
                 Ok([]) => break Ok(()),
@@ -252,7 +247,32 @@ impl LayerReader {
 
 impl Read for LayerReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Decoder::Start(compression, raw) = &mut self.decoder {
+            let compression = *compression;
+            let raw = raw
+                .take()
+                .ok_or_else(|| io::Error::other("layer decoder failed to start"))?;
+            self.decoder = match compression {
+                Compression::Uncompressed => Decoder::Plain(raw),
+                Compression::Gzip => {
+                    Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(*raw)))
+                }
+                Compression::Zstd => match zstd::stream::read::Decoder::with_buffer(*raw) {
+                    Ok(d) => Decoder::Zstd(Box::new(d)),
+                    Err(e) => {
+                        return Err(record(
+                            &self.failure,
+                            Error::CorruptLayer {
+                                digest: self.digest.to_string(),
+                                reason: format!("starting the zstd decoder: {e}"),
+                            },
+                        ))
+                    }
+                },
+            };
+        }
         let result = match &mut self.decoder {
+            Decoder::Start(..) => Err(io::Error::other("layer decoder failed to start")),
             Decoder::Plain(r) => r.read(buf),
             Decoder::Gzip(d) => d.read(buf),
             Decoder::Zstd(d) => d.read(buf),
@@ -282,5 +302,211 @@ impl Read for LayerReader {
 impl Drop for LayerReader {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer_writer::tests::sample_tar;
+    use crate::{write_layer, CompareOptions};
+    use async_trait::async_trait;
+    use strata_content::{
+        ContentWriter, Filter, Info, MemoryStore, ReaderAt, Status, WriterOptions,
+    };
+
+    /// A store whose reads of `victim` return the bytes of `substitute` instead (a
+    /// blob corrupted on disk, or a lying backend).
+    struct SwappingStore {
+        inner: MemoryStore,
+        victim: Digest,
+        substitute: Descriptor,
+    }
+
+    #[async_trait]
+    impl ContentStore for SwappingStore {
+        async fn info(&self, d: &Digest) -> strata_content::Result<Info> {
+            self.inner.info(d).await
+        }
+        async fn update(&self, i: Info, f: &[String]) -> strata_content::Result<Info> {
+            self.inner.update(i, f).await
+        }
+        async fn walk(&self, f: &Filter) -> strata_content::Result<Vec<Info>> {
+            self.inner.walk(f).await
+        }
+        async fn delete(&self, d: &Digest) -> strata_content::Result<()> {
+            self.inner.delete(d).await
+        }
+        async fn reader(&self, desc: &Descriptor) -> strata_content::Result<Box<dyn ReaderAt>> {
+            if desc.digest == self.victim {
+                self.inner.reader(&self.substitute).await
+            } else {
+                self.inner.reader(desc).await
+            }
+        }
+        async fn writer(&self, o: WriterOptions) -> strata_content::Result<Box<dyn ContentWriter>> {
+            self.inner.writer(o).await
+        }
+        async fn status(&self, r: &str) -> strata_content::Result<Status> {
+            self.inner.status(r).await
+        }
+        async fn list_statuses(&self) -> strata_content::Result<Vec<Status>> {
+            self.inner.list_statuses().await
+        }
+        async fn abort(&self, r: &str) -> strata_content::Result<()> {
+            self.inner.abort(r).await
+        }
+        fn with_lease(&self, l: &str) -> Arc<dyn ContentStore> {
+            self.inner.with_lease(l)
+        }
+    }
+
+    async fn put(store: &dyn ContentStore, bytes: &[u8], media_type: &str) -> Descriptor {
+        let desc = Descriptor::new(media_type, Digest::sha256_of(bytes), bytes.len() as u64);
+        strata_content::write_blob(store, "put", bytes, &desc, Default::default())
+            .await
+            .expect("put blob");
+        desc
+    }
+
+    /// Reads the layer to the end and finishes; the typed error if any step fails.
+    async fn consume(store: Arc<dyn ContentStore>, desc: &Descriptor) -> Result<Digest> {
+        let mut reader = open_layer(store, desc).await?;
+        tokio::task::spawn_blocking(move || {
+            let mut archive = tar::Archive::new(&mut reader);
+            let walked = (|| -> io::Result<()> {
+                for entry in archive.entries()? {
+                    let mut entry = entry?;
+                    io::copy(&mut entry, &mut io::sink())?;
+                }
+                Ok(())
+            })();
+            if let Err(e) = walked {
+                return Err(reader.typed_error(e));
+            }
+            reader.finish().map(|(d, _)| d)
+        })
+        .await
+        .expect("join")
+    }
+
+    async fn gzip_layer(store: Arc<dyn ContentStore>, tar: Vec<u8>) -> crate::LayerBlob {
+        write_layer(store, &CompareOptions::default(), move |w| {
+            w.write_all(&tar).map_err(|e| Error::Io {
+                path: "t".into(),
+                source: e,
+            })
+        })
+        .await
+        .expect("write layer")
+    }
+
+    #[tokio::test]
+    async fn digest_mismatch_is_typed_and_names_the_blob() {
+        let mem = MemoryStore::new();
+        let good = gzip_layer(Arc::new(mem.clone()), sample_tar(4, 50_000)).await;
+        let other = gzip_layer(Arc::new(mem.clone()), sample_tar(5, 50_000)).await;
+        let store: Arc<dyn ContentStore> = Arc::new(SwappingStore {
+            inner: mem,
+            victim: good.descriptor.digest.clone(),
+            substitute: other.descriptor.clone(),
+        });
+        // Same size, other bytes: a valid tar.gz whose digest is not the descriptor's.
+        let mut desc = good.descriptor.clone();
+        desc.size = other.descriptor.size;
+        let err = consume(store, &desc).await.expect_err("mismatch");
+        match err {
+            Error::Content(strata_content::Error::DigestMismatch { subject, .. }) => {
+                assert!(subject.contains(good.descriptor.digest.hex()), "{subject}")
+            }
+            other => panic!("expected a digest mismatch, got {other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn size_mismatch_is_typed() {
+        let store: Arc<dyn ContentStore> = Arc::new(MemoryStore::new());
+        let good = gzip_layer(Arc::clone(&store), sample_tar(2, 10_000)).await;
+        let mut desc = good.descriptor.clone();
+        desc.size += 10;
+        let err = consume(store, &desc).await.expect_err("mismatch");
+        assert!(
+            matches!(
+                err,
+                Error::Content(strata_content::Error::SizeMismatch { .. })
+            ),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn corrupt_and_truncated_layers_are_corrupt_layer_errors() {
+        let store: Arc<dyn ContentStore> = Arc::new(MemoryStore::new());
+        let tar = sample_tar(6, 80_000);
+        for (compression, media_type) in [
+            (
+                strata_content::Compression::Gzip,
+                strata_content::media_types::OCI_LAYER_GZIP,
+            ),
+            (
+                strata_content::Compression::Zstd,
+                strata_content::media_types::OCI_LAYER_ZSTD,
+            ),
+        ] {
+            let blob = crate::compression::compress_to_vec(&tar, compression, None, Some(2))
+                .expect("compress");
+            // Truncated: a blob committed (digest matches) but cut short.
+            let cut = put(&*store, &blob[..blob.len() / 2], media_type).await;
+            let err = consume(Arc::clone(&store), &cut)
+                .await
+                .expect_err("truncated");
+            match &err {
+                Error::CorruptLayer { digest, .. } => assert_eq!(digest, cut.digest.as_str()),
+                other => panic!("{compression}: expected CorruptLayer, got {other}"),
+            }
+            // Corrupt: bytes flipped in the middle.
+            let mut bad = blob.clone();
+            let mid = bad.len() / 2;
+            for b in &mut bad[mid..mid + 64] {
+                *b ^= 0x5a;
+            }
+            let bad = put(&*store, &bad, media_type).await;
+            let err = consume(Arc::clone(&store), &bad)
+                .await
+                .expect_err("corrupt");
+            assert!(
+                matches!(err, Error::CorruptLayer { .. }),
+                "{compression}: {err}"
+            );
+        }
+        // Not compressed at all, but labelled gzip.
+        let plain = put(&*store, &tar, strata_content::media_types::OCI_LAYER_GZIP).await;
+        let err = consume(Arc::clone(&store), &plain)
+            .await
+            .expect_err("not gzip");
+        assert!(matches!(err, Error::CorruptLayer { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unknown_media_type_and_missing_blob() {
+        let store: Arc<dyn ContentStore> = Arc::new(MemoryStore::new());
+        let desc = Descriptor::new(
+            "application/vnd.oci.image.config.v1+json",
+            Digest::sha256_of(b"x"),
+            1,
+        );
+        assert!(matches!(
+            open_layer(Arc::clone(&store), &desc).await,
+            Err(Error::UnsupportedMediaType(_))
+        ));
+        let desc = Descriptor::new(
+            strata_content::media_types::OCI_LAYER,
+            Digest::sha256_of(b"x"),
+            1,
+        );
+        assert!(matches!(
+            open_layer(store, &desc).await,
+            Err(Error::Content(strata_content::Error::NotFound(_)))
+        ));
     }
 }

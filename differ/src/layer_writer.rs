@@ -283,3 +283,201 @@ pub fn empty_layer(compression: Compression, level: Option<i32>) -> Result<(Laye
     };
     Ok((blob, bytes))
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::open_layer;
+    use std::io::Read;
+    use strata_content::{Filter, MemoryStore};
+
+    /// A small real tar (files and a directory) built with the `tar` crate.
+    pub(crate) fn sample_tar(files: usize, file_size: usize) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_size(0);
+        header.set_mtime(1_700_000_000);
+        builder
+            .append_data(&mut header, "dir/", io::empty())
+            .expect("dir");
+        let body = crate::compression::tests::sample(file_size);
+        for i in 0..files {
+            let mut header = tar::Header::new_ustar();
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(0o644);
+            header.set_size(file_size as u64);
+            header.set_mtime(1_700_000_000);
+            builder
+                .append_data(&mut header, format!("dir/file{i}"), &body[..])
+                .expect("file");
+        }
+        builder.into_inner().expect("tar")
+    }
+
+    fn opts(compression: Compression) -> CompareOptions {
+        CompareOptions {
+            compression,
+            threads: Some(2),
+            ..CompareOptions::default()
+        }
+    }
+
+    async fn write_bytes(
+        store: Arc<dyn ContentStore>,
+        opts: &CompareOptions,
+        tar: Vec<u8>,
+    ) -> Result<LayerBlob> {
+        write_layer(store, opts, move |w| {
+            for part in tar.chunks(10_000) {
+                w.write_all(part).map_err(|e| Error::Io {
+                    path: "test".into(),
+                    source: e,
+                })?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read_back(
+        store: Arc<dyn ContentStore>,
+        desc: &Descriptor,
+    ) -> Result<(Vec<u8>, Digest)> {
+        let mut reader = open_layer(store, desc).await?;
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            if let Err(e) = reader.read_to_end(&mut out) {
+                return Err(reader.typed_error(e));
+            }
+            let (diff_id, size) = reader.finish()?;
+            assert_eq!(size, out.len() as u64);
+            Ok((out, diff_id))
+        })
+        .await
+        .expect("join")
+    }
+
+    #[tokio::test]
+    async fn writes_labels_and_reads_back_every_compression() {
+        let tar = sample_tar(20, 70_000);
+        for compression in [
+            Compression::Uncompressed,
+            Compression::Gzip,
+            Compression::Zstd,
+        ] {
+            let store: Arc<dyn ContentStore> = Arc::new(MemoryStore::new());
+            let progress_seen = Arc::new(AtomicU64::new(0));
+            let seen = Arc::clone(&progress_seen);
+            let mut o = opts(compression);
+            o.labels.insert("x.test/mark".into(), "1".into());
+            o.progress = Some(Arc::new(move |n| seen.store(n, Ordering::Relaxed)));
+            let blob = write_bytes(Arc::clone(&store), &o, tar.clone())
+                .await
+                .expect("write");
+            assert_eq!(blob.diff_id, Digest::sha256_of(&tar));
+            assert_eq!(blob.uncompressed_size, tar.len() as u64);
+            assert_eq!(
+                blob.descriptor.media_type,
+                compression.layer_media_type(true).expect("oci type")
+            );
+            assert_eq!(progress_seen.load(Ordering::Relaxed), blob.descriptor.size);
+            let info = store
+                .info(&blob.descriptor.digest)
+                .await
+                .expect("committed");
+            assert_eq!(info.size, blob.descriptor.size);
+            assert_eq!(
+                info.labels.get(labels::UNCOMPRESSED),
+                Some(&blob.diff_id.to_string())
+            );
+            assert_eq!(info.labels.get("x.test/mark"), Some(&"1".to_string()));
+            let (back, diff_id) = read_back(Arc::clone(&store), &blob.descriptor)
+                .await
+                .expect("read back");
+            assert!(back == tar, "{compression} round trip");
+            assert_eq!(diff_id, blob.diff_id);
+            assert!(store.list_statuses().await.expect("statuses").is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn same_tar_same_blob_and_labels_restored() {
+        let store: Arc<dyn ContentStore> = Arc::new(MemoryStore::new());
+        let tar = sample_tar(3, 300_000);
+        let a = write_bytes(Arc::clone(&store), &opts(Compression::Gzip), tar.clone())
+            .await
+            .expect("first");
+        // Drop the label, then write the same layer again with another thread count.
+        let mut info = store.info(&a.descriptor.digest).await.expect("info");
+        info.labels.clear();
+        store
+            .update(info, &["labels".to_string()])
+            .await
+            .expect("clear labels");
+        let mut o = opts(Compression::Gzip);
+        o.threads = Some(1);
+        let b = write_bytes(Arc::clone(&store), &o, tar)
+            .await
+            .expect("second");
+        assert_eq!(a, b);
+        let info = store.info(&b.descriptor.digest).await.expect("info");
+        assert_eq!(
+            info.labels.get(labels::UNCOMPRESSED),
+            Some(&a.diff_id.to_string())
+        );
+        assert_eq!(store.walk(&Filter::All).await.expect("walk").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn producer_failure_commits_nothing() {
+        let store: Arc<dyn ContentStore> = Arc::new(MemoryStore::new());
+        let mut o = opts(Compression::Gzip);
+        o.reference = Some("failing-layer".into());
+        let err = write_layer(Arc::clone(&store), &o, |w| {
+            // Enough data to have reached the store before failing.
+            let tar = sample_tar(10, 200_000);
+            w.write_all(&tar).map_err(|e| Error::Io {
+                path: "x".into(),
+                source: e,
+            })?;
+            Err(Error::TreeChanged {
+                path: "/upper/etc/passwd".into(),
+                reason: "size moved".into(),
+            })
+        })
+        .await
+        .expect_err("must fail");
+        assert!(matches!(err, Error::TreeChanged { .. }), "{err}");
+        assert!(store.walk(&Filter::All).await.expect("walk").is_empty());
+        assert!(store.list_statuses().await.expect("statuses").is_empty());
+    }
+
+    #[test]
+    fn empty_layer_matches_a_written_empty_tar() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        for compression in [
+            Compression::Uncompressed,
+            Compression::Gzip,
+            Compression::Zstd,
+        ] {
+            let (blob, bytes) = empty_layer(compression, None).expect("empty");
+            let store: Arc<dyn ContentStore> = Arc::new(MemoryStore::new());
+            let written = rt
+                .block_on(write_bytes(store, &opts(compression), vec![0u8; 1024]))
+                .expect("write");
+            assert_eq!(blob, written);
+            assert_eq!(bytes.len() as u64, blob.descriptor.size);
+        }
+        // The well-known diffID of an empty layer.
+        assert_eq!(
+            empty_layer(Compression::Gzip, None)
+                .expect("empty")
+                .0
+                .diff_id
+                .as_str(),
+            "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+        );
+    }
+}

@@ -47,13 +47,11 @@ struct Done {
 }
 
 /// Compresses one block into raw deflate bytes.
-fn deflate_block(
-    compress: &mut Compress,
-    dict: &[u8],
-    data: &[u8],
-    last: bool,
-) -> io::Result<Vec<u8>> {
-    compress.reset();
+///
+/// A fresh compressor per block: reusing one through `Compress::reset` made the output
+/// depend on what the compressor had seen before (caught by the thread-count test).
+fn deflate_block(level: u32, dict: &[u8], data: &[u8], last: bool) -> io::Result<Vec<u8>> {
+    let mut compress = Compress::new(Level::new(level), false);
     if !dict.is_empty() {
         compress
             .set_dictionary(dict)
@@ -82,10 +80,10 @@ fn deflate_block(
     Ok(out)
 }
 
-fn compress_job(compress: &mut Compress, job: Job) -> Done {
+fn compress_job(level: u32, job: Job) -> Done {
     let mut crc = crc32fast::Hasher::new();
     crc.update(&job.data);
-    let bytes = deflate_block(compress, &job.dict, &job.data, job.last);
+    let bytes = deflate_block(level, &job.dict, &job.data, job.last);
     Done {
         index: job.index,
         crc,
@@ -117,8 +115,6 @@ pub struct ParallelGzEncoder<W: Write> {
     crc: crc32fast::Hasher,
     total_in: u64,
     pool: Option<Pool>,
-    /// Compressor for inline (single-thread) mode.
-    inline: Option<Compress>,
     /// Finished blocks waiting for their predecessors.
     pending: BTreeMap<u64, Done>,
     /// Spare input buffers.
@@ -147,19 +143,16 @@ impl<W: Write> ParallelGzEncoder<W> {
                 .map(|_| {
                     let job_rx = Arc::clone(&job_rx);
                     let done_tx = done_tx.clone();
-                    std::thread::spawn(move || {
-                        let mut compress = Compress::new(Level::new(level), false);
-                        loop {
-                            let job = match job_rx.lock() {
-                                Ok(rx) => match rx.recv() {
-                                    Ok(job) => job,
-                                    Err(_) => return,
-                                },
+                    std::thread::spawn(move || loop {
+                        let job = match job_rx.lock() {
+                            Ok(rx) => match rx.recv() {
+                                Ok(job) => job,
                                 Err(_) => return,
-                            };
-                            if done_tx.send(compress_job(&mut compress, job)).is_err() {
-                                return;
-                            }
+                            },
+                            Err(_) => return,
+                        };
+                        if done_tx.send(compress_job(level, job)).is_err() {
+                            return;
                         }
                     })
                 })
@@ -172,9 +165,6 @@ impl<W: Write> ParallelGzEncoder<W> {
                 max_in_flight: threads * 2,
             }
         });
-        let inline = pool
-            .is_none()
-            .then(|| Compress::new(Level::new(level), false));
         ParallelGzEncoder {
             out: Some(out),
             level,
@@ -185,7 +175,6 @@ impl<W: Write> ParallelGzEncoder<W> {
             crc: crc32fast::Hasher::new(),
             total_in: 0,
             pool,
-            inline,
             pending: BTreeMap::new(),
             spare: Vec::new(),
             header_written: false,
@@ -262,8 +251,8 @@ impl<W: Write> ParallelGzEncoder<W> {
             last,
         };
         self.next_index += 1;
-        if let Some(compress) = self.inline.as_mut() {
-            let done = compress_job(compress, job);
+        if self.pool.is_none() {
+            let done = compress_job(self.level, job);
             self.pending.insert(done.index, done);
             return self.drain_ready();
         }

@@ -130,3 +130,185 @@ pub fn compress_to_vec(
     enc.write_all(data)?;
     enc.finish()
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+
+    /// Compressible, non-repeating test data (words picked by an LCG), `len` bytes.
+    pub(crate) fn sample(len: usize) -> Vec<u8> {
+        const WORDS: &[&str] = &[
+            "layer",
+            "tar",
+            "blob",
+            "digest",
+            "snapshot",
+            "overlay",
+            "whiteout",
+            "usr/",
+            "lib/",
+            "bin",
+            "\n",
+            "\0\0\0",
+            "0644",
+            "root",
+            "strata",
+            "x86_64-linux-gnu",
+        ];
+        let mut out = Vec::with_capacity(len + 32);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        while out.len() < len {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let w = WORDS[(x >> 59) as usize % WORDS.len()];
+            out.extend_from_slice(w.as_bytes());
+            if (x >> 40) & 7 == 0 {
+                out.push((x >> 32) as u8);
+            }
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// Compresses `data`, handing it over in pieces of `piece` bytes.
+    fn compress(data: &[u8], c: Compression, threads: usize, piece: usize) -> Vec<u8> {
+        let mut enc = Encoder::new(Vec::new(), c, None, Some(threads)).expect("encoder");
+        for part in data.chunks(piece.max(1)) {
+            enc.write_all(part).expect("write");
+        }
+        enc.finish().expect("finish")
+    }
+
+    fn external_decompress(tool: &str, args: &[&str], blob: &[u8]) -> Vec<u8> {
+        let mut child = Command::new(tool)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{tool} must be installed: {e}"));
+        let mut stdin = child.stdin.take().expect("stdin");
+        let input = blob.to_vec();
+        let feeder = std::thread::spawn(move || stdin.write_all(&input));
+        let out = child.wait_with_output().expect("wait");
+        feeder.join().expect("feeder").expect("feed");
+        assert!(out.status.success(), "{tool} {args:?} failed");
+        out.stdout
+    }
+
+    const SIZES: &[usize] = &[
+        0,
+        1,
+        GZIP_BLOCK_SIZE - 1,
+        GZIP_BLOCK_SIZE,
+        GZIP_BLOCK_SIZE + 1,
+        3 * GZIP_BLOCK_SIZE,
+        5 * 1024 * 1024 + 17,
+    ];
+
+    #[test]
+    fn gzip_bytes_do_not_depend_on_threads_or_write_sizes() {
+        for &len in SIZES {
+            let data = sample(len);
+            let one = compress(&data, Compression::Gzip, 1, 1 << 20);
+            for (threads, piece) in [(2, 4096), (4, 1000), (3, 1 << 20), (1, 7)] {
+                let other = compress(&data, Compression::Gzip, threads, piece);
+                assert!(
+                    one == other,
+                    "gzip of {len} bytes differs with {threads} threads"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn gzip_decodes_with_flate2_gzip_and_pigz() {
+        for &len in SIZES {
+            let data = sample(len);
+            let blob = compress(&data, Compression::Gzip, 2, 10_000);
+            let mut back = Vec::new();
+            flate2::read::GzDecoder::new(&blob[..])
+                .read_to_end(&mut back)
+                .expect("flate2 decodes");
+            assert!(back == data, "flate2 round trip of {len} bytes");
+            assert!(
+                external_decompress("pigz", &["-dc"], &blob) == data,
+                "pigz -dc"
+            );
+            assert!(
+                external_decompress("gzip", &["-dc"], &blob) == data,
+                "gzip -dc"
+            );
+        }
+    }
+
+    #[test]
+    fn gzip_is_close_to_plain_zlib_in_size() {
+        let data = sample(4 * 1024 * 1024);
+        let ours = compress(&data, Compression::Gzip, 2, 1 << 16);
+        let mut plain = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        plain.write_all(&data).expect("write");
+        let plain = plain.finish().expect("finish");
+        // Block boundaries cost a little (sync flushes); far less than 1 %.
+        assert!(
+            (ours.len() as f64) < plain.len() as f64 * 1.01,
+            "ours {} vs zlib {}",
+            ours.len(),
+            plain.len()
+        );
+    }
+
+    #[test]
+    fn gzip_levels_change_the_bytes_and_all_decode() {
+        let data = sample(600_000);
+        let mut seen = Vec::new();
+        for level in [0, 1, 6, 9] {
+            let mut enc =
+                Encoder::new(Vec::new(), Compression::Gzip, Some(level), Some(2)).expect("enc");
+            enc.write_all(&data).expect("write");
+            let blob = enc.finish().expect("finish");
+            assert!(external_decompress("gzip", &["-dc"], &blob) == data);
+            seen.push(blob);
+        }
+        assert!(seen[0].len() > data.len(), "level 0 stores");
+        assert!(seen[1] != seen[2] && seen[2].len() < seen[1].len());
+    }
+
+    #[test]
+    fn zstd_bytes_do_not_depend_on_threads() {
+        for &len in &[0usize, 1, 5 * 1024 * 1024 + 17, 40 * 1024 * 1024] {
+            let data = sample(len);
+            let one = compress(&data, Compression::Zstd, 1, 1 << 20);
+            for threads in [2, 4] {
+                let other = compress(&data, Compression::Zstd, threads, 3000);
+                assert!(
+                    one == other,
+                    "zstd of {len} bytes differs with {threads} threads"
+                );
+            }
+            if len < 10 * 1024 * 1024 {
+                assert!(
+                    external_decompress("zstd", &["-dc"], &one) == data,
+                    "zstd -dc"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn uncompressed_is_the_input() {
+        let data = sample(300_000);
+        assert_eq!(compress(&data, Compression::Uncompressed, 2, 999), data);
+    }
+
+    #[test]
+    fn levels_are_clamped_and_defaulted() {
+        assert_eq!(effective_level(Compression::Gzip, None), 6);
+        assert_eq!(effective_level(Compression::Gzip, Some(42)), 9);
+        assert_eq!(effective_level(Compression::Zstd, None), 3);
+        assert_eq!(effective_level(Compression::Zstd, Some(0)), 1);
+        assert_eq!(effective_threads(Some(0)), 1);
+    }
+}
