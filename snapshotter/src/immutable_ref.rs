@@ -92,6 +92,14 @@ impl ImmutableRef {
         let mut infos = Vec::new();
         let mut next = Some(name.to_string());
         while let Some(key) = next {
+            if infos
+                .iter()
+                .any(|i: &crate::snapshotter::Info| i.name == key)
+            {
+                return Err(Error::Metadata(format!(
+                    "the parent chain of {name:?} loops at {key:?}"
+                )));
+            }
             let info = snapshotter.stat(&key).await?;
             if info.kind != Kind::Committed {
                 return Err(Error::FailedPrecondition {
@@ -121,7 +129,7 @@ impl ImmutableRef {
                 }),
             });
         }
-        Ok(parent.expect("the chain has at least the named snapshot"))
+        parent.ok_or_else(|| Error::NotFound(name.to_string()))
     }
 
     /// The snapshot's name in its snapshotter.
@@ -159,9 +167,14 @@ impl ImmutableRef {
         chain
     }
 
-    /// True when both handles refer to the same snapshot.
+    /// True when both handles refer to the same snapshot of the same snapshotter.
     pub fn same_snapshot(&self, other: &ImmutableRef) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner) || self.inner.id == other.inner.id
+        Arc::ptr_eq(&self.inner, &other.inner)
+            || (self.inner.id == other.inner.id
+                && std::ptr::eq(
+                    Arc::as_ptr(&self.inner.snapshotter) as *const (),
+                    Arc::as_ptr(&other.inner.snapshotter) as *const (),
+                ))
     }
 
     /// Read-only mounts of the snapshot's full tree (a view, created on first use and

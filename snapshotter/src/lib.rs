@@ -2,6 +2,56 @@
 //!
 //! Snapshotters with containerd's semantics and [`ImmutableRef`], the handle the
 //! exporter reads build results through.
+//!
+//! A [`Snapshotter`] keeps a tree of snapshots: *committed* ones are immutable and can
+//! be parents; *active* ones ([`Snapshotter::prepare`]) are writable trees on top of a
+//! committed parent, turned into committed ones by [`Snapshotter::commit`]; *views*
+//! ([`Snapshotter::view`]) are read-only trees of a committed parent. Trees are handed
+//! out as [`Mount`] lists, exactly as containerd does; [`MountLayout`] says which
+//! directories they are, and [`TempMount`] makes them readable as one directory.
+//!
+//! Backends (in [`backend`]), all sharing one SQLite metadata database per root so a
+//! reopened snapshotter sees the same snapshots:
+//! - [`NativeSnapshotter`]: one full directory per snapshot; prepare copies the parent
+//!   (reflinks where possible), preserving ownership, modes, xattrs, hardlinks, devices
+//!   and times.
+//! - [`OverlaySnapshotter`]: one overlay upper dir per snapshot; mounts are overlays
+//!   (check [`OverlaySnapshotter::supported`] first).
+//! - [`DirectorySnapshotter`]: existing directories registered as a chain of committed
+//!   snapshots, without copying.
+//!
+//! With the `conformance` feature, `conformance::run` checks any backend against the
+//! containerd semantics every backend here passes.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use strata_snapshotter::{DirectorySnapshotter, ImmutableRef, Labels, TempMount};
+//!
+//! let tmp = tempfile::tempdir()?;
+//! let (base, top) = (tmp.path().join("base"), tmp.path().join("top"));
+//! std::fs::create_dir_all(&base)?;
+//! std::fs::write(base.join("hello"), "hi")?;
+//! std::fs::create_dir_all(&top)?;
+//! std::fs::write(top.join("hello"), "hi")?;
+//! std::fs::write(top.join("world"), "!")?;
+//!
+//! let snapshots = DirectorySnapshotter::open(tmp.path().join("meta"))?;
+//! let describe = |d: &str| Labels::from([("strata.io/description".into(), d.into())]);
+//! snapshots.register("base", None, &base, describe("COPY hello")).await?;
+//! snapshots.register("top", Some("base"), &top, describe("COPY world")).await?;
+//!
+//! let top_ref = ImmutableRef::load(Arc::new(snapshots), "top").await?;
+//! assert_eq!(top_ref.description(), "COPY world");
+//! assert_eq!(top_ref.parent().map(|p| p.id()), Some("base"));
+//! let tree = TempMount::mount(&top_ref.mounts().await?)?;
+//! assert!(tree.path().join("world").exists());
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
 
 pub mod backend;
 #[cfg(feature = "conformance")]

@@ -233,3 +233,108 @@ impl Drop for TempMount {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overlay(options: &[&str]) -> Mount {
+        Mount {
+            mount_type: "overlay".into(),
+            source: "overlay".into(),
+            options: options.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn layouts_of_mount_lists() {
+        assert_eq!(
+            MountLayout::from_mounts(&[Mount::bind("/a/b", true)]).expect("bind"),
+            MountLayout::Directory {
+                root: "/a/b".into(),
+                read_only: true
+            }
+        );
+        assert_eq!(
+            MountLayout::from_mounts(&[overlay(&[
+                "workdir=/w",
+                "upperdir=/u",
+                "lowerdir=/l1:/l2"
+            ])])
+            .expect("overlay"),
+            MountLayout::Overlay {
+                upper: Some("/u".into()),
+                lowers: vec!["/l1".into(), "/l2".into()],
+                work: Some("/w".into()),
+            }
+        );
+        assert_eq!(
+            MountLayout::from_mounts(&[overlay(&["ro", "lowerdir=/only"])]).expect("one lower"),
+            MountLayout::Directory {
+                root: "/only".into(),
+                read_only: true
+            }
+        );
+        let err = MountLayout::from_mounts(&[Mount {
+            mount_type: "tmpfs".into(),
+            source: "scratch".into(),
+            options: vec![],
+        }])
+        .expect_err("tmpfs");
+        assert!(matches!(err, Error::Unsupported(_)) && err.to_string().contains("tmpfs"));
+        let err = MountLayout::from_mounts(&[overlay(&["upperdir=/u", "workdir=/w"])])
+            .expect_err("no lowerdir");
+        assert!(matches!(err, Error::InvalidArgument(_)) && err.to_string().contains("/u"));
+        assert!(MountLayout::from_mounts(&[]).is_err());
+        assert!(MountLayout::from_mounts(&[overlay(&["lowerdir=/a:/b", "upperdir=/u"])]).is_err());
+    }
+
+    #[test]
+    fn temp_mount_of_an_overlay_merges_and_unmounts() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        if let Err(reason) = crate::OverlaySnapshotter::supported(tmp.path()) {
+            eprintln!("skipping: overlay mounts unavailable: {reason}");
+            return;
+        }
+        let d = |n: &str| {
+            let p = tmp.path().join(n);
+            std::fs::create_dir(&p).expect("mkdir");
+            p
+        };
+        let (l1, l2) = (d("l1"), d("l2"));
+        std::fs::write(l1.join("top"), "1").expect("write");
+        std::fs::write(l2.join("bottom"), "2").expect("write");
+        std::fs::write(l2.join("top"), "shadowed").expect("write");
+        let ro = overlay(&[&format!("lowerdir={}:{}", l1.display(), l2.display())]);
+        let mounted = TempMount::mount(&[ro]).expect("mount");
+        let path = mounted.path().to_path_buf();
+        assert_eq!(
+            std::fs::read_to_string(path.join("top")).expect("read"),
+            "1"
+        );
+        assert_eq!(
+            std::fs::read_to_string(path.join("bottom")).expect("read"),
+            "2"
+        );
+        assert!(std::fs::write(path.join("new"), "x").is_err(), "read-only");
+        drop(mounted);
+        assert!(!path.exists(), "unmounted and removed on drop");
+
+        let (u, w) = (d("u"), d("w"));
+        let rw = overlay(&[
+            &format!("workdir={}", w.display()),
+            &format!("upperdir={}", u.display()),
+            &format!("lowerdir={}:{}", l1.display(), l2.display()),
+        ]);
+        let mounted = TempMount::mount(&[rw]).expect("mount rw");
+        std::fs::write(mounted.path().join("new"), "x").expect("write through");
+        std::fs::remove_file(mounted.path().join("bottom")).expect("delete");
+        drop(mounted);
+        assert_eq!(std::fs::read_to_string(u.join("new")).expect("upper"), "x");
+        assert!(l2.join("bottom").exists(), "lowers untouched");
+
+        // A directory layout is handed back as is, nothing mounted.
+        let m = TempMount::mount(&[Mount::bind(&l1, false)]).expect("bind");
+        assert_eq!(m.path(), l1.as_path());
+    }
+}
