@@ -3,10 +3,15 @@
 //! Turns the difference between two trees into an OCI layer blob in a content store,
 //! in one streaming pass, and applies layers back onto trees.
 
+mod apply;
+mod changes;
 pub mod compression;
+mod convert;
 pub mod error;
 mod layer_reader;
 mod layer_writer;
+mod tar_entries;
+mod walking_differ;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,9 +20,11 @@ use async_trait::async_trait;
 use strata_content::{Compression, Descriptor, Digest};
 use strata_snapshotter::Mount;
 
+pub use convert::convert_layer;
 pub use error::{Error, Result};
 pub use layer_reader::{open_layer, LayerReader};
 pub use layer_writer::{empty_layer, layer_media_type, write_layer, EMPTY_TAR_SIZE};
+pub use walking_differ::WalkingDiffer;
 
 /// A callback told the number of (compressed) bytes written so far, for progress.
 pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;

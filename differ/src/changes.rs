@@ -1,0 +1,598 @@
+//! Change detection between two trees: containerd's `fs.Changes` double walk, and the
+//! overlay fast path that reads only an overlay's upperdir.
+//!
+//! Both produce the same [`ChangeSet`] for the same change: a list of paths to emit
+//! from the upper tree, whiteouts for names that disappeared and opaque markers for
+//! directories whose whole lower content was removed. The tar writer turns the set into
+//! entries (adding parent directories as containerd's change writer does).
+//!
+//! Rules, shared by both paths so their layers are byte-identical:
+//! - an entry present in both trees is emitted when [`same_file`] says they differ
+//!   (type, permission bits incl. setuid/setgid/sticky, owner, rdev, size, mtime with
+//!   nanoseconds, symlink target, xattrs, and content when the mtimes carry no
+//!   sub-second part and the sizes match);
+//! - an entry present only in upper is emitted with its whole subtree;
+//! - a name present only in lower becomes a whiteout (one per removed subtree);
+//! - a non-root directory present in both whose every lower child is gone gets one
+//!   opaque marker instead of a whiteout per child (the directory was emptied or
+//!   removed and recreated);
+//! - every member (in upper) of a hardlink group any of whose members is emitted is
+//!   emitted too, so the layer reproduces the group; the first one in the layer
+//!   carries the data.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The `lstat` fields the differ compares and writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Stat {
+    /// Full `st_mode` (type and permission bits).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_nsec: i64,
+    pub dev: u64,
+    pub ino: u64,
+    pub nlink: u64,
+}
+
+/// The file type bits of a mode.
+pub(crate) const S_IFMT: u32 = libc::S_IFMT;
+
+impl Stat {
+    /// `lstat` of `path`, never following a final symlink.
+    pub fn lstat(path: &Path) -> Result<Stat> {
+        let m = fs::symlink_metadata(path).map_err(|e| io_err(path, e))?;
+        Ok(Stat::from_metadata(&m))
+    }
+
+    /// `lstat` of `path`, `None` when it does not exist.
+    pub fn lstat_opt(path: &Path) -> Result<Option<Stat>> {
+        match fs::symlink_metadata(path) {
+            Ok(m) => Ok(Some(Stat::from_metadata(&m))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(path, e)),
+        }
+    }
+
+    /// The fields of `m`.
+    pub fn from_metadata(m: &fs::Metadata) -> Stat {
+        Stat {
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            rdev: m.rdev(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+            dev: m.dev(),
+            ino: m.ino(),
+            nlink: m.nlink(),
+        }
+    }
+
+    /// The file type bits.
+    pub fn kind(&self) -> u32 {
+        self.mode & S_IFMT
+    }
+    /// A directory.
+    pub fn is_dir(&self) -> bool {
+        self.kind() == libc::S_IFDIR
+    }
+    /// A regular file.
+    pub fn is_file(&self) -> bool {
+        self.kind() == libc::S_IFREG
+    }
+    /// A symlink.
+    pub fn is_symlink(&self) -> bool {
+        self.kind() == libc::S_IFLNK
+    }
+    /// An overlay whiteout: a character device with device number 0/0.
+    pub fn is_overlay_whiteout(&self) -> bool {
+        self.kind() == libc::S_IFCHR && self.rdev == 0
+    }
+    /// A regular file with more than one name.
+    pub fn is_hardlinked(&self) -> bool {
+        self.is_file() && self.nlink > 1
+    }
+}
+
+/// An `Error::Io` naming `path`.
+pub(crate) fn io_err(path: &Path, source: io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// True for xattrs that belong to overlayfs itself and never to the tree.
+pub(crate) fn is_overlay_xattr(name: &OsStr) -> bool {
+    let b = name.as_bytes();
+    b.starts_with(b"trusted.overlay.") || b.starts_with(b"user.overlay.")
+}
+
+/// The xattrs of `path` (not following symlinks), sorted by name, without overlayfs'
+/// own attributes.
+pub(crate) fn xattrs(path: &Path) -> Result<BTreeMap<OsString, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    let names = match xattr::list(path) {
+        Ok(n) => n,
+        Err(e) if is_unsupported(&e) => return Ok(out),
+        Err(e) => return Err(io_err(path, e)),
+    };
+    for name in names {
+        if is_overlay_xattr(&name) {
+            continue;
+        }
+        match xattr::get(path, &name) {
+            Ok(Some(v)) => {
+                out.insert(name, v);
+            }
+            Ok(None) => {}
+            Err(e) if is_unsupported(&e) => {}
+            Err(e) => return Err(io_err(path, e)),
+        }
+    }
+    Ok(out)
+}
+
+fn is_unsupported(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::ENODATA))
+}
+
+/// The sorted names in directory `dir`.
+pub(crate) fn read_dir_sorted(dir: &Path) -> Result<Vec<OsString>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
+        names.push(entry.map_err(|e| io_err(dir, e))?.file_name());
+    }
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
+}
+
+/// Whether two entries are the same file for the layer (containerd `sameFile`, plus
+/// every xattr rather than only `security.capability`).
+pub(crate) fn same_file(lpath: &Path, l: &Stat, upath: &Path, u: &Stat) -> Result<bool> {
+    if l.kind() != u.kind()
+        || l.mode & 0o7777 != u.mode & 0o7777
+        || l.uid != u.uid
+        || l.gid != u.gid
+        || l.mtime != u.mtime
+        || l.mtime_nsec != u.mtime_nsec
+    {
+        return Ok(false);
+    }
+    let kind = u.kind();
+    if (kind == libc::S_IFCHR || kind == libc::S_IFBLK) && l.rdev != u.rdev {
+        return Ok(false);
+    }
+    if !u.is_dir() && l.size != u.size {
+        return Ok(false);
+    }
+    if u.is_symlink() {
+        let a = fs::read_link(lpath).map_err(|e| io_err(lpath, e))?;
+        let b = fs::read_link(upath).map_err(|e| io_err(upath, e))?;
+        if a != b {
+            return Ok(false);
+        }
+    }
+    if xattrs(lpath)? != xattrs(upath)? {
+        return Ok(false);
+    }
+    // Coarse timestamps cannot tell a same-size rewrite within the same second apart:
+    // compare the bytes, as containerd does.
+    if u.is_file() && l.mtime_nsec == 0 && u.mtime_nsec == 0 {
+        return same_content(lpath, upath);
+    }
+    Ok(true)
+}
+
+fn same_content(a: &Path, b: &Path) -> Result<bool> {
+    let mut fa = fs::File::open(a).map_err(|e| io_err(a, e))?;
+    let mut fb = fs::File::open(b).map_err(|e| io_err(b, e))?;
+    let mut ba = vec![0u8; 64 * 1024];
+    let mut bb = vec![0u8; 64 * 1024];
+    loop {
+        let na = read_full(&mut fa, &mut ba).map_err(|e| io_err(a, e))?;
+        let nb = read_full(&mut fb, &mut bb).map_err(|e| io_err(b, e))?;
+        if na != nb || ba[..na] != bb[..nb] {
+            return Ok(false);
+        }
+        if na == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// One item of a layer, relative to the tree root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// Emit the entry at this path from the upper tree.
+    Entry(PathBuf),
+    /// Emit a whiteout for this (removed) path.
+    Whiteout(PathBuf),
+    /// Emit an opaque marker in this directory.
+    Opaque(PathBuf),
+}
+
+impl Change {
+    /// The path the item is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Change::Entry(p) | Change::Whiteout(p) | Change::Opaque(p) => p,
+        }
+    }
+
+    /// The order of items in the layer: depth first, names in byte order, an opaque
+    /// marker right after its directory and before the directory's children.
+    fn sort_key(&self) -> Vec<&[u8]> {
+        let mut key: Vec<&[u8]> = self
+            .path()
+            .components()
+            .map(|c| c.as_os_str().as_bytes())
+            .collect();
+        if let Change::Opaque(_) = self {
+            key.push(b"");
+        }
+        key
+    }
+}
+
+/// What changed from a lower tree to an upper tree, in layer order.
+#[derive(Debug, Default)]
+pub(crate) struct ChangeSet {
+    /// The items, sorted in layer order.
+    pub changes: Vec<Change>,
+}
+
+/// Collects changes and the hardlink groups of the upper tree while walking.
+#[derive(Default)]
+struct Collector {
+    changes: Vec<Change>,
+    /// `(dev, ino)` → every path of a hardlinked regular file seen in upper.
+    link_groups: BTreeMap<(u64, u64), Vec<PathBuf>>,
+}
+
+impl Collector {
+    fn saw_upper(&mut self, rel: &Path, st: &Stat) {
+        if st.is_hardlinked() {
+            self.link_groups
+                .entry((st.dev, st.ino))
+                .or_default()
+                .push(rel.to_path_buf());
+        }
+    }
+
+    /// Completes hardlink groups, sorts into layer order.
+    fn finish(mut self, upper_root: &Path) -> Result<ChangeSet> {
+        let emitted: BTreeSet<PathBuf> = self
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Entry(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut extra = BTreeSet::new();
+        for members in self.link_groups.values() {
+            if members.len() < 2 {
+                continue;
+            }
+            if members.iter().any(|m| emitted.contains(m)) {
+                for m in members {
+                    if !emitted.contains(m) {
+                        extra.insert(m.clone());
+                    }
+                }
+            }
+        }
+        self.changes.extend(extra.into_iter().map(Change::Entry));
+        self.changes.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        let _ = upper_root;
+        Ok(ChangeSet {
+            changes: self.changes,
+        })
+    }
+
+    /// Emits `rel` and everything under it (all of it is new).
+    fn add_subtree(&mut self, upper_root: &Path, rel: &Path, st: &Stat) -> Result<()> {
+        self.saw_upper(rel, st);
+        self.changes.push(Change::Entry(rel.to_path_buf()));
+        if st.is_dir() {
+            let dir = upper_root.join(rel);
+            for name in read_dir_sorted(&dir)? {
+                let child = rel.join(&name);
+                let cst = Stat::lstat(&upper_root.join(&child))?;
+                self.add_subtree(upper_root, &child, &cst)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The double walk of directory `rel`, present as a directory in both trees.
+    fn double_walk(&mut self, lower_root: &Path, upper_root: &Path, rel: &Path) -> Result<()> {
+        let lnames = read_dir_sorted(&lower_root.join(rel))?;
+        let unames = read_dir_sorted(&upper_root.join(rel))?;
+        let mut removed = Vec::new();
+        let (mut i, mut j) = (0, 0);
+        while i < lnames.len() || j < unames.len() {
+            let order = match (lnames.get(i), unames.get(j)) {
+                (Some(l), Some(u)) => l.as_bytes().cmp(u.as_bytes()),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                _ => std::cmp::Ordering::Greater,
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    removed.push(rel.join(&lnames[i]));
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    let child = rel.join(&unames[j]);
+                    let st = Stat::lstat(&upper_root.join(&child))?;
+                    self.add_subtree(upper_root, &child, &st)?;
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    let child = rel.join(&unames[j]);
+                    self.compare_both(lower_root, upper_root, &child)?;
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        self.push_removals(rel, lnames.len(), removed);
+        Ok(())
+    }
+
+    /// Whiteouts for `removed`, or one opaque marker when every lower child of `rel`
+    /// (which has `lower_children` of them) is gone.
+    fn push_removals(&mut self, rel: &Path, lower_children: usize, removed: Vec<PathBuf>) {
+        if removed.is_empty() {
+            return;
+        }
+        if !rel.as_os_str().is_empty() && removed.len() == lower_children {
+            self.changes.push(Change::Opaque(rel.to_path_buf()));
+        } else {
+            self.changes
+                .extend(removed.into_iter().map(Change::Whiteout));
+        }
+    }
+
+    /// `rel` exists in both trees.
+    fn compare_both(&mut self, lower_root: &Path, upper_root: &Path, rel: &Path) -> Result<()> {
+        let lpath = lower_root.join(rel);
+        let upath = upper_root.join(rel);
+        let l = Stat::lstat(&lpath)?;
+        let u = Stat::lstat(&upath)?;
+        self.saw_upper(rel, &u);
+        if !same_file(&lpath, &l, &upath, &u)? {
+            self.changes.push(Change::Entry(rel.to_path_buf()));
+        }
+        if u.is_dir() {
+            if l.is_dir() {
+                self.double_walk(lower_root, upper_root, rel)?;
+            } else {
+                for name in read_dir_sorted(&upath)? {
+                    let child = rel.join(&name);
+                    let cst = Stat::lstat(&upper_root.join(&child))?;
+                    self.add_subtree(upper_root, &child, &cst)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The overlay fast path for directory `rel` of an upperdir whose merged lower tree
+    /// is `lower_root` (where `rel` is a directory).
+    fn overlay_walk(&mut self, lower_root: &Path, upperdir: &Path, rel: &Path) -> Result<()> {
+        let mut removed = Vec::new();
+        for name in read_dir_sorted(&upperdir.join(rel))? {
+            let child = rel.join(&name);
+            let upath = upperdir.join(&child);
+            let u = Stat::lstat(&upath)?;
+            let lpath = lower_root.join(&child);
+            let l = Stat::lstat_opt(&lpath)?;
+            if u.is_overlay_whiteout() {
+                if l.is_some() {
+                    removed.push(child);
+                }
+                continue;
+            }
+            let Some(l) = l else {
+                self.add_subtree(upperdir, &child, &u)?;
+                continue;
+            };
+            self.saw_upper(&child, &u);
+            if !same_file(&lpath, &l, &upath, &u)? {
+                self.changes.push(Change::Entry(child.clone()));
+            }
+            if !u.is_dir() {
+                continue;
+            }
+            if !l.is_dir() {
+                for name in read_dir_sorted(&upath)? {
+                    let c = child.join(&name);
+                    let cst = Stat::lstat(&upperdir.join(&c))?;
+                    self.add_subtree(upperdir, &c, &cst)?;
+                }
+            } else if is_opaque_dir(&upath)? {
+                // The upperdir holds the whole merged directory: walk it against lower.
+                self.double_walk(lower_root, upperdir, &child)?;
+            } else {
+                self.overlay_walk(lower_root, upperdir, &child)?;
+            }
+        }
+        if !removed.is_empty() {
+            let lower_children = read_dir_sorted(&lower_root.join(rel))?.len();
+            self.push_removals(rel, lower_children, removed);
+        }
+        Ok(())
+    }
+}
+
+/// Whether an upperdir directory is marked opaque by overlayfs.
+pub(crate) fn is_opaque_dir(path: &Path) -> Result<bool> {
+    for name in ["trusted.overlay.opaque", "user.overlay.opaque"] {
+        match xattr::get(path, name) {
+            Ok(Some(v)) if v == b"y" => return Ok(true),
+            Ok(_) => {}
+            Err(e) if is_unsupported(&e) => {}
+            Err(e) => return Err(io_err(path, e)),
+        }
+    }
+    Ok(false)
+}
+
+/// Whether an upperdir uses overlay features the fast path cannot read (redirected
+/// directories, metadata-only copy-ups): then the caller walks the merged trees.
+pub(crate) fn upperdir_is_plain(upperdir: &Path) -> Result<bool> {
+    fn visit(p: &Path) -> Result<bool> {
+        for name in ["trusted.overlay.redirect", "trusted.overlay.metacopy"] {
+            match xattr::get(p, name) {
+                Ok(Some(_)) => return Ok(false),
+                Ok(None) => {}
+                Err(e) if is_unsupported(&e) => {}
+                Err(e) => return Err(io_err(p, e)),
+            }
+        }
+        let st = Stat::lstat(p)?;
+        if st.is_dir() {
+            for name in read_dir_sorted(p)? {
+                if !visit(&p.join(name))? {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+    visit(upperdir)
+}
+
+/// The changes from the tree at `lower_root` (`None`: empty) to the tree at
+/// `upper_root`, by walking both.
+pub(crate) fn double_walk(lower_root: Option<&Path>, upper_root: &Path) -> Result<ChangeSet> {
+    let mut c = Collector::default();
+    let root = Path::new("");
+    match lower_root {
+        Some(lower) => c.double_walk(lower, upper_root, root)?,
+        None => {
+            for name in read_dir_sorted(upper_root)? {
+                let child = root.join(&name);
+                let st = Stat::lstat(&upper_root.join(&child))?;
+                c.add_subtree(upper_root, &child, &st)?;
+            }
+        }
+    }
+    c.finish(upper_root)
+}
+
+/// The changes an overlay's `upperdir` makes over the merged lower tree at
+/// `lower_root`, reading only the upperdir (and the lower entries it shadows).
+pub(crate) fn overlay_changes(lower_root: &Path, upperdir: &Path) -> Result<ChangeSet> {
+    let mut c = Collector::default();
+    c.overlay_walk(lower_root, upperdir, Path::new(""))?;
+    c.finish(upperdir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn set_mtime(p: &Path, sec: i64, nsec: i64) {
+        let ts = [
+            libc::timespec {
+                tv_sec: sec,
+                tv_nsec: nsec,
+            },
+            libc::timespec {
+                tv_sec: sec,
+                tv_nsec: nsec,
+            },
+        ];
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        let rc = unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                ts.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        assert_eq!(rc, 0);
+    }
+
+    #[test]
+    fn same_size_rewrite_in_the_same_second_is_found() {
+        let lower = tempfile::tempdir().unwrap();
+        let upper = tempfile::tempdir().unwrap();
+        fs::write(lower.path().join("f"), b"aaaa").unwrap();
+        fs::write(upper.path().join("f"), b"bbbb").unwrap();
+        for d in [lower.path(), upper.path()] {
+            set_mtime(&d.join("f"), 1_600_000_000, 0);
+            set_mtime(d, 1_600_000_000, 0);
+        }
+        let set = double_walk(Some(lower.path()), upper.path()).unwrap();
+        assert_eq!(set.changes, vec![Change::Entry("f".into())]);
+        // Same content, same metadata: no change at all.
+        fs::write(upper.path().join("f"), b"aaaa").unwrap();
+        set_mtime(&upper.path().join("f"), 1_600_000_000, 0);
+        let set = double_walk(Some(lower.path()), upper.path()).unwrap();
+        assert!(set.changes.is_empty(), "{:?}", set.changes);
+    }
+
+    #[test]
+    fn removed_names_and_emptied_dirs() {
+        let lower = tempfile::tempdir().unwrap();
+        let upper = tempfile::tempdir().unwrap();
+        for d in [lower.path(), upper.path()] {
+            fs::create_dir_all(d.join("d/sub")).unwrap();
+            fs::create_dir_all(d.join("e")).unwrap();
+            fs::write(d.join("e/keep"), b"k").unwrap();
+        }
+        fs::write(lower.path().join("d/x"), b"x").unwrap();
+        fs::write(lower.path().join("e/gone"), b"g").unwrap();
+        fs::remove_dir(upper.path().join("d/sub")).unwrap();
+        symlink("target", upper.path().join("d/new")).unwrap();
+        for d in [lower.path(), upper.path()] {
+            for p in ["", "d", "e", "e/keep"] {
+                set_mtime(&d.join(p), 1_600_000_000, 5);
+            }
+            if d.join("d/sub").exists() {
+                set_mtime(&d.join("d/sub"), 1_600_000_000, 5);
+            }
+        }
+        let set = double_walk(Some(lower.path()), upper.path()).unwrap();
+        assert_eq!(
+            set.changes,
+            vec![
+                Change::Opaque("d".into()),
+                Change::Entry("d/new".into()),
+                Change::Whiteout("e/gone".into()),
+            ]
+        );
+    }
+}

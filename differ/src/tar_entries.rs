@@ -1,0 +1,483 @@
+//! Writes a [`ChangeSet`] as an OCI layer tar (containerd's `ChangeWriter` semantics).
+//!
+//! Headers are built with the `tar` crate's [`tar::Header`]; the stream itself (PAX
+//! records, data, padding) is written here because we need control the `tar` crate's
+//! `Builder` does not give: PAX (not GNU) records for long and non-UTF-8 names and link
+//! targets, large ids and sizes, sub-second mtimes and `SCHILY.xattr.*`; an exact data
+//! length check that turns a file changing under us into [`Error::TreeChanged`]; and
+//! mtime clamping for `source_date_epoch`.
+//!
+//! Normalization, as containerd: numeric uid/gid with empty user and group names, no
+//! atime/ctime, permission bits (incl. setuid/setgid/sticky) kept, sockets skipped,
+//! never sparse, symlinks never followed, parent directories before children.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsString;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use tar::{EntryType, Header};
+
+use crate::changes::{io_err, xattrs, Change, ChangeSet, Stat};
+use crate::error::{Error, Result};
+
+/// The prefix of whiteout names.
+pub(crate) const WHITEOUT_PREFIX: &str = ".wh.";
+/// The name of the opaque marker.
+pub(crate) const OPAQUE_MARKER: &str = ".wh..wh..opq";
+
+const BLOCK: usize = 512;
+/// The largest value a 12-byte octal field holds.
+const MAX_OCTAL_12: u64 = 0o77777777777;
+/// The largest value an 8-byte octal field holds.
+const MAX_OCTAL_8: u64 = 0o7777777;
+
+/// Writes layer entries to `W`.
+pub(crate) struct LayerTarWriter<W: Write> {
+    out: W,
+    source_date_epoch: Option<i64>,
+    /// Directories already in the layer.
+    dirs: HashSet<PathBuf>,
+    /// `(dev, ino)` of hardlinked files already in the layer → their layer name.
+    links: HashMap<(u64, u64), Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> LayerTarWriter<W> {
+    /// A writer onto `out`, clamping mtimes to `source_date_epoch` when given.
+    pub fn new(out: W, source_date_epoch: Option<i64>) -> Self {
+        LayerTarWriter {
+            out,
+            source_date_epoch,
+            dirs: HashSet::new(),
+            links: HashMap::new(),
+            buf: vec![0u8; 128 * 1024],
+        }
+    }
+
+    /// Writes every change of `set`, reading entries from `source_root`, then the
+    /// end-of-archive marker. Returns the sink.
+    pub fn write_all(mut self, source_root: &Path, set: &ChangeSet) -> Result<W> {
+        for change in &set.changes {
+            self.write_change(source_root, change)?;
+        }
+        self.finish()
+    }
+
+    /// Writes the end-of-archive marker and returns the sink.
+    pub fn finish(mut self) -> Result<W> {
+        self.out.write_all(&[0u8; 2 * BLOCK]).map_err(sink_err)?;
+        self.out.flush().map_err(sink_err)?;
+        Ok(self.out)
+    }
+
+    fn write_change(&mut self, root: &Path, change: &Change) -> Result<()> {
+        let rel = change.path();
+        check_reserved(rel)?;
+        match change {
+            Change::Entry(p) => {
+                self.ensure_parents(root, p)?;
+                if !self.dirs.contains(p) {
+                    self.write_entry(root, p)?;
+                }
+            }
+            Change::Whiteout(p) => {
+                self.ensure_parents(root, p)?;
+                let name = p.file_name().unwrap_or_default();
+                let mut wh = OsString::from(WHITEOUT_PREFIX);
+                wh.push(name);
+                self.write_marker(&p.with_file_name(wh))?;
+            }
+            Change::Opaque(dir) => {
+                self.ensure_parents(root, &dir.join("x"))?;
+                self.write_marker(&dir.join(OPAQUE_MARKER))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the directories above `rel` that are not in the layer yet.
+    fn ensure_parents(&mut self, root: &Path, rel: &Path) -> Result<()> {
+        let mut ancestors: Vec<&Path> = rel
+            .ancestors()
+            .skip(1)
+            .filter(|a| !a.as_os_str().is_empty())
+            .collect();
+        ancestors.reverse();
+        for a in ancestors {
+            if !self.dirs.contains(a) {
+                self.write_entry(root, a)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A whiteout or opaque marker: an empty regular file, mode 0644, mtime 0.
+    fn write_marker(&mut self, rel: &Path) -> Result<()> {
+        let st = Stat {
+            mode: libc::S_IFREG | 0o644,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            size: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            dev: 0,
+            ino: 0,
+            nlink: 1,
+        };
+        let name = rel.as_os_str().as_bytes().to_vec();
+        self.write_header(&name, None, EntryType::Regular, &st, 0, &BTreeMap::new())
+    }
+
+    /// Writes the entry at `root/rel`.
+    fn write_entry(&mut self, root: &Path, rel: &Path) -> Result<()> {
+        let path = root.join(rel);
+        let st = Stat::lstat(&path)?;
+        let mut name = rel.as_os_str().as_bytes().to_vec();
+        let kind = st.kind();
+        if kind == libc::S_IFSOCK {
+            return Ok(());
+        }
+        let xa = xattrs(&path)?;
+        match kind {
+            libc::S_IFDIR => {
+                name.push(b'/');
+                self.write_header(&name, None, EntryType::Directory, &st, 0, &xa)?;
+                self.dirs.insert(rel.to_path_buf());
+            }
+            libc::S_IFLNK => {
+                let target = fs::read_link(&path).map_err(|e| io_err(&path, e))?;
+                let target = target.as_os_str().as_bytes().to_vec();
+                self.write_header(&name, Some(&target), EntryType::Symlink, &st, 0, &xa)?;
+            }
+            libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO => {
+                let ty = match kind {
+                    libc::S_IFCHR => EntryType::Char,
+                    libc::S_IFBLK => EntryType::Block,
+                    _ => EntryType::Fifo,
+                };
+                self.write_header(&name, None, ty, &st, 0, &xa)?;
+            }
+            libc::S_IFREG => {
+                if st.nlink > 1 {
+                    if let Some(first) = self.links.get(&(st.dev, st.ino)).cloned() {
+                        return self.write_header(
+                            &name,
+                            Some(&first),
+                            EntryType::Link,
+                            &st,
+                            0,
+                            &xa,
+                        );
+                    }
+                    self.links.insert((st.dev, st.ino), name.clone());
+                }
+                self.write_file(&path, &name, &st, &xa)?;
+            }
+            _ => {
+                return Err(Error::Io {
+                    path,
+                    source: io::Error::new(io::ErrorKind::Unsupported, "unknown file type"),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// A regular file with its data; the size read must be exactly the size stat'ed.
+    fn write_file(
+        &mut self,
+        path: &Path,
+        name: &[u8],
+        st: &Stat,
+        xa: &BTreeMap<OsString, Vec<u8>>,
+    ) -> Result<()> {
+        let mut file = fs::File::open(path).map_err(|e| io_err(path, e))?;
+        let opened = Stat::from_metadata(&file.metadata().map_err(|e| io_err(path, e))?);
+        if opened.ino != st.ino || opened.size != st.size {
+            return Err(changed(path, "replaced or resized before it was read"));
+        }
+        self.write_header(name, None, EntryType::Regular, st, st.size, xa)?;
+        let mut remaining = st.size;
+        while remaining > 0 {
+            let want = remaining.min(self.buf.len() as u64) as usize;
+            let n = match file.read(&mut self.buf[..want]) {
+                Ok(0) => {
+                    return Err(changed(
+                        path,
+                        &format!("shrank: {} of {} bytes missing", remaining, st.size),
+                    ))
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err(path, e)),
+            };
+            self.out.write_all(&self.buf[..n]).map_err(sink_err)?;
+            remaining -= n as u64;
+        }
+        let mut probe = [0u8; 1];
+        match file.read(&mut probe) {
+            Ok(0) => {}
+            Ok(_) => return Err(changed(path, &format!("grew past {} bytes", st.size))),
+            Err(e) => return Err(io_err(path, e)),
+        }
+        let after = Stat::from_metadata(&file.metadata().map_err(|e| io_err(path, e))?);
+        if after.mtime != st.mtime || after.mtime_nsec != st.mtime_nsec {
+            return Err(changed(path, "modified while it was read"));
+        }
+        self.pad(st.size)
+    }
+
+    fn pad(&mut self, size: u64) -> Result<()> {
+        let rem = (size % BLOCK as u64) as usize;
+        if rem != 0 {
+            self.out
+                .write_all(&[0u8; BLOCK][..BLOCK - rem])
+                .map_err(sink_err)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a header (preceded by a PAX header when needed) for an entry of `size`
+    /// data bytes.
+    fn write_header(
+        &mut self,
+        name: &[u8],
+        link: Option<&[u8]>,
+        ty: EntryType,
+        st: &Stat,
+        size: u64,
+        xa: &BTreeMap<OsString, Vec<u8>>,
+    ) -> Result<()> {
+        let (mut mtime, mut nsec) = (st.mtime, st.mtime_nsec);
+        if let Some(epoch) = self.source_date_epoch {
+            if mtime > epoch || (mtime == epoch && nsec > 0) {
+                mtime = epoch;
+                nsec = 0;
+            }
+        }
+        let mut pax: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        if name.len() > 100 || !name.is_ascii() {
+            pax.insert(b"path".to_vec(), name.to_vec());
+        }
+        if let Some(l) = link {
+            if l.len() > 100 || !l.is_ascii() {
+                pax.insert(b"linkpath".to_vec(), l.to_vec());
+            }
+        }
+        if u64::from(st.uid) > MAX_OCTAL_8 {
+            pax.insert(b"uid".to_vec(), st.uid.to_string().into_bytes());
+        }
+        if u64::from(st.gid) > MAX_OCTAL_8 {
+            pax.insert(b"gid".to_vec(), st.gid.to_string().into_bytes());
+        }
+        if size > MAX_OCTAL_12 {
+            pax.insert(b"size".to_vec(), size.to_string().into_bytes());
+        }
+        if nsec != 0 || mtime < 0 || mtime as u64 > MAX_OCTAL_12 {
+            pax.insert(b"mtime".to_vec(), format_pax_time(mtime, nsec).into_bytes());
+        }
+        for (k, v) in xa {
+            let mut key = b"SCHILY.xattr.".to_vec();
+            key.extend_from_slice(k.as_bytes());
+            pax.insert(key, v.clone());
+        }
+
+        if !pax.is_empty() {
+            let mut records = Vec::new();
+            for (k, v) in &pax {
+                records.extend_from_slice(&pax_record(k, v));
+            }
+            let mut h = Header::new_ustar();
+            set_bytes(&mut h.as_ustar_mut().unwrap().name, &pax_header_name(name));
+            h.set_entry_type(EntryType::XHeader);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_size(records.len() as u64);
+            h.set_cksum();
+            self.out.write_all(h.as_bytes()).map_err(sink_err)?;
+            self.out.write_all(&records).map_err(sink_err)?;
+            self.pad(records.len() as u64)?;
+        }
+
+        let mut h = Header::new_ustar();
+        {
+            let u = h.as_ustar_mut().expect("a ustar header");
+            set_bytes(&mut u.name, name);
+            if let Some(l) = link {
+                set_bytes(&mut u.linkname, l);
+            }
+        }
+        h.set_entry_type(ty);
+        h.set_mode(st.mode & 0o7777);
+        h.set_uid(u64::from(st.uid).min(MAX_OCTAL_8));
+        h.set_gid(u64::from(st.gid).min(MAX_OCTAL_8));
+        h.set_size(size.min(MAX_OCTAL_12));
+        h.set_mtime(mtime.clamp(0, MAX_OCTAL_12 as i64) as u64);
+        if matches!(ty, EntryType::Char | EntryType::Block) {
+            let (major, minor) = (libc::major(st.rdev), libc::minor(st.rdev));
+            h.set_device_major(major).map_err(sink_err)?;
+            h.set_device_minor(minor).map_err(sink_err)?;
+        } else {
+            h.set_device_major(0).map_err(sink_err)?;
+            h.set_device_minor(0).map_err(sink_err)?;
+        }
+        h.set_cksum();
+        self.out.write_all(h.as_bytes()).map_err(sink_err)
+    }
+}
+
+/// Copies `src` into a fixed field, truncating (the full value is in a PAX record).
+fn set_bytes(field: &mut [u8], src: &[u8]) {
+    let n = src.len().min(field.len());
+    field[..n].copy_from_slice(&src[..n]);
+    for b in &mut field[n..] {
+        *b = 0;
+    }
+}
+
+/// Go's `archive/tar` PAX header name: `<dir>/PaxHeaders.0/<base>`, ASCII, ≤ 100 bytes.
+fn pax_header_name(name: &[u8]) -> Vec<u8> {
+    let trimmed = name.strip_suffix(b"/").unwrap_or(name);
+    let (dir, base) = match trimmed.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
+        None => (&b"."[..], trimmed),
+    };
+    let mut out = Vec::new();
+    out.extend_from_slice(dir);
+    out.extend_from_slice(b"/PaxHeaders.0/");
+    out.extend_from_slice(base);
+    out.retain(|b| b.is_ascii() && *b != 0);
+    out.truncate(100);
+    out
+}
+
+/// One PAX record: `"<len> <key>=<value>\n"`, where `<len>` counts itself.
+fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let body = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = body + 1;
+    while len != body + len.to_string().len() {
+        len = body + len.to_string().len();
+    }
+    let mut rec = Vec::with_capacity(len);
+    rec.extend_from_slice(len.to_string().as_bytes());
+    rec.push(b' ');
+    rec.extend_from_slice(key);
+    rec.push(b'=');
+    rec.extend_from_slice(value);
+    rec.push(b'\n');
+    rec
+}
+
+/// A PAX time: seconds with up to nine fraction digits, trailing zeros trimmed.
+fn format_pax_time(sec: i64, nsec: i64) -> String {
+    if nsec == 0 {
+        return sec.to_string();
+    }
+    let (sign, sec, nsec) = if sec < 0 {
+        ("-", -(sec + 1), 1_000_000_000 - nsec)
+    } else {
+        ("", sec, nsec)
+    };
+    let frac = format!("{nsec:09}");
+    format!("{sign}{sec}.{}", frac.trim_end_matches('0'))
+}
+
+/// Refuses a layer path any of whose names looks like a whiteout.
+fn check_reserved(rel: &Path) -> Result<()> {
+    for c in rel.components() {
+        if c.as_os_str()
+            .as_bytes()
+            .starts_with(WHITEOUT_PREFIX.as_bytes())
+        {
+            return Err(Error::ReservedName {
+                path: rel.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn changed(path: &Path, reason: &str) -> Error {
+    Error::TreeChanged {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// An error of the sink the tar is written to.
+fn sink_err(e: io::Error) -> Error {
+    Error::Io {
+        path: PathBuf::from("<layer stream>"),
+        source: e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_record_length_counts_itself() {
+        let r = pax_record(b"path", b"x");
+        assert_eq!(r, b"9 path=x\n");
+        let long = vec![b'a'; 95];
+        let r = pax_record(b"path", &long);
+        assert_eq!(r.len(), 105);
+        assert!(r.starts_with(b"105 path="));
+    }
+
+    #[test]
+    fn pax_times() {
+        assert_eq!(format_pax_time(5, 0), "5");
+        assert_eq!(format_pax_time(5, 500_000_000), "5.5");
+        assert_eq!(format_pax_time(-1, 500_000_000), "-0.5");
+    }
+
+    #[test]
+    fn a_file_that_shrinks_after_stat_is_tree_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        fs::write(&p, vec![7u8; 10_000]).unwrap();
+        let st = Stat::lstat(&p).unwrap();
+        fs::write(&p, vec![7u8; 10]).unwrap();
+        let mut w = LayerTarWriter::new(Vec::new(), None);
+        let err = w.write_file(&p, b"f", &st, &BTreeMap::new()).unwrap_err();
+        match err {
+            Error::TreeChanged { path, .. } => assert_eq!(path, p),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_vanished_file_is_an_io_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("f"), b"data").unwrap();
+        let set = crate::changes::double_walk(None, dir.path()).unwrap();
+        fs::remove_file(dir.path().join("f")).unwrap();
+        let err = LayerTarWriter::new(Vec::new(), None)
+            .write_all(dir.path(), &set)
+            .unwrap_err();
+        match err {
+            Error::Io { path, .. } => assert_eq!(path, dir.path().join("f")),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn whiteout_names_in_a_tree_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("d")).unwrap();
+        fs::write(dir.path().join("d/.wh.x"), b"").unwrap();
+        let set = crate::changes::double_walk(None, dir.path()).unwrap();
+        let err = LayerTarWriter::new(Vec::new(), None)
+            .write_all(dir.path(), &set)
+            .unwrap_err();
+        assert!(matches!(err, Error::ReservedName { ref path } if path == Path::new("d/.wh.x")));
+    }
+}

@@ -1,0 +1,140 @@
+//! [`WalkingDiffer`]: the [`Comparer`] and [`Applier`] of strata.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use strata_content::{ContentStore, Descriptor, Digest};
+use strata_snapshotter::{Mount, MountLayout, TempMount};
+
+use crate::apply::{apply_tar, ApplyFailure};
+use crate::changes::{double_walk, overlay_changes, upperdir_is_plain};
+use crate::error::{Error, Result};
+use crate::tar_entries::LayerTarWriter;
+use crate::{open_layer, write_layer, Applier, CompareOptions, Comparer, LayerBlob};
+
+/// Computes layers by walking trees (containerd's walking differ), with a fast path
+/// for overlay snapshots that reads only the upperdir, and applies layers onto trees.
+///
+/// `compare` mounts what needs mounting ([`TempMount`]), detects the changes and
+/// writes the tar on a blocking thread inside [`write_layer`], so the blob is hashed,
+/// compressed and committed in one pass; on any error nothing is committed.
+/// `apply` unpacks a layer, verifying the blob's digest, and returns its diffID.
+#[derive(Clone)]
+pub struct WalkingDiffer {
+    store: Arc<dyn ContentStore>,
+}
+
+impl WalkingDiffer {
+    /// A differ writing layers to (and reading layers from) `store`.
+    pub fn new(store: Arc<dyn ContentStore>) -> Self {
+        WalkingDiffer { store }
+    }
+}
+
+#[async_trait]
+impl Comparer for WalkingDiffer {
+    async fn compare(
+        &self,
+        lower: &[Mount],
+        upper: &[Mount],
+        opts: &CompareOptions,
+    ) -> Result<LayerBlob> {
+        let lower = lower.to_vec();
+        let upper = upper.to_vec();
+        let epoch = opts.source_date_epoch;
+        write_layer(Arc::clone(&self.store), opts, move |sink| {
+            write_diff(&lower, &upper, epoch, sink)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Applier for WalkingDiffer {
+    async fn apply(&self, desc: &Descriptor, mounts: &[Mount]) -> Result<Digest> {
+        let reader = open_layer(Arc::clone(&self.store), desc).await?;
+        let mounts = mounts.to_vec();
+        let layer = desc.digest.to_string();
+        tokio::task::spawn_blocking(move || {
+            let target = TempMount::mount(&mounts)?;
+            let (reader, outcome) = apply_tar(reader, target.path(), &layer);
+            match outcome {
+                Ok(()) => Ok(reader.finish()?.0),
+                Err(ApplyFailure::Read(e)) => Err(reader.typed_error(e)),
+                Err(ApplyFailure::Other(e)) => Err(e),
+            }
+        })
+        .await
+        .map_err(|e| Error::Io {
+            path: PathBuf::from(format!("<applying {}>", desc.digest)),
+            source: std::io::Error::other(e.to_string()),
+        })?
+    }
+}
+
+/// Writes the layer from `lower` (empty: no parent) to `upper` into `sink`.
+fn write_diff(
+    lower: &[Mount],
+    upper: &[Mount],
+    epoch: Option<i64>,
+    sink: &mut dyn Write,
+) -> Result<()> {
+    let lower_tree = if lower.is_empty() {
+        None
+    } else {
+        Some(TempMount::mount(lower)?)
+    };
+    if let Some(upperdir) = overlay_fast_path(lower_tree.as_ref(), upper)? {
+        let lower_root = lower_tree
+            .as_ref()
+            .map(TempMount::path)
+            .ok_or_else(|| Error::UnsupportedMount("overlay without a lower tree".into()))?;
+        let set = overlay_changes(lower_root, &upperdir)?;
+        tracing::debug!(changes = set.changes.len(), "overlay fast path");
+        LayerTarWriter::new(sink, epoch).write_all(&upperdir, &set)?;
+        return Ok(());
+    }
+    let upper_tree = TempMount::mount(upper)?;
+    let set = double_walk(lower_tree.as_ref().map(TempMount::path), upper_tree.path())?;
+    tracing::debug!(changes = set.changes.len(), "double walk");
+    LayerTarWriter::new(sink, epoch).write_all(upper_tree.path(), &set)?;
+    Ok(())
+}
+
+/// The upperdir to read alone, when `upper` is an overlay whose lowerdirs are exactly
+/// the layers of `lower` and the upperdir uses no redirects or metacopy.
+fn overlay_fast_path(lower: Option<&TempMount>, upper: &[Mount]) -> Result<Option<PathBuf>> {
+    let Some(lower) = lower else {
+        return Ok(None);
+    };
+    let MountLayout::Overlay {
+        upper: Some(upperdir),
+        lowers,
+        ..
+    } = MountLayout::from_mounts(upper)?
+    else {
+        return Ok(None);
+    };
+    let same_lowers = match lower.layout() {
+        MountLayout::Directory { root, .. } => lowers.len() == 1 && same_dir(root, &lowers[0]),
+        MountLayout::Overlay {
+            upper: None,
+            lowers: l2,
+            ..
+        } => l2.len() == lowers.len() && l2.iter().zip(&lowers).all(|(a, b)| same_dir(a, b)),
+        MountLayout::Overlay { .. } => false,
+    };
+    if !same_lowers || !upperdir_is_plain(&upperdir)? {
+        return Ok(None);
+    }
+    Ok(Some(upperdir))
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
