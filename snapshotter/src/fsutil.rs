@@ -162,3 +162,135 @@ pub(crate) fn remove_tree(path: &Path) -> Result<()> {
         Err(e) => Err(io_err("removing", path, e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileTypeExt;
+
+    fn ts(s: i64, ns: i64) -> TimeSpec {
+        TimeSpec::new(s, ns)
+    }
+
+    fn set_times(p: &Path, s: i64, ns: i64) {
+        utimensat(
+            None,
+            p,
+            &ts(s, 1),
+            &ts(s, ns),
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .expect("utimensat");
+    }
+
+    #[test]
+    fn copy_tree_preserves_what_a_layer_needs() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+        fs::create_dir_all(src.join("sub/deeper")).expect("mkdir");
+        fs::create_dir(&dst).expect("mkdir");
+        fs::write(src.join("sub/f"), "data").expect("write");
+        // Two hardlink groups: {g1a, sub/g1b, sub/deeper/g1c} and {g2a, g2b}.
+        fs::write(src.join("g1a"), "one").expect("write");
+        fs::hard_link(src.join("g1a"), src.join("sub/g1b")).expect("link");
+        fs::hard_link(src.join("g1a"), src.join("sub/deeper/g1c")).expect("link");
+        fs::write(src.join("g2a"), "two").expect("write");
+        fs::hard_link(src.join("g2a"), src.join("g2b")).expect("link");
+        std::os::unix::fs::symlink("sub/f", src.join("ln")).expect("symlink");
+        nix::unistd::mkfifo(&src.join("fifo"), Mode::from_bits_truncate(0o600)).expect("fifo");
+        let root = nix::unistd::geteuid().is_root();
+        if root {
+            nix::sys::stat::mknod(
+                &src.join("null"),
+                SFlag::S_IFCHR,
+                Mode::from_bits_truncate(0o666),
+                nix::sys::stat::makedev(1, 3),
+            )
+            .expect("mknod");
+            lchown(src.join("sub/f"), Some(1000), Some(2000)).expect("chown");
+            lchown(src.join("ln"), Some(3000), Some(4000)).expect("lchown");
+        }
+        fs::set_permissions(src.join("sub/f"), fs::Permissions::from_mode(0o4755)).expect("chmod");
+        fs::set_permissions(src.join("sub"), fs::Permissions::from_mode(0o750)).expect("chmod");
+        let xattr_ok = xattr::set(src.join("sub/f"), "user.k", b"v").is_ok();
+        set_times(&src.join("sub/f"), 1_000_000_000, 111);
+        set_times(&src.join("ln"), 1_100_000_000, 222);
+        set_times(&src.join("sub/deeper"), 1_200_000_000, 333);
+        set_times(&src.join("sub"), 1_300_000_000, 444);
+        set_times(&src, 1_400_000_000, 555);
+
+        copy_tree(&src, &dst).expect("copy");
+
+        let m = |p: &str| fs::symlink_metadata(dst.join(p)).expect("lstat");
+        let g1: Vec<_> = ["g1a", "sub/g1b", "sub/deeper/g1c"]
+            .map(|p| m(p).ino())
+            .into();
+        assert!(g1.iter().all(|i| *i == g1[0]), "one inode for group 1");
+        assert_eq!(m("g1a").nlink(), 3);
+        assert_eq!(m("g2a").ino(), m("g2b").ino(), "one inode for group 2");
+        assert_ne!(m("g1a").ino(), m("g2a").ino(), "groups stay apart");
+        assert_ne!(
+            m("g1a").ino(),
+            fs::metadata(src.join("g1a")).expect("stat").ino()
+        );
+        assert_eq!(fs::read_to_string(dst.join("sub/f")).expect("read"), "data");
+        assert_eq!(
+            fs::read_link(dst.join("ln")).expect("readlink"),
+            Path::new("sub/f")
+        );
+        assert!(m("fifo").file_type().is_fifo());
+        assert_eq!(m("fifo").mode() & 0o7777, 0o600);
+        assert_eq!(
+            m("sub/f").mode() & 0o7777,
+            0o4755,
+            "set-id bit survives chown"
+        );
+        assert_eq!(m("sub").mode() & 0o7777, 0o750);
+        if root {
+            assert!(m("null").file_type().is_char_device());
+            assert_eq!(m("null").rdev(), nix::sys::stat::makedev(1, 3));
+            assert_eq!((m("sub/f").uid(), m("sub/f").gid()), (1000, 2000));
+            assert_eq!(
+                (m("ln").uid(), m("ln").gid()),
+                (3000, 4000),
+                "symlink owner"
+            );
+        }
+        if xattr_ok {
+            assert_eq!(
+                xattr::get(dst.join("sub/f"), "user.k").expect("getxattr"),
+                Some(b"v".to_vec())
+            );
+        }
+        for (p, s, ns) in [
+            ("sub/f", 1_000_000_000, 111),
+            ("ln", 1_100_000_000, 222),
+            ("sub/deeper", 1_200_000_000, 333),
+            ("sub", 1_300_000_000, 444),
+            ("", 1_400_000_000, 555),
+        ] {
+            let meta = m(p);
+            assert_eq!((meta.mtime(), meta.mtime_nsec()), (s, ns), "mtime of {p:?}");
+        }
+    }
+
+    #[test]
+    fn disk_usage_counts_inodes_once() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let d = tmp.path();
+        fs::write(d.join("a"), vec![7u8; 100_000]).expect("write");
+        fs::hard_link(d.join("a"), d.join("b")).expect("link");
+        fs::create_dir(d.join("s")).expect("mkdir");
+        std::os::unix::fs::symlink("a", d.join("s/l")).expect("symlink");
+        let u = disk_usage(d).expect("usage");
+        assert_eq!(u.inodes, 4, "root, a (=b), s, s/l");
+        assert!(u.size >= 100_000 && u.size < 200_000, "{u:?}");
+    }
+
+    #[test]
+    fn copy_tree_names_a_missing_source() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let err = copy_tree(&tmp.path().join("gone"), tmp.path()).expect_err("missing");
+        assert!(err.to_string().contains("gone"), "{err}");
+    }
+}

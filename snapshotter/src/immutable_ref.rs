@@ -110,6 +110,7 @@ impl ImmutableRef {
             next = info.parent.clone();
             infos.push(info);
         }
+        prune_dead_views(snapshotter.as_ref()).await;
         let mut parent: Option<ImmutableRef> = None;
         for info in infos.into_iter().rev() {
             let blobs = parse_blob_labels(&info.labels);
@@ -184,7 +185,7 @@ impl ImmutableRef {
             .inner
             .view
             .get_or_try_init(|| async {
-                let key = format!("strata-view/{}/{}", self.inner.id, unique_suffix());
+                let key = format!("{VIEW_PREFIX}{}/{}", self.inner.id, unique_suffix());
                 let mounts = self
                     .inner
                     .snapshotter
@@ -215,6 +216,25 @@ impl ImmutableRef {
             .await?;
         if let Ok(mut blobs) = self.inner.blobs.lock() {
             blobs.insert(key, info);
+        }
+        Ok(())
+    }
+
+    /// Releases this handle now, deterministically: when it is the last handle, its
+    /// view (and, recursively, the views of parents no other handle holds) is removed
+    /// before this returns. Dropping a handle does the same in a spawned task, which
+    /// may not run when the runtime is shutting down; call this at the end of a
+    /// program instead of relying on drop.
+    pub async fn release(self) -> Result<()> {
+        let mut next = Some(self);
+        while let Some(r) = next.take() {
+            let Ok(mut inner) = Arc::try_unwrap(r.inner) else {
+                return Ok(());
+            };
+            if let Some((key, _)) = inner.view.take() {
+                inner.snapshotter.remove(&key).await?;
+            }
+            next = inner.parent.take();
         }
         Ok(())
     }
@@ -280,6 +300,43 @@ fn parse_blob_labels(labels: &Labels) -> BTreeMap<BlobKey, BlobInfo> {
         );
     }
     out
+}
+
+/// Prefix of the keys of the views refs create.
+const VIEW_PREFIX: &str = "strata-view/";
+
+/// Removes views left behind by ref handles of processes that exited without
+/// releasing them (their keys carry the creating pid: `strata-view/<id>/<pid>-…`), so
+/// their snapshots can be removed again. Best effort: failures are only logged.
+async fn prune_dead_views(snapshotter: &dyn Snapshotter) {
+    let views = match snapshotter
+        .walk(&crate::snapshotter::Filter::Kind(Kind::View))
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::debug!(error = %e, "listing views to prune");
+            return;
+        }
+    };
+    for view in views {
+        let Some(rest) = view.name.strip_prefix(VIEW_PREFIX) else {
+            continue;
+        };
+        let pid = rest
+            .rsplit('/')
+            .next()
+            .and_then(|suffix| suffix.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        let alive =
+            pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists();
+        if !alive {
+            if let Err(e) = snapshotter.remove(&view.name).await {
+                tracing::debug!(view = %view.name, error = %e, "pruning a stale ref view");
+            }
+        }
+    }
 }
 
 fn unique_suffix() -> String {

@@ -187,6 +187,15 @@ impl TempMount {
                 w.display()
             ));
         }
+        // mount(2) takes at most one page of options; say so instead of EINVAL.
+        if data.len() >= 4096 {
+            return Err(Error::Unsupported(format!(
+                "overlay of {} lowerdirs needs {} bytes of mount options, more than mount(2) accepts (4095); first lowerdir {:?}",
+                lowers.len(),
+                data.len(),
+                lowers.first()
+            )));
+        }
         let mut flags = nix::mount::MsFlags::empty();
         if read_only {
             flags |= nix::mount::MsFlags::MS_RDONLY;

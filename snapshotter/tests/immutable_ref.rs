@@ -229,3 +229,58 @@ async fn remove_refuses_while_handles_are_alive() {
         "only the ref itself is removed"
     );
 }
+
+#[tokio::test]
+async fn release_removes_views_before_returning() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let s = chain(tmp.path()).await;
+    let top = ImmutableRef::load(s.clone(), "top").await.expect("load");
+    let base = top.chain()[0].clone();
+    top.mounts().await.expect("mounts");
+    top.parent().expect("mid").mounts().await.expect("mounts");
+    base.mounts().await.expect("mounts");
+    top.release().await.expect("release");
+    // top's and mid's views are gone; base is still held, so its view stays.
+    let views: Vec<Option<String>> = s
+        .walk(&Filter::Kind(Kind::View))
+        .await
+        .expect("walk")
+        .into_iter()
+        .map(|i| i.parent)
+        .collect();
+    assert_eq!(views, [Some("base".to_string())]);
+    base.release().await.expect("release");
+    assert!(s
+        .walk(&Filter::Kind(Kind::View))
+        .await
+        .expect("walk")
+        .is_empty());
+}
+
+#[tokio::test]
+async fn load_prunes_views_of_exited_processes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let s = chain(tmp.path()).await;
+    // pid_max is at most 2^22, so this pid never runs.
+    let dead = "strata-view/top/999999999-1-0";
+    let ours = format!("strata-view/mid/{}-1-0", std::process::id());
+    s.view(dead, Some("top"), Labels::new())
+        .await
+        .expect("view");
+    s.view(&ours, Some("mid"), Labels::new())
+        .await
+        .expect("view");
+    s.view("someone-elses", Some("top"), Labels::new())
+        .await
+        .expect("view");
+    let _top = ImmutableRef::load(s.clone(), "top").await.expect("load");
+    let mut views: Vec<String> = s
+        .walk(&Filter::Kind(Kind::View))
+        .await
+        .expect("walk")
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    views.sort();
+    assert_eq!(views, ["someone-elses".to_string(), ours]);
+}
