@@ -352,26 +352,63 @@ impl ImageWriter {
             tracing::debug!(snapshot = r.id(), digest = %info.digest, "reusing layer blob");
             return Ok(info);
         }
-        if !opts.force_compression {
-            // As BuildKit: without force-compression a blob that exists in another
-            // compression is used as it is (when the media types can express it).
-            for other in [
-                Compression::Gzip,
-                Compression::Zstd,
-                Compression::Uncompressed,
-            ] {
-                if other == key.compression || (other == Compression::Zstd && !opts.oci_media_types)
-                {
-                    continue;
-                }
-                let k = BlobKey {
-                    compression: other,
-                    source_date_epoch: key.source_date_epoch,
-                };
-                if let Some(info) = self.cached_blob(r, k, lease).await? {
-                    return Ok(info);
-                }
+        // A blob of the same tree in another compression: used as it is (BuildKit's
+        // default, when the media types can express it), or converted with
+        // force-compression (no tree walk either way).
+        let mut other = None;
+        for c in [
+            Compression::Gzip,
+            Compression::Zstd,
+            Compression::Uncompressed,
+        ] {
+            if c == key.compression {
+                continue;
             }
+            let k = BlobKey {
+                compression: c,
+                source_date_epoch: key.source_date_epoch,
+            };
+            if let Some(info) = self.cached_blob(r, k, lease).await? {
+                other = Some((c, info));
+                break;
+            }
+        }
+        let copts = |task: &ProgressTask| {
+            let t = task.clone();
+            let progress_fn: ProgressFn = Arc::new(move |n| t.update(n, None));
+            CompareOptions {
+                compression: key.compression,
+                level: opts.compression_level,
+                source_date_epoch: key.source_date_epoch,
+                threads: None,
+                media_type: None,
+                reference: None,
+                lease: Some(lease.to_string()),
+                labels: BTreeMap::new(),
+                progress: Some(progress_fn),
+            }
+        };
+        if let Some((c, info)) = other {
+            if !opts.force_compression && (opts.oci_media_types || c != Compression::Zstd) {
+                tracing::debug!(snapshot = r.id(), digest = %info.digest, compression = %c, "reusing layer blob");
+                return Ok(info);
+            }
+            let _permit = self
+                .jobs
+                .acquire()
+                .await
+                .map_err(|_| Error::Interrupted("job limiter closed".into()))?;
+            let src = Descriptor::new(info.media_type.clone(), info.digest.clone(), info.size);
+            let store = self.ctx.content.with_lease(lease);
+            let blob = strata_differ::convert_layer(store, &src, &copts(task)).await?;
+            let converted = BlobInfo {
+                diff_id: blob.diff_id,
+                digest: blob.descriptor.digest,
+                media_type: blob.descriptor.media_type,
+                size: blob.descriptor.size,
+            };
+            r.set_blob(key, converted.clone()).await?;
+            return Ok(converted);
         }
         let _permit = self
             .jobs
@@ -383,20 +420,11 @@ impl ImageWriter {
             None => Vec::new(),
         };
         let upper = r.mounts().await?;
-        let t = task.clone();
-        let progress_fn: ProgressFn = Arc::new(move |n| t.update(n, None));
-        let copts = CompareOptions {
-            compression: key.compression,
-            level: opts.compression_level,
-            source_date_epoch: key.source_date_epoch,
-            threads: None,
-            media_type: None,
-            reference: None,
-            lease: Some(lease.to_string()),
-            labels: BTreeMap::new(),
-            progress: Some(progress_fn),
-        };
-        let blob = self.ctx.differ.compare(&lower, &upper, &copts).await?;
+        let blob = self
+            .ctx
+            .differ
+            .compare(&lower, &upper, &copts(task))
+            .await?;
         let info = BlobInfo {
             diff_id: blob.diff_id,
             digest: blob.descriptor.digest,

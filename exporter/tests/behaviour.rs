@@ -416,3 +416,46 @@ async fn bad_input_gets_typed_errors_naming_the_problem() {
     assert!(fx.store.list_leases().await.unwrap().is_empty());
     assert_eq!(fx.calls(), 0);
 }
+
+#[tokio::test]
+async fn another_compression_is_reused_or_converted_with_force_compression() {
+    let fx = Fixture::new().await;
+    fx.chain("z", "amd64").await;
+    let exporter = ImageExporter::new(fx.ctx());
+    let mut layers = Vec::new();
+    for options in [
+        &[("name", "z:gzip")][..],
+        &[("name", "z:zstd"), ("compression", "zstd")][..],
+        &[
+            ("name", "z:forced"),
+            ("compression", "zstd"),
+            ("force-compression", "true"),
+        ][..],
+    ] {
+        let resp = exporter
+            .resolve(opts(options))
+            .await
+            .unwrap()
+            .export(
+                Source::single(Some(fx.load("z-top").await), None),
+                Progress::discard(),
+            )
+            .await
+            .unwrap();
+        let m = blob_json(&fx, &resp[RESPONSE_IMAGE_DIGEST]).await;
+        let cfg = blob_json(&fx, m["config"]["digest"].as_str().unwrap()).await;
+        layers.push((m["layers"].clone(), cfg["rootfs"]["diff_ids"].clone()));
+    }
+    assert_eq!(fx.calls(), 3, "only the first export walks the trees");
+    // Without force-compression the existing gzip blobs are used as they are.
+    assert_eq!(layers[1], layers[0]);
+    // With it they are converted: zstd blobs of the same tars.
+    for l in layers[2].0.as_array().unwrap() {
+        assert_eq!(
+            l["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        );
+    }
+    assert_ne!(layers[2].0, layers[0].0);
+    assert_eq!(layers[2].1, layers[0].1, "same diffIDs");
+}
