@@ -38,7 +38,7 @@ where
     F: Fn(PathBuf) -> Fut,
     Fut: Future<Output = Result<Arc<dyn Snapshotter>>>,
 {
-    let checks: [(&str, Check); 9] = [
+    let checks: [(&str, Check); 10] = [
         ("chain", |s| Box::pin(chain(s))),
         ("view", |s| Box::pin(views(s))),
         ("commit", |s| Box::pin(commit(s))),
@@ -47,6 +47,7 @@ where
         ("walk", |s| Box::pin(walk(s))),
         ("usage", |s| Box::pin(usage(s))),
         ("bad_input", |s| Box::pin(bad_input(s))),
+        ("concurrency", |s| Box::pin(concurrency(s))),
         ("reopen", |s| Box::pin(reopen_prepare(s))),
     ];
     for (name, check) in checks {
@@ -793,4 +794,37 @@ async fn reopen_check(s: Arc<dyn Snapshotter>) {
         expected_top(),
         "[reopen] new snapshots do not reuse old directories"
     );
+}
+
+/// Concurrent calls: racing prepares of one key give exactly one snapshot; racing
+/// prepares of distinct keys on one parent all succeed with separate trees.
+async fn concurrency(s: Arc<dyn Snapshotter>) {
+    layer(s.as_ref(), "P", None, &[("p", "p")], &[]).await;
+    let same =
+        futures::future::join_all((0..6).map(|_| s.prepare("same", Some("P"), Labels::new())))
+            .await;
+    let ok = same.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(ok, 1, "[concurrency] one of the racing prepares wins");
+    for r in same.into_iter().filter(|r| r.is_err()) {
+        expect_err("[concurrency] losing prepare", r, "same", |e| {
+            matches!(e, Error::AlreadyExists(_))
+        });
+    }
+    let keys: Vec<String> = (0..6).map(|i| format!("k{i}")).collect();
+    let mounts =
+        futures::future::join_all(keys.iter().map(|k| s.prepare(k, Some("P"), Labels::new())))
+            .await;
+    for (k, m) in keys.iter().zip(mounts) {
+        let m = m.unwrap_or_else(|e| panic!("[concurrency] prepare {k}: {e}"));
+        write_files(&m, &[("own", k)], &[]);
+    }
+    for k in &keys {
+        let tree = tree_of(&s.mounts(k).await.expect("mounts"));
+        assert_eq!(
+            tree.get("own"),
+            Some(&format!("file:{k}")),
+            "[concurrency] {k}"
+        );
+        assert_eq!(tree.get("p").map(String::as_str), Some("file:p"));
+    }
 }

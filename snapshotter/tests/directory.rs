@@ -130,6 +130,16 @@ async fn registered_chain_views_and_reopen() {
         s.remove(key).await.expect("remove");
     }
     assert!(d3.join("sub/c").exists() && d2.join("b").exists());
+
+    // A registered directory that disappears is reported, naming it.
+    s.view("v1b", Some("l1"), Labels::new())
+        .await
+        .expect("view");
+    fs::remove_dir_all(&d1).expect("rm");
+    match s.mounts("v1b").await {
+        Err(e @ Error::InvalidPath { .. }) => assert!(e.to_string().contains("one"), "{e}"),
+        other => panic!("mounts of a vanished directory: {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -121,6 +121,12 @@ impl DirectorySnapshotter {
             })?,
             None => core.snapshot_dir(rec.id),
         };
+        if !dir.is_dir() {
+            return Err(Error::InvalidPath {
+                path: dir,
+                reason: format!("the directory behind view {key:?} is gone"),
+            });
+        }
         Ok(vec![Mount::bind(dir, true)])
     }
 }
