@@ -44,6 +44,8 @@ mod gc;
 pub mod helpers;
 pub mod store;
 
+#[cfg(feature = "containerd")]
+pub use backend::containerd::{ContainerdConnection, ContainerdStore};
 pub use backend::local::LocalStore;
 pub use backend::memory::MemoryStore;
 pub use descriptor::{media_types, Compression, Descriptor, Platform};

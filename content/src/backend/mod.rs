@@ -2,3 +2,5 @@
 
 pub mod local;
 pub mod memory;
+#[cfg(feature = "containerd")]
+pub mod containerd;

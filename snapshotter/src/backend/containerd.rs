@@ -75,7 +75,9 @@ impl ContainerdSnapshotter {
             },
             // containerd answers "parent is not committed" (a view or active parent)
             // with InvalidArgument; in strata's contract that is the parent's state.
-            Code::InvalidArgument if msg.contains("not committed") || msg.contains("not active") => {
+            Code::InvalidArgument
+                if msg.contains("not committed") || msg.contains("not active") =>
+            {
                 Error::FailedPrecondition {
                     key: key.to_string(),
                     reason: format!("{what}: {msg}"),
