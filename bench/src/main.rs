@@ -1,0 +1,454 @@
+//! # strata-bench
+//!
+//! Measures strata against its peers on a real Debian rootfs, in one run:
+//!
+//! ```text
+//! cargo run --release -p strata-bench -- differ [--cache DIR]
+//! ```
+//!
+//! The rootfs (`debootstrap --variant=minbase bookworm`) and the containerd peer
+//! (`../shared/peers/ctddiff`) are built once and cached outside the repository
+//! (default `~/.cache/strata-bench`). Every measured command runs as a child process,
+//! strata included (the binary re-executes itself with a hidden subcommand), so peak
+//! memory is measured the same way for everyone: `wait4`'s `ru_maxrss` of that child.
+//!
+//! Timing belongs here, never in tests.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+use strata_content::{Compression, ContentStore, LocalStore};
+use strata_differ::CompareOptions;
+
+#[derive(Parser)]
+#[command(about = "Benchmarks of strata against containerd's walking differ")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Compare empty → Debian rootfs: strata (gzip, zstd; 1 thread and all) against
+    /// containerd's walking differ, and the `tar | pigz | sha256sum` floor.
+    Differ {
+        /// Where the rootfs, the peer binary and scratch stores are kept.
+        #[arg(long, env = "STRATA_BENCH_CACHE")]
+        cache: Option<PathBuf>,
+        /// Runs per configuration (the fastest is reported).
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+    },
+    /// (internal) one strata measurement, run as a child process.
+    #[command(hide = true)]
+    MeasureStrata {
+        #[arg(long)]
+        lower: PathBuf,
+        #[arg(long)]
+        upper: PathBuf,
+        #[arg(long)]
+        store: PathBuf,
+        #[arg(long)]
+        compression: String,
+        #[arg(long)]
+        threads: usize,
+    },
+}
+
+/// What one strata child reports on stdout.
+#[derive(Serialize, Deserialize)]
+struct StrataResult {
+    digest: String,
+    diff_id: String,
+    size: u64,
+    uncompressed_size: u64,
+    seconds: f64,
+}
+
+/// What ctddiff prints (the fields we use).
+#[derive(Deserialize)]
+struct PeerResult {
+    digest: String,
+    diff_id: String,
+    size: u64,
+    uncompressed_size: u64,
+}
+
+/// One row of the table.
+struct Row {
+    name: String,
+    seconds: f64,
+    uncompressed: u64,
+    max_rss_kib: i64,
+    size: Option<u64>,
+    digest: Option<String>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Differ { cache, runs } => bench_differ(cache, runs.max(1)),
+        Cmd::MeasureStrata {
+            lower,
+            upper,
+            store,
+            compression,
+            threads,
+        } => measure_strata(&lower, &upper, &store, &compression, threads),
+    };
+    if let Err(e) = result {
+        eprintln!("strata-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn default_cache() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+        .join("strata-bench")
+}
+
+/// The Debian mirror apt is configured with (deb822 `.sources` or `sources.list`).
+fn debian_mirror() -> String {
+    let mut candidates = Vec::new();
+    if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
+        for entry in dir.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "sources") {
+                if let Ok(text) = fs::read_to_string(&path) {
+                    for stanza in text.split("\n\n") {
+                        let uri = stanza.lines().find_map(|l| l.strip_prefix("URIs:"));
+                        let suites = stanza.lines().find_map(|l| l.strip_prefix("Suites:"));
+                        if let (Some(uri), Some(suites)) = (uri, suites) {
+                            if suites.split_whitespace().any(|s| s == "bookworm") {
+                                candidates.push(uri.trim().to_string());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Ok(text) = fs::read_to_string("/etc/apt/sources.list") {
+        for line in text.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if words.first() == Some(&"deb") && words.contains(&"bookworm") {
+                if let Some(uri) = words.iter().find(|w| w.starts_with("http")) {
+                    candidates.push(uri.to_string());
+                }
+            }
+        }
+    }
+    candidates
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| "http://deb.debian.org/debian".to_string())
+}
+
+/// The cached rootfs, built with debootstrap the first time.
+fn ensure_rootfs(cache: &Path) -> Result<PathBuf, BoxError> {
+    let rootfs = cache.join("rootfs");
+    if rootfs.join("etc/debian_version").exists() {
+        return Ok(rootfs);
+    }
+    let tmp = cache.join("rootfs.tmp");
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp)?;
+    }
+    let mirror = debian_mirror();
+    eprintln!("building the rootfs: debootstrap --variant=minbase bookworm {tmp:?} {mirror}");
+    let status = Command::new("debootstrap")
+        .args(["--variant=minbase", "bookworm"])
+        .arg(&tmp)
+        .arg(&mirror)
+        .status()
+        .map_err(|e| format!("cannot run debootstrap (apt-get install debootstrap): {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "debootstrap failed ({status}); it needs root and the Debian mirror {mirror}"
+        )
+        .into());
+    }
+    fs::rename(&tmp, &rootfs)?;
+    Ok(rootfs)
+}
+
+/// Builds ctddiff with the script in `../shared/peers/ctddiff`; returns its path.
+fn ensure_ctddiff(cache: &Path) -> Result<PathBuf, BoxError> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/ctddiff/build.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .env("CTDDIFF_OUT", cache.join("peers"))
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running {script:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{script:?} failed ({})", out.status).into());
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let path = stdout
+        .lines()
+        .last()
+        .ok_or_else(|| format!("{script:?} printed no path"))?;
+    Ok(PathBuf::from(path.trim()))
+}
+
+/// Runs `cmd`, returning its stdout, wall seconds and peak RSS (KiB) from `wait4`.
+fn run_measured(cmd: &mut Command) -> Result<(Vec<u8>, f64, i64), BoxError> {
+    let start = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("spawning {cmd:?}: {e}"))?;
+    let mut stdout = Vec::new();
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_end(&mut stdout)?;
+    }
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain old data; wait4 fills it for our own child `pid`.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let seconds = start.elapsed().as_secs_f64();
+    if r != pid {
+        return Err(format!("wait4 {cmd:?}: {}", io::Error::last_os_error()).into());
+    }
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        return Err(format!("{cmd:?} failed (wait status {status})").into());
+    }
+    Ok((stdout, seconds, usage.ru_maxrss))
+}
+
+fn bench_differ(cache: Option<PathBuf>, runs: usize) -> Result<(), BoxError> {
+    let cache = cache.unwrap_or_else(default_cache);
+    fs::create_dir_all(&cache)?;
+    let rootfs = ensure_rootfs(&cache)?;
+    let empty = cache.join("empty");
+    fs::create_dir_all(&empty)?;
+    let ctddiff = ensure_ctddiff(&cache)?;
+    let scratch = cache.join("scratch");
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let me = std::env::current_exe()?;
+
+    let best = |rows: Vec<Row>| -> Option<Row> {
+        rows.into_iter()
+            .min_by(|a, b| a.seconds.total_cmp(&b.seconds))
+    };
+    let mut table: Vec<Row> = Vec::new();
+
+    // The floor: GNU tar + pigz on all cores + sha256sum (also warms the page cache).
+    let mut rows = Vec::new();
+    for _ in 0..runs.max(2) {
+        let script = format!(
+            "tar -C {} -cf - . | tee >(wc -c >&2) | pigz -p{cores} | sha256sum >/dev/null",
+            shell_quote(&rootfs)
+        );
+        let (_, seconds, rss) = run_measured(Command::new("bash").args(["-c", &script]))?;
+        rows.push(Row {
+            name: format!("floor: tar | pigz -p{cores} | sha256sum"),
+            seconds,
+            uncompressed: 0,
+            max_rss_kib: rss,
+            size: None,
+            digest: None,
+        });
+    }
+    table.extend(best(rows));
+
+    // containerd's walking differ + Go gzip.
+    let mut rows = Vec::new();
+    for _ in 0..runs {
+        let blobs = scratch.join("ctddiff-blobs");
+        let _ = fs::remove_dir_all(&blobs);
+        let (out, seconds, rss) = run_measured(
+            Command::new(&ctddiff)
+                .arg("-blobs")
+                .arg(&blobs)
+                .arg(&empty)
+                .arg(&rootfs),
+        )?;
+        let r: PeerResult = serde_json::from_slice(&out)
+            .map_err(|e| format!("ctddiff output {:?}: {e}", String::from_utf8_lossy(&out)))?;
+        eprintln!("ctddiff diffID {} blob {}", r.diff_id, r.digest);
+        rows.push(Row {
+            name: "containerd walking differ + gzip (ctddiff)".into(),
+            seconds,
+            uncompressed: r.uncompressed_size,
+            max_rss_kib: rss,
+            size: Some(r.size),
+            digest: Some(r.digest),
+        });
+    }
+    let peer = best(rows).ok_or("no ctddiff run")?;
+    let peer_seconds = peer.seconds;
+    let peer_size = peer.size.unwrap_or(0);
+    table.push(peer);
+
+    let mut thread_counts = vec![1];
+    if cores > 1 {
+        thread_counts.push(cores);
+    }
+    for compression in ["gzip", "zstd"] {
+        for &threads in &thread_counts {
+            let mut rows = Vec::new();
+            for _ in 0..runs {
+                let store = scratch.join("strata-store");
+                let _ = fs::remove_dir_all(&store);
+                let (out, seconds, rss) = run_measured(
+                    Command::new(&me)
+                        .arg("measure-strata")
+                        .arg("--lower")
+                        .arg(&empty)
+                        .arg("--upper")
+                        .arg(&rootfs)
+                        .arg("--store")
+                        .arg(&store)
+                        .args(["--compression", compression])
+                        .args(["--threads", &threads.to_string()]),
+                )?;
+                let r: StrataResult = serde_json::from_slice(&out).map_err(|e| {
+                    format!("strata output {:?}: {e}", String::from_utf8_lossy(&out))
+                })?;
+                eprintln!(
+                    "strata {compression} x{threads}: diffID {} blob {} (in-process {:.2}s)",
+                    r.diff_id, r.digest, r.seconds
+                );
+                rows.push(Row {
+                    name: format!("strata {compression} (default level), {threads} thread(s)"),
+                    seconds,
+                    uncompressed: r.uncompressed_size,
+                    max_rss_kib: rss,
+                    size: Some(r.size),
+                    digest: Some(r.digest),
+                });
+            }
+            table.extend(best(rows));
+        }
+    }
+    let _ = fs::remove_dir_all(&scratch);
+
+    // The floor's uncompressed size is the peer's (same tree).
+    let tar_size = table.iter().map(|r| r.uncompressed).max().unwrap_or(0);
+    println!(
+        "\nempty → {} ({:.1} MB tar), {cores} cores, best of {runs}",
+        rootfs.display(),
+        tar_size as f64 / 1e6
+    );
+    println!(
+        "{:<48} {:>8} {:>8} {:>9} {:>12} {:>10} {:>10}",
+        "", "wall s", "MB/s", "RSS MiB", "blob bytes", "speedup", "size/peer"
+    );
+    for r in &table {
+        let uncompressed = if r.uncompressed > 0 {
+            r.uncompressed
+        } else {
+            tar_size
+        };
+        println!(
+            "{:<48} {:>8.2} {:>8.1} {:>9.1} {:>12} {:>9.2}x {:>10}",
+            r.name,
+            r.seconds,
+            uncompressed as f64 / 1e6 / r.seconds,
+            r.max_rss_kib as f64 / 1024.0,
+            r.size.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            peer_seconds / r.seconds,
+            r.size
+                .filter(|_| peer_size > 0)
+                .map(|s| format!("{:.3}", s as f64 / peer_size as f64))
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    let digests: BTreeMap<&str, &str> = table
+        .iter()
+        .filter_map(|r| Some((r.name.as_str(), r.digest.as_deref()?)))
+        .collect();
+    for (name, digest) in digests {
+        println!("  {name}: {digest}");
+    }
+    Ok(())
+}
+
+fn shell_quote(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
+}
+
+/// The child side: one compare of `lower` → `upper` into a LocalStore at `store`.
+fn measure_strata(
+    lower: &Path,
+    upper: &Path,
+    store_dir: &Path,
+    compression: &str,
+    threads: usize,
+) -> Result<(), BoxError> {
+    let compression = Compression::parse(compression)
+        .ok_or_else(|| format!("unknown compression {compression}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (lower, upper) = (lower.to_path_buf(), upper.to_path_buf());
+    let result = rt.block_on(async move {
+        let store: Arc<dyn ContentStore> = Arc::new(LocalStore::open(store_dir).await?);
+        let opts = CompareOptions {
+            compression,
+            threads: Some(threads),
+            ..CompareOptions::default()
+        };
+        let start = Instant::now();
+        let blob = compare(store, &lower, &upper, &opts).await?;
+        Ok::<_, BoxError>(StrataResult {
+            digest: blob.descriptor.digest.to_string(),
+            diff_id: blob.diff_id.to_string(),
+            size: blob.descriptor.size,
+            uncompressed_size: blob.uncompressed_size,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    })?;
+    let mut stdout = io::stdout().lock();
+    serde_json::to_writer(&mut stdout, &result)?;
+    writeln!(stdout)?;
+    Ok(())
+}
+
+/// strata's compare of `lower` → `upper`. Until the walking differ lands, the layer is
+/// the `tar` crate's archive of `upper` (lower must be empty) through strata's layer
+/// writer: the compression/hashing/ingest pipeline is what is measured.
+async fn compare(
+    store: Arc<dyn ContentStore>,
+    lower: &Path,
+    upper: &Path,
+    opts: &CompareOptions,
+) -> Result<strata_differ::LayerBlob, BoxError> {
+    if fs::read_dir(lower)?.next().is_some() {
+        return Err(format!("{lower:?} must be empty for the tar producer").into());
+    }
+    let upper = upper.to_path_buf();
+    let blob = strata_differ::write_layer(store, opts, move |w| {
+        let mut builder = tar::Builder::new(w);
+        builder.follow_symlinks(false);
+        builder.mode(tar::HeaderMode::Complete);
+        builder
+            .append_dir_all(".", &upper)
+            .and_then(|_| builder.finish())
+            .map_err(|e| strata_differ::Error::Io {
+                path: upper.clone(),
+                source: e,
+            })
+    })
+    .await?;
+    Ok(blob)
+}
