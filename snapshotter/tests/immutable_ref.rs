@@ -284,3 +284,34 @@ async fn load_prunes_views_of_exited_processes() {
     views.sort();
     assert_eq!(views, ["someone-elses".to_string(), ours]);
 }
+
+/// The exporter drives refs from spawned tasks: handles and their futures are Send.
+#[test]
+fn refs_and_their_futures_are_send() {
+    fn send<T: Send + Sync>(_: &T) {}
+    fn send_future<F: std::future::Future + Send>(_: F) {}
+    let s: Arc<dyn Snapshotter> =
+        Arc::new(NativeSnapshotter::open(tempfile::tempdir().expect("tmp").path()).expect("open"));
+    send(&s);
+    send_future(ImmutableRef::load(s.clone(), "x"));
+    send_future(async move {
+        let r = ImmutableRef::load(s, "x").await.expect("compile-time only");
+        send(&r);
+        r.mounts().await.ok();
+        r.set_blob(
+            BlobKey {
+                compression: Compression::Gzip,
+                source_date_epoch: None,
+            },
+            BlobInfo {
+                diff_id: digest('a'),
+                digest: digest('a'),
+                media_type: String::new(),
+                size: 0,
+            },
+        )
+        .await
+        .ok();
+        r.release().await.ok();
+    });
+}
