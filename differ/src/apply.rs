@@ -6,7 +6,7 @@
 //! the root: `..` components, absolute names, or a parent that is a symlink. Directory
 //! mtimes are set once all entries are in place.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read};
@@ -65,6 +65,7 @@ pub(crate) fn apply_tar<R: Read>(
         layer: layer.to_string(),
         created: HashSet::new(),
         dir_times: Vec::new(),
+        restore: HashMap::new(),
     };
     let outcome = state.unpack(&mut archive);
     (archive.into_inner(), outcome)
@@ -102,6 +103,10 @@ struct ApplyState {
     created: HashSet<Vec<u8>>,
     /// Directory mtimes to set at the end.
     dir_times: Vec<(PathBuf, i64, i64)>,
+    /// The mtimes of existing directories this layer changed the content of, restored
+    /// at the end unless the layer has an entry for the directory itself (a layer that
+    /// does not mention a directory leaves its metadata alone, as umoci does).
+    restore: HashMap<PathBuf, (i64, i64)>,
 }
 
 /// The metadata of one entry, PAX records applied.
@@ -125,6 +130,12 @@ impl ApplyState {
             self.apply_entry(&mut entry)?;
         }
         // Directory mtimes last: creating children would move them.
+        let set_by_layer: HashSet<&PathBuf> = self.dir_times.iter().map(|(p, _, _)| p).collect();
+        for (path, (sec, nsec)) in &self.restore {
+            if !set_by_layer.contains(path) && Stat::lstat_opt(path)?.is_some_and(|s| s.is_dir()) {
+                set_times(path, *sec, *nsec)?;
+            }
+        }
         for (path, sec, nsec) in self.dir_times.iter().rev() {
             set_times(path, *sec, *nsec)?;
         }
@@ -163,10 +174,15 @@ impl ApplyState {
             }
             return Ok(());
         };
-        let parent = self.safe_dir(parents, &raw, true)?;
         let rel_parent = parents.join(&b'/');
 
         if let Some(rest) = base.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            // A whiteout under a path that is not a directory (any more) has nothing
+            // to remove (umoci writes such entries after replacing a directory).
+            let Some(parent) = self.existing_dir(parents, &raw)? else {
+                return Ok(());
+            };
+            self.remember(&parent)?;
             if *base == OPAQUE_MARKER.as_bytes() {
                 for name in crate::changes::read_dir_sorted(&parent)? {
                     let mut rel = rel_parent.clone();
@@ -189,6 +205,8 @@ impl ApplyState {
             return Ok(());
         }
 
+        let parent = self.safe_dir(parents, &raw, true)?;
+        self.remember(&parent)?;
         let path = parent.join(OsStr::from_bytes(base));
         let rel = comps.join(&b'/');
         let existing = Stat::lstat_opt(&path)?;
@@ -334,9 +352,44 @@ impl ApplyState {
         Ok(())
     }
 
+    /// Records the mtime of existing directory `dir` before its content changes.
+    fn remember(&mut self, dir: &Path) -> Result<()> {
+        if !self.restore.contains_key(dir) {
+            if let Some(st) = Stat::lstat_opt(dir)? {
+                self.restore
+                    .insert(dir.to_path_buf(), (st.mtime, st.mtime_nsec));
+            }
+        }
+        Ok(())
+    }
+
+    /// The existing directory `root/comps`, `None` when a component is missing or not
+    /// a directory; a symlinked component escapes.
+    fn existing_dir(&self, comps: &[&[u8]], raw: &[u8]) -> Result<Option<PathBuf>> {
+        let mut p = self.root.clone();
+        for c in comps {
+            p.push(OsStr::from_bytes(c));
+            match Stat::lstat_opt(&p) {
+                Ok(Some(st)) if st.is_dir() => {}
+                Ok(Some(st)) if st.is_symlink() => {
+                    return Err(Error::PathEscapes {
+                        entry: String::from_utf8_lossy(raw).into_owned(),
+                        reason: format!("parent {} is a symlink", p.display()),
+                    })
+                }
+                Ok(_) => return Ok(None),
+                Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOTDIR) => {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Some(p))
+    }
+
     /// The directory `root/comps`, checking that no component is a symlink or a
     /// non-directory; missing ones are created (0755) when `create`.
-    fn safe_dir(&self, comps: &[&[u8]], raw: &[u8], create: bool) -> Result<PathBuf> {
+    fn safe_dir(&mut self, comps: &[&[u8]], raw: &[u8], create: bool) -> Result<PathBuf> {
         let mut p = self.root.clone();
         for c in comps {
             p.push(OsStr::from_bytes(c));
@@ -355,6 +408,10 @@ impl ApplyState {
                     ))
                 }
                 None if create => {
+                    if let Some(up) = p.parent() {
+                        let up = up.to_path_buf();
+                        self.remember(&up)?;
+                    }
                     fs::create_dir(&p).map_err(|e| io_err(&p, e))?;
                     fs::set_permissions(&p, fs::Permissions::from_mode(0o755))
                         .map_err(|e| io_err(&p, e))?;

@@ -141,7 +141,7 @@ pub fn mutate(
             out.insert(name.clone(), n);
         }
     }
-    if choices.next().unwrap_or(0) % 4 == 0 {
+    if choices.next().unwrap_or(0).is_multiple_of(4) {
         if let Some(extra) = pool.next() {
             out.insert("added".into(), extra);
         }
