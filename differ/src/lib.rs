@@ -2,6 +2,38 @@
 //!
 //! Turns the difference between two trees into an OCI layer blob in a content store,
 //! in one streaming pass, and applies layers back onto trees.
+//!
+//! [`WalkingDiffer`] is the [`Comparer`] and [`Applier`]: it finds the changes by
+//! walking both trees (containerd's double walk) or, for an overlay snapshot on top of
+//! its parent, by reading only the overlay's upperdir; writes them as an OCI layer tar
+//! (PAX headers, whiteouts, opaque markers, hardlinks, xattrs, devices; sorted and
+//! deterministic) straight into [`write_layer`], which hashes, compresses and commits
+//! it; and unpacks layers with whiteouts honoured and escaping entries refused.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use strata_content::MemoryStore;
+//! use strata_differ::{Applier, CompareOptions, Comparer, WalkingDiffer};
+//! use strata_snapshotter::Mount;
+//!
+//! let tree = tempfile::tempdir()?;
+//! std::fs::write(tree.path().join("hello.txt"), b"hello")?;
+//! let differ = WalkingDiffer::new(Arc::new(MemoryStore::new()));
+//!
+//! // No lower mounts: a base layer holding the whole tree.
+//! let layer = differ
+//!     .compare(&[], &[Mount::bind(tree.path(), true)], &CompareOptions::default())
+//!     .await?;
+//!
+//! let copy = tempfile::tempdir()?;
+//! let diff_id = differ.apply(&layer.descriptor, &[Mount::bind(copy.path(), false)]).await?;
+//! assert_eq!(diff_id, layer.diff_id);
+//! assert_eq!(std::fs::read(copy.path().join("hello.txt"))?, b"hello");
+//! # Ok(())
+//! # }
+//! ```
 
 mod apply;
 mod changes;

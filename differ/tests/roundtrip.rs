@@ -151,3 +151,53 @@ fn source_date_epoch_clamps_mtimes() {
         .unwrap();
     assert_eq!(again.diff_id, blob.diff_id);
 }
+
+#[test]
+fn special_entries_round_trip() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, target) = (tmp.path().join("src"), tmp.path().join("target"));
+    fs::create_dir_all(src.join("dev")).unwrap();
+    fs::create_dir(&target).unwrap();
+    // A name that is not UTF-8, a link target longer than 100 bytes.
+    fs::write(src.join(OsStr::from_bytes(b"caf\xe9-\xff")), b"latin1").unwrap();
+    std::os::unix::fs::symlink("t/".repeat(80), src.join("longlink")).unwrap();
+    let mode = nix::sys::stat::Mode::from_bits_truncate(0o660);
+    nix::sys::stat::mknod(
+        &src.join("dev/null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        mode,
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    nix::sys::stat::mknod(
+        &src.join("dev/loop9"),
+        nix::sys::stat::SFlag::S_IFBLK,
+        mode,
+        nix::sys::stat::makedev(7, 9),
+    )
+    .unwrap();
+    // A file capability (VFS_CAP_REVISION_2, effective, cap_net_bind_service).
+    fs::write(src.join("ping"), b"#!").unwrap();
+    let mut cap = Vec::new();
+    for word in [0x0200_0001u32, 1 << 10, 0, 0, 0] {
+        cap.extend_from_slice(&word.to_le_bytes());
+    }
+    xattr::set(src.join("ping"), "security.capability", &cap).unwrap();
+    // Sockets are not layer content.
+    let _sock = std::os::unix::net::UnixListener::bind(src.join("sock")).unwrap();
+    for p in ["ping", "dev/null", "dev/loop9", "dev", "longlink"] {
+        set_mtime(&src.join(p), 1_690_000_000, 42);
+    }
+
+    let differ = WalkingDiffer::new(memory_store());
+    let blob = rt
+        .block_on(differ.compare(&[], &[Mount::bind(&src, true)], &CompareOptions::default()))
+        .unwrap();
+    rt.block_on(differ.apply(&blob.descriptor, &[Mount::bind(&target, false)]))
+        .unwrap();
+    fs::remove_file(src.join("sock")).unwrap();
+    assert_same_tree(&src, &target);
+}
