@@ -1,6 +1,181 @@
-//! The `strata` command.
+//! The `strata` command: exports directory trees as OCI or Docker images with the
+//! strata exporter, and looks after the store it caches layers in.
+//!
+//! Exit codes: 0 success; 1 failure, with one line on stderr naming what failed
+//! (`--debug` or `RUST_LOG` show more through `tracing`); 2 usage errors.
+
+mod chain;
+mod error;
+mod export;
+mod output;
+mod plan;
+mod render;
+mod store_cmds;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::{CliError, EXIT_FAILURE};
+use crate::render::ProgressMode;
+
+#[derive(Parser)]
+#[command(
+    name = "strata",
+    version,
+    about = "Export directory trees as OCI and Docker images (BuildKit's image exporter, as a command)"
+)]
+struct Cli {
+    /// The store (blobs, image records, layer cache). Default: $XDG_DATA_HOME/strata
+    /// or ~/.local/share/strata.
+    #[arg(long, global = true, env = "STRATA_STORE", value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// Log what happens (tracing, debug level) on stderr; RUST_LOG overrides.
+    #[arg(long, global = true)]
+    debug: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Export layer directories as an image (OCI layout, docker archive, or store).
+    Export(ExportCli),
+    /// List the image records in the store.
+    Images,
+    /// Remove unreferenced blobs and stale layer registrations from the store.
+    Gc,
+    /// Verify every blob in the store against its digest.
+    Fsck,
+    /// Summarize an image record: manifest(s), config, layers.
+    Inspect {
+        /// The image name (as given to type=image,name=…).
+        reference: String,
+    },
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["layers", "spec"])))]
+struct ExportCli {
+    /// A directory holding the full filesystem state of one layer; repeat, base first.
+    #[arg(long = "layer", value_name = "DIR")]
+    layers: Vec<PathBuf>,
+    /// History `created_by` of a layer; repeat, one per --layer.
+    #[arg(long = "description", value_name = "TEXT")]
+    descriptions: Vec<String>,
+    /// Image config JSON (Cmd, Env, Labels, …) to patch; unknown fields are kept.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The image's platform, os/arch[/variant] (default: the config's, else the host's).
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
+    /// A JSON file describing several platforms (see README); replaces --layer,
+    /// --description, --config and --platform.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["layers", "descriptions", "config", "platform"])]
+    spec: Option<PathBuf>,
+    /// Output, buildx syntax: type=oci|docker|image[,dest=PATH][,name=REF][,tar=…]
+    /// [,compression=gzip|zstd|uncompressed][,compression-level=N]
+    /// [,force-compression=true][,oci-mediatypes=…][,source-date-epoch=N]
+    /// [,annotation.KEY=VALUE]…
+    #[arg(short = 'o', long = "output", value_name = "SPEC", required = true)]
+    output: String,
+    /// How many layers to compute at the same time (default: the number of CPUs).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    jobs: Option<u32>,
+    /// Progress output.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressMode,
+    /// Write the exporter response (containerimage.digest, …) as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    metadata_file: Option<PathBuf>,
+}
+
+/// The default store: `$XDG_DATA_HOME/strata`, else `~/.local/share/strata`.
+fn default_store() -> Result<PathBuf, CliError> {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        let dir = PathBuf::from(dir);
+        if dir.is_absolute() {
+            return Ok(dir.join("strata"));
+        }
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".local/share/strata")),
+        None => Err(CliError::failed(
+            "no default store: HOME and XDG_DATA_HOME are unset; pass --store DIR",
+        )),
+    }
+}
+
+fn init_tracing(debug: bool) {
+    use tracing_subscriber::EnvFilter;
+    // Quiet by default, so a failure is exactly one line on stderr.
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => EnvFilter::new(v),
+        _ if debug => EnvFilter::new("debug"),
+        _ => EnvFilter::new("off"),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    let store = match cli.store {
+        Some(s) => s,
+        None => default_store()?,
+    };
+    match cli.command {
+        Command::Export(a) => {
+            let jobs = match a.jobs {
+                Some(n) => n as usize,
+                None => std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1),
+            };
+            export::run(
+                export::ExportArgs {
+                    layers: a.layers,
+                    descriptions: a.descriptions,
+                    config: a.config,
+                    platform: a.platform,
+                    spec: a.spec,
+                    output: a.output,
+                    jobs,
+                    progress: a.progress,
+                    metadata_file: a.metadata_file,
+                },
+                &store,
+            )
+            .await
+        }
+        Command::Images => store_cmds::images(&store).await,
+        Command::Gc => store_cmds::gc(&store).await,
+        Command::Fsck => store_cmds::fsck_cmd(&store).await,
+        Command::Inspect { reference } => store_cmds::inspect(&store, &reference).await,
+    }
+}
 
 fn main() {
-    eprintln!("strata: not built yet");
-    std::process::exit(1);
+    // Usage errors exit with clap's code 2.
+    let cli = Cli::parse();
+    init_tracing(cli.debug);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("strata: cannot start the async runtime: {e}");
+            std::process::exit(EXIT_FAILURE);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    // Let background cleanups (lease release, view removal) finish.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    if let Err(e) = result {
+        tracing::debug!(error = ?e, "command failed");
+        eprintln!("strata: {e}");
+        std::process::exit(e.code);
+    }
 }

@@ -1,0 +1,276 @@
+//! `strata images`, `strata gc`, `strata fsck` and `strata inspect` on a store.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use indicatif::HumanBytes;
+use serde_json::Value;
+use strata_content::{
+    fsck, media_types, read_blob, Descriptor, GarbageCollector, ImageStore, LocalStore,
+};
+use strata_snapshotter::{DirectorySnapshotter, Filter, Kind, Snapshotter};
+
+use crate::chain::{self, LABEL_SOURCE_DIR};
+use crate::error::CliError;
+use crate::export::snapshots_dir;
+
+/// The largest manifest, index or config `inspect` reads.
+const MAX_JSON: u64 = 16 << 20;
+
+/// Opens an existing store; a missing one is an error (these commands never create).
+async fn open(store_dir: &Path) -> Result<LocalStore, CliError> {
+    if !store_dir.join("oci-layout").is_file() || !store_dir.join(".strata").is_dir() {
+        return Err(CliError::failed(format!(
+            "no strata store at {} (run strata export first, or pass --store)",
+            store_dir.display()
+        )));
+    }
+    LocalStore::open(store_dir)
+        .await
+        .map_err(|e| CliError::context(format!("opening store {}", store_dir.display()), e))
+}
+
+fn time_text(t: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// `strata images`: one line per image record.
+pub async fn images(store_dir: &Path) -> Result<(), CliError> {
+    let store = open(store_dir).await?;
+    let images = store
+        .list_images()
+        .await
+        .map_err(|e| CliError::context("listing images", e))?;
+    println!("{:<40} {:<8} {:<71} CREATED", "NAME", "TYPE", "DIGEST");
+    for img in images {
+        let kind = if is_index(&img.target.media_type) {
+            "index"
+        } else {
+            "manifest"
+        };
+        println!(
+            "{:<40} {:<8} {:<71} {}",
+            img.name,
+            kind,
+            img.target.digest,
+            time_text(img.created_at)
+        );
+    }
+    Ok(())
+}
+
+fn is_index(media_type: &str) -> bool {
+    media_type == media_types::OCI_INDEX || media_type == media_types::DOCKER_MANIFEST_LIST
+}
+
+/// `strata gc`: removes stale snapshot registrations (trees deleted or changed since),
+/// leftover views, and every blob no image, lease or root references.
+pub async fn gc(store_dir: &Path) -> Result<(), CliError> {
+    let store = open(store_dir).await?;
+    let snapshots = DirectorySnapshotter::open(snapshots_dir(store_dir))
+        .map_err(|e| CliError::context("opening snapshots", e))?;
+    let removed_snapshots = prune_snapshots(&snapshots).await?;
+    let report = store
+        .garbage_collect()
+        .await
+        .map_err(|e| CliError::context("garbage collection", e))?;
+    println!(
+        "removed {} blobs ({}), {} ingests, {} snapshot registrations",
+        report.removed.len(),
+        HumanBytes(report.bytes_freed),
+        report.removed_ingests.len(),
+        removed_snapshots
+    );
+    Ok(())
+}
+
+/// Removes views, then (children first) registrations whose tree is gone or changed.
+async fn prune_snapshots(snapshots: &DirectorySnapshotter) -> Result<usize, CliError> {
+    let fail = |e: strata_snapshotter::Error| CliError::context("pruning snapshots", e);
+    let mut removed = 0;
+    for view in snapshots
+        .walk(&Filter::Kind(Kind::View))
+        .await
+        .map_err(fail)?
+    {
+        snapshots.remove(&view.name).await.map_err(fail)?;
+        removed += 1;
+    }
+    let committed = snapshots
+        .walk(&Filter::Kind(Kind::Committed))
+        .await
+        .map_err(fail)?;
+    let mut stale = std::collections::BTreeSet::new();
+    for info in &committed {
+        let Some(dir) = info.labels.get(LABEL_SOURCE_DIR) else {
+            continue;
+        };
+        let dir = std::path::PathBuf::from(dir);
+        let fresh = if dir.is_dir() {
+            let d = dir.clone();
+            let fp = tokio::task::spawn_blocking(move || chain::fingerprint(&d, "")).await;
+            let layer = crate::plan::LayerPlan {
+                shown: String::new(),
+                dir,
+                description: String::new(),
+            };
+            matches!(fp, Ok(Ok(fp)) if chain::snapshot_name(info.parent.as_deref(), &layer, &fp) == info.name)
+        } else {
+            false
+        };
+        if !fresh {
+            stale.insert(info.name.clone());
+        }
+    }
+    // A registration on a stale parent is stale too.
+    loop {
+        let before = stale.len();
+        for info in &committed {
+            if info.parent.as_ref().is_some_and(|p| stale.contains(p)) {
+                stale.insert(info.name.clone());
+            }
+        }
+        if stale.len() == before {
+            break;
+        }
+    }
+    // Children before parents.
+    while !stale.is_empty() {
+        let leaves: Vec<String> = stale
+            .iter()
+            .filter(|n| {
+                !committed
+                    .iter()
+                    .any(|c| c.parent.as_ref() == Some(*n) && stale.contains(&c.name))
+            })
+            .cloned()
+            .collect();
+        if leaves.is_empty() {
+            break;
+        }
+        for name in leaves {
+            snapshots.remove(&name).await.map_err(fail)?;
+            stale.remove(&name);
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// `strata fsck`: verifies every blob; exit 1 naming the count of bad blobs.
+pub async fn fsck_cmd(store_dir: &Path) -> Result<(), CliError> {
+    let store = open(store_dir).await?;
+    let report = fsck(&store)
+        .await
+        .map_err(|e| CliError::context("fsck", e))?;
+    for (digest, err) in &report.problems {
+        println!("{digest}: {err}");
+    }
+    if report.is_clean() {
+        println!("checked {} blobs: all verified", report.checked);
+        Ok(())
+    } else {
+        Err(CliError::failed(format!(
+            "fsck: {} of {} blobs failed verification",
+            report.problems.len(),
+            report.checked
+        )))
+    }
+}
+
+async fn json_blob(store: &LocalStore, desc: &Descriptor) -> Result<Value, CliError> {
+    let bytes = read_blob(store, desc, MAX_JSON)
+        .await
+        .map_err(|e| CliError::context(format!("reading {}", desc.digest), e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| CliError::context(format!("{} is not JSON", desc.digest), e))
+}
+
+fn descriptor(v: &Value, what: &str) -> Result<Descriptor, CliError> {
+    serde_json::from_value(v.clone())
+        .map_err(|e| CliError::context(format!("invalid {what} descriptor"), e))
+}
+
+/// `strata inspect REF`: the image record's manifest(s) and config, summarized.
+pub async fn inspect(store_dir: &Path, reference: &str) -> Result<(), CliError> {
+    let store = Arc::new(open(store_dir).await?);
+    let image = store.get_image(reference).await.map_err(|e| {
+        if e.is_not_found() {
+            CliError::failed(format!(
+                "no image {reference:?} in {} (see strata images)",
+                store_dir.display()
+            ))
+        } else {
+            CliError::context(format!("reading image {reference}"), e)
+        }
+    })?;
+    println!("Name:      {}", image.name);
+    println!("Digest:    {}", image.target.digest);
+    println!("MediaType: {}", image.target.media_type);
+    let mut manifests = Vec::new();
+    if is_index(&image.target.media_type) {
+        let index = json_blob(&store, &image.target).await?;
+        for m in index["manifests"].as_array().into_iter().flatten() {
+            manifests.push(descriptor(m, "manifest")?);
+        }
+    } else {
+        manifests.push(image.target.clone());
+    }
+    for m in manifests {
+        let manifest = json_blob(&store, &m).await?;
+        let config_desc = descriptor(&manifest["config"], "config")?;
+        let config = json_blob(&store, &config_desc).await?;
+        let platform = match (config["os"].as_str(), config["architecture"].as_str()) {
+            (Some(os), Some(arch)) => match config["variant"].as_str() {
+                Some(v) => format!("{os}/{arch}/{v}"),
+                None => format!("{os}/{arch}"),
+            },
+            _ => "unknown".to_string(),
+        };
+        println!();
+        println!("Platform:  {platform}");
+        println!("Manifest:  {} ({})", m.digest, m.media_type);
+        println!("Config:    {}", config_desc.digest);
+        if let Some(c) = config["created"].as_str() {
+            println!("Created:   {c}");
+        }
+        let cfg = &config["config"];
+        for key in ["Entrypoint", "Cmd", "WorkingDir", "User"] {
+            if !cfg[key].is_null() {
+                println!("{:<11}{}", format!("{key}:"), cfg[key]);
+            }
+        }
+        for env in cfg["Env"].as_array().into_iter().flatten() {
+            println!("Env:       {}", env.as_str().unwrap_or_default());
+        }
+        if let Some(labels) = cfg["Labels"].as_object() {
+            for (k, v) in labels {
+                println!("Label:     {k}={}", v.as_str().unwrap_or_default());
+            }
+        }
+        let history: Vec<&Value> = config["history"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|h| !h["empty_layer"].as_bool().unwrap_or(false))
+            .collect();
+        let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+        let total: u64 = layers.iter().filter_map(|l| l["size"].as_u64()).sum();
+        println!("Layers:    {} ({})", layers.len(), HumanBytes(total));
+        for (i, l) in layers.iter().enumerate() {
+            let created_by = history
+                .get(i)
+                .and_then(|h| h["created_by"].as_str())
+                .unwrap_or("");
+            println!(
+                "  {}  {:>10}  {}",
+                l["digest"].as_str().unwrap_or("?"),
+                HumanBytes(l["size"].as_u64().unwrap_or(0)).to_string(),
+                created_by
+            );
+        }
+    }
+    Ok(())
+}
