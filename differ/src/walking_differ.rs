@@ -84,7 +84,7 @@ fn write_diff(
     let lower_tree = if lower.is_empty() {
         None
     } else {
-        Some(TempMount::mount(lower)?)
+        Some(TempMount::mount(&read_only(lower))?)
     };
     if let Some(upperdir) = overlay_fast_path(lower_tree.as_ref(), upper)? {
         let lower_root = lower_tree
@@ -96,7 +96,9 @@ fn write_diff(
         LayerTarWriter::new(sink, epoch).write_all(&upperdir, &set)?;
         return Ok(());
     }
-    let upper_tree = TempMount::mount(upper)?;
+    // Read-only: comparing never writes, and an active snapshot may be mounted
+    // read-write elsewhere at the same time.
+    let upper_tree = TempMount::mount(&read_only(upper))?;
     let set = double_walk(lower_tree.as_ref().map(TempMount::path), upper_tree.path())?;
     tracing::debug!(changes = set.changes.len(), "double walk");
     LayerTarWriter::new(sink, epoch).write_all(upper_tree.path(), &set)?;
@@ -130,6 +132,21 @@ fn overlay_fast_path(lower: Option<&TempMount>, upper: &[Mount]) -> Result<Optio
         return Ok(None);
     }
     Ok(Some(upperdir))
+}
+
+/// `mounts` with the `ro` option.
+fn read_only(mounts: &[Mount]) -> Vec<Mount> {
+    mounts
+        .iter()
+        .map(|m| {
+            let mut m = m.clone();
+            m.options.retain(|o| o != "rw");
+            if !m.is_read_only() {
+                m.options.push("ro".to_string());
+            }
+            m
+        })
+        .collect()
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {

@@ -145,6 +145,24 @@ fn the_fast_path_and_the_double_walk_write_the_same_layer() {
     assert_eq!(fast.diff_id, walked.diff_id);
     assert_eq!(fast.descriptor.digest, walked.descriptor.digest);
 
+    // Lower given as a copy (not the overlay's lowerdir): no fast path; the differ
+    // mounts the overlay itself (read-only) and walks it.
+    let lower_copy = tmp.path().join("lower-copy");
+    copy_tree(&l, &lower_copy);
+    let upper_mounted = [Mount {
+        mount_type: "overlay".into(),
+        source: "overlay".into(),
+        options: vec![
+            format!("lowerdir={}", l.display()),
+            format!("upperdir={}", u.display()),
+            format!("workdir={}", w.display()),
+        ],
+    }];
+    let mounted = rt
+        .block_on(differ.compare(&[Mount::bind(&lower_copy, true)], &upper_mounted, &opts))
+        .unwrap();
+    assert_eq!(mounted.diff_id, walked.diff_id);
+
     let target = tmp.path().join("target");
     copy_tree(&l, &target);
     rt.block_on(differ.apply(&fast.descriptor, &[Mount::bind(&target, false)]))
