@@ -14,7 +14,10 @@
 //! ```
 
 pub mod servers;
+mod strata_bin;
 pub mod tree;
+
+pub use strata_bin::strata_bin;
 
 use std::path::PathBuf;
 use std::process::Command;

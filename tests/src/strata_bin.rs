@@ -1,0 +1,56 @@
+//! The built `strata` binary, for tests that drive the command.
+//!
+//! `CARGO_BIN_EXE_<name>` only exists for integration tests of the package that owns
+//! the binary, and a binary-only crate cannot be a dependency. So the first call builds
+//! `strata-cli` with the same cargo, profile and target directory as the running test
+//! (`cargo build -p strata-cli`, a no-op when it is up to date) and returns
+//! `<target>/<profile>/strata`. `cargo test` does not hold the build lock while tests
+//! run, so the nested build does not deadlock.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The path of the `strata` binary, built on first use.
+pub fn strata_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // The test executable is <target>/<profile>/deps/<test>-<hash>.
+        let exe = std::env::current_exe().expect("path of the test executable");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executable under <target>/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("target directory");
+        let profile = profile_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("debug");
+        let cargo = std::env::var_os("CARGO")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(option_env!("CARGO").unwrap_or("cargo")));
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root")
+            .join("Cargo.toml");
+        let mut build = Command::new(cargo);
+        build
+            .args(["build", "--quiet", "-p", "strata-cli", "--bin", "strata"])
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .env("CARGO_TARGET_DIR", target_dir);
+        match profile {
+            "debug" => {}
+            "release" => {
+                build.arg("--release");
+            }
+            other => {
+                build.args(["--profile", other]);
+            }
+        }
+        crate::run(&mut build);
+        let bin = profile_dir.join("strata");
+        assert!(bin.is_file(), "cargo built no {}", bin.display());
+        bin
+    })
+}
