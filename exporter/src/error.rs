@@ -79,6 +79,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// Pushing to a registry failed.
+    #[error(transparent)]
+    Push(#[from] crate::push::PushError),
     /// The export was cancelled or a worker task died.
     #[error("export interrupted: {0}")]
     Interrupted(String),

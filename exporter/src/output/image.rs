@@ -37,11 +37,20 @@ impl Exporter for ImageExporter {
         &self,
         options: BTreeMap<String, String>,
     ) -> Result<Box<dyn ExporterInstance>> {
+        let (options, push) = crate::output::registry::take_push_options(
+            options,
+            false,
+            &crate::push::PushOptions::default(),
+        )?;
         let (opts, _) = options::parse("image", &options, false, true)?;
+        if let Some(push) = &push {
+            push.check_names(&opts)?;
+        }
         Ok(Box::new(ImageInstance {
             ctx: self.ctx.clone(),
             writer: self.writer.clone(),
             opts,
+            push,
         }))
     }
 }
@@ -50,6 +59,8 @@ struct ImageInstance {
     ctx: ExportContext,
     writer: Arc<ImageWriter>,
     opts: ImageOptions,
+    /// Where to push after naming (`push=true`).
+    push: Option<crate::output::registry::PushTarget>,
 }
 
 #[async_trait]
@@ -84,6 +95,10 @@ impl ExporterInstance for ImageInstance {
                 return Err(e.into());
             }
             task.complete();
+        }
+        if let Some(push) = &self.push {
+            push.push(&self.ctx, &committed, &self.opts.names, &progress)
+                .await?;
         }
         let out = response(&committed, &self.opts.names);
         committed.lease.release().await?;

@@ -4,3 +4,4 @@
 pub mod docker;
 pub mod image;
 pub mod oci;
+pub mod registry;
