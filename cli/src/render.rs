@@ -188,7 +188,7 @@ impl Tty {
                 .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ "),
             sized: style("{spinner:.cyan} {msg} [{bar:24}] {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}")
                 .progress_chars("=> "),
-            done: style("{prefix:.green} {msg} {wide_msg:.dim}"),
+            done: style("{prefix:.green} {msg}"),
         }
     }
 }

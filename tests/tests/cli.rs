@@ -532,6 +532,11 @@ fn multi_platform_spec_exports_an_index() {
     assert!(!t.path("other-store").exists());
 }
 
+fn with_progress(mut args: Vec<String>, mode: &str) -> Vec<String> {
+    args.push(format!("--progress={mode}"));
+    args
+}
+
 /// Every file under `dir` with its size and mtime.
 fn listing(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
     let mut out = BTreeMap::new();
@@ -554,7 +559,17 @@ fn bad_input_fails_with_one_line_and_leaves_the_store_unchanged() {
     let t = Trees::new();
     let store = t.store();
     let good = format!("type=oci,dest={}", t.path("ok.tar").display());
-    strata_ok(&store, &t.export_args(&good), &[]);
+    let (_, plain) = strata_ok(&store, &with_progress(t.export_args(&good), "plain"), &[]);
+    // BuildKit-style plain progress: `#N <step>` then `#N <step> <size> <secs>s done`.
+    for dir in ["base", "app", "final"] {
+        let step = format!("exporting layer {}", t.path(dir).display());
+        assert!(
+            plain.lines().any(|l| l.starts_with('#')
+                && l.contains(&format!(" {step} "))
+                && l.ends_with("s done")),
+            "no plain completion line for {dir}:\n{plain}"
+        );
+    }
     let before = listing(&store);
     let fresh = t.path("fresh-store");
 
@@ -676,6 +691,25 @@ fn bad_input_fails_with_one_line_and_leaves_the_store_unchanged() {
         assert!(!fresh.exists(), "{args:?} created a store");
     }
 
+    // A failure while exporting (the tar cannot be created) leaves no blobs behind.
+    let out = strata(
+        &fresh,
+        &t.export_args("type=oci,dest=/proc/strata-cannot-write-here.tar"),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("strata: export to oci failed: "),
+        "{stderr}"
+    );
+    assert_eq!(
+        fs::read_dir(fresh.join("blobs/sha256")).unwrap().count(),
+        0,
+        "blobs left by a failed export"
+    );
+
     // A bad SOURCE_DATE_EPOCH is a usage error too; clap's own usage errors exit 2.
     let out = strata(
         &store,
@@ -686,4 +720,43 @@ fn bad_input_fails_with_one_line_and_leaves_the_store_unchanged() {
     let out = strata(&store, &strs(&["export", "--layer", &base]), &[]);
     assert_eq!(out.status.code(), Some(2), "--output is required");
     assert_eq!(listing(&store), before);
+}
+
+/// The README's first command, on the example trees shipped in the repo.
+#[test]
+fn readme_example_exports_the_shipped_trees() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = tmp.path().join("example.tar");
+    let mut args = strs(&["export"]);
+    for dir in ["base", "app", "final"] {
+        args.push("--layer".into());
+        args.push(root.join("examples/rootfs").join(dir).display().to_string());
+    }
+    args.push("--config".into());
+    args.push(root.join("examples/config.json").display().to_string());
+    args.push("-o".into());
+    args.push(format!(
+        "type=oci,dest={},name=example.com/strata/example:latest",
+        tar.display()
+    ));
+    let store = tmp.path().join("store");
+    let (digest, _) = strata_ok(&store, &args, &[]);
+    let (again, _) = strata_ok(&store, &args, &[]);
+    assert_eq!(digest, again, "a warm re-export gives the same image");
+    let copied = tmp.path().join("copied");
+    run(Command::new(tool("skopeo"))
+        .arg("copy")
+        .arg(format!("oci-archive:{}", tar.display()))
+        .arg(format!("oci:{}:latest", copied.display())));
+    assert_umoci_unpacks_to(
+        &format!("{}:latest", copied.display()),
+        &tmp.path().join("bundle"),
+        &root.join("examples/rootfs/final"),
+    );
+    let config = json(&run(Command::new(tool("skopeo"))
+        .args(["inspect", "--config", "--raw"])
+        .arg(format!("oci-archive:{}", tar.display()))));
+    assert_eq!(config["config"]["Cmd"][0], "/app/run");
+    assert_eq!(config["os"], "linux");
 }
