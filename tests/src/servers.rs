@@ -1,5 +1,5 @@
-//! Private servers for tests: a containerd with its root, state and socket in a temp
-//! dir, stopped by PID when dropped.
+//! Private servers for tests, stopped by PID when dropped: a containerd with its root,
+//! state and socket in a temp dir, and a docker-registry on 127.0.0.1.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,6 +18,12 @@ impl Containerd {
     /// Starts containerd with everything under a fresh temp dir (CRI and
     /// snapshotters this machine can't use are disabled) and waits for its socket.
     pub fn start() -> Containerd {
+        Self::start_with_config("")
+    }
+
+    /// Starts containerd like [`Containerd::start`] with `extra` appended to its
+    /// config file (TOML tables such as `[plugins."io.containerd.gc.v1.scheduler"]`).
+    pub fn start_with_config(extra: &str) -> Containerd {
         let containerd = tool("containerd");
         let dir = tempfile::Builder::new()
             .prefix("strata-containerd-")
@@ -36,6 +42,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
   address = "{socket}"
 [ttrpc]
   address = "{socket}.ttrpc"
+{extra}
 "#,
                 root = dir.path().join("root").display(),
                 state = dir.path().join("state").display(),
@@ -111,5 +118,183 @@ impl Drop for Containerd {
             .arg(self.dir.path().join("root"))
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// One line of a registry's access log: `"METHOD URI HTTP/1.1" STATUS`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryRequest {
+    /// The HTTP method.
+    pub method: String,
+    /// The request URI (path and query).
+    pub uri: String,
+    /// The response status.
+    pub status: u16,
+}
+
+/// A `docker-registry` (Debian's package of distribution) private to one test: it
+/// listens on 127.0.0.1 only, on a free port, keeps its storage in a temp dir, logs
+/// every request to a file the test can read, and is stopped by PID when dropped.
+pub struct Registry {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Registry {
+    /// Starts a registry that accepts anonymous pushes.
+    pub fn start() -> Registry {
+        Registry::spawn(None)
+    }
+
+    /// Starts a registry that requires HTTP basic auth as `user`/`password`
+    /// (an htpasswd file with a bcrypt hash).
+    pub fn start_with_auth(user: &str, password: &str) -> Registry {
+        Registry::spawn(Some((user, password)))
+    }
+
+    fn spawn(auth: Option<(&str, &str)>) -> Registry {
+        let registry = tool("docker-registry");
+        let dir = tempfile::Builder::new()
+            .prefix("strata-registry-")
+            .tempdir()
+            .expect("temp dir for the registry");
+        let auth_section = match auth {
+            Some((user, password)) => {
+                let hash = bcrypt::hash(password, 4).expect("bcrypt hash");
+                let htpasswd = dir.path().join("htpasswd");
+                std::fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("write htpasswd");
+                format!(
+                    "auth:\n  htpasswd:\n    realm: strata-test\n    path: {}\n",
+                    htpasswd.display()
+                )
+            }
+            None => String::new(),
+        };
+        // Ask the kernel for a free port, then hand it to the registry. Another process
+        // could take it in between; start() then fails with the registry's log.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port on 127.0.0.1")
+            .port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
+                 storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n\
+                 http:\n  addr: 127.0.0.1:{port}\n{auth_section}",
+                root = dir.path().join("storage").display(),
+            ),
+        )
+        .expect("write registry config");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log file");
+        let log2 = log.try_clone().expect("log file");
+        let child = Command::new(registry)
+            .arg("serve")
+            .arg(&config)
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .expect("start docker-registry");
+        let mut me = Registry { child, dir, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = me.child.try_wait() {
+                panic!("docker-registry exited ({status}); log:\n{}", me.log());
+            }
+            if Instant::now() > deadline {
+                panic!("docker-registry did not come up; log:\n{}", me.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        me
+    }
+
+    /// `127.0.0.1:PORT`, the registry part of image names pushed here.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The port the registry listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The registry's log so far (its own messages and the access log).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Every request the registry answered so far, in order.
+    pub fn requests(&self) -> Vec<RegistryRequest> {
+        self.log()
+            .lines()
+            .filter_map(|line| {
+                // 127.0.0.1 - - [date] "PUT /v2/x/blobs/uploads/… HTTP/1.1" 201 0 "" "ua"
+                let start = line.find("] \"")? + 3;
+                let rest = &line[start..];
+                let end = rest.find('"')?;
+                let mut request = rest[..end].split(' ');
+                let method = request.next()?.to_string();
+                let uri = request.next()?.to_string();
+                let status = rest[end + 1..].split_whitespace().next()?.parse().ok()?;
+                Some(RegistryRequest {
+                    method,
+                    uri,
+                    status,
+                })
+            })
+            .collect()
+    }
+
+    /// Requests that sent blob data to `repository`: upload sessions started
+    /// (`POST …/blobs/uploads/` that is not a cross-repository mount) and chunks or
+    /// bodies sent (`PATCH`/`PUT …/blobs/uploads/…`).
+    pub fn blob_uploads(&self, repository: &str) -> Vec<RegistryRequest> {
+        let prefix = format!("/v2/{repository}/blobs/uploads/");
+        self.requests()
+            .into_iter()
+            .filter(|r| r.uri.starts_with(&prefix))
+            .filter(|r| match r.method.as_str() {
+                "POST" => !r.uri.contains("mount="),
+                "PUT" | "PATCH" => true,
+                _ => false,
+            })
+            .collect()
+    }
+
+    /// Cross-repository mounts into `repository` the registry performed (201).
+    pub fn mounts(&self, repository: &str) -> Vec<RegistryRequest> {
+        let prefix = format!("/v2/{repository}/blobs/uploads/");
+        self.requests()
+            .into_iter()
+            .filter(|r| {
+                r.method == "POST"
+                    && r.uri.starts_with(&prefix)
+                    && r.uri.contains("mount=")
+                    && r.status == 201
+            })
+            .collect()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        // Stop by PID: SIGTERM, then SIGKILL if it lingers.
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
