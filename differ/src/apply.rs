@@ -124,10 +124,33 @@ impl ApplyState {
         &mut self,
         archive: &mut tar::Archive<R>,
     ) -> std::result::Result<(), ApplyFailure> {
-        let entries = archive.entries().map_err(ApplyFailure::Read)?;
+        // Raw mode: PAX and GNU long-name headers are read here, because the `tar`
+        // crate splits PAX records at newlines, which breaks on xattr values that
+        // contain one (records are length-prefixed and may hold any bytes).
+        let entries = archive.entries().map_err(ApplyFailure::Read)?.raw(true);
+        let mut ext = Extensions::default();
         for entry in entries {
             let mut entry = entry.map_err(ApplyFailure::Read)?;
-            self.apply_entry(&mut entry)?;
+            match entry.header().entry_type() {
+                EntryType::XHeader => {
+                    let data = self.read_small(&mut entry)?;
+                    ext.pax = parse_pax(&data)
+                        .ok_or_else(|| self.corrupt("malformed PAX extended header"))?;
+                }
+                EntryType::XGlobalHeader => {
+                    self.read_small(&mut entry)?;
+                }
+                EntryType::GNULongName => {
+                    ext.long_name = Some(trim_nul(self.read_small(&mut entry)?))
+                }
+                EntryType::GNULongLink => {
+                    ext.long_link = Some(trim_nul(self.read_small(&mut entry)?))
+                }
+                _ => {
+                    let this = std::mem::take(&mut ext);
+                    self.apply_entry(&mut entry, &this)?;
+                }
+            }
         }
         // Directory mtimes last: creating children would move them.
         let set_by_layer: HashSet<&PathBuf> = self.dir_times.iter().map(|(p, _, _)| p).collect();
@@ -149,21 +172,51 @@ impl ApplyState {
         }
     }
 
+    /// The data of a PAX or GNU extension header (refused beyond 16 MiB).
+    fn read_small<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+    ) -> std::result::Result<Vec<u8>, ApplyFailure> {
+        if entry.header().entry_size().unwrap_or(u64::MAX) > 16 << 20 {
+            return Err(self.corrupt("extension header larger than 16 MiB").into());
+        }
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).map_err(ApplyFailure::Read)?;
+        Ok(data)
+    }
+
     fn apply_entry<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
+        ext: &Extensions,
     ) -> std::result::Result<(), ApplyFailure> {
         let ty = entry.header().entry_type();
-        if matches!(
-            ty,
-            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName
-        ) || matches!(ty, EntryType::GNULongLink)
-        {
-            return Ok(());
+        let raw = match (ext.get(b"path"), &ext.long_name) {
+            (Some(p), _) => p.to_vec(),
+            (None, Some(p)) => p.clone(),
+            (None, None) => entry.path_bytes().into_owned(),
+        };
+        let link = match (ext.get(b"linkpath"), &ext.long_link) {
+            (Some(p), _) => Some(p.to_vec()),
+            (None, Some(p)) => Some(p.clone()),
+            (None, None) => entry.link_name_bytes().map(|l| l.into_owned()),
+        };
+        if let Some(size) = ext.get(b"size") {
+            if std::str::from_utf8(size)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                != Some(entry.size())
+            {
+                return Err(self
+                    .corrupt(format!(
+                        "entry {:?}: PAX size disagrees with the header",
+                        String::from_utf8_lossy(&raw)
+                    ))
+                    .into());
+            }
         }
-        let raw = entry.path_bytes().into_owned();
         let comps = normalize(&raw)?;
-        let meta = self.meta(entry)?;
+        let meta = self.meta(entry, ext)?;
 
         let Some((base, parents)) = comps.split_last() else {
             // The root itself ("./"): only its metadata.
@@ -242,19 +295,17 @@ impl ApplyState {
                 set_times(&path, meta.mtime, meta.mtime_nsec)?;
             }
             EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| self.corrupt("symlink without a target"))?
-                    .into_owned();
+                let target = link
+                    .clone()
+                    .ok_or_else(|| self.corrupt("symlink without a target"))?;
                 symlink(OsStr::from_bytes(&target), &path).map_err(|e| io_err(&path, e))?;
                 self.set_meta(&path, &meta, false)?;
                 set_times(&path, meta.mtime, meta.mtime_nsec)?;
             }
             EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| self.corrupt("hardlink without a target"))?
-                    .into_owned();
+                let target = link
+                    .clone()
+                    .ok_or_else(|| self.corrupt("hardlink without a target"))?;
                 let tcomps = normalize(&target)?;
                 let Some((tbase, tparents)) = tcomps.split_last() else {
                     return Err(ApplyFailure::Other(Error::PathEscapes {
@@ -300,6 +351,7 @@ impl ApplyState {
     fn meta<R: Read>(
         &self,
         entry: &mut tar::Entry<'_, R>,
+        ext: &Extensions,
     ) -> std::result::Result<EntryMeta, ApplyFailure> {
         let h = entry.header();
         let bad = |what: &str, e: io::Error| self.corrupt(format!("bad {what}: {e}"));
@@ -311,28 +363,23 @@ impl ApplyState {
             mtime_nsec: 0,
             xattrs: Vec::new(),
         };
-        if let Some(exts) = entry.pax_extensions().map_err(ApplyFailure::Read)? {
-            for ext in exts {
-                let ext = ext.map_err(ApplyFailure::Read)?;
-                let key = ext.key_bytes();
-                let value = ext.value_bytes();
-                if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                    meta.xattrs.push((name.to_vec(), value.to_vec()));
-                } else if key == b"mtime" {
-                    let (s, n) =
-                        parse_pax_time(value).ok_or_else(|| self.corrupt("bad PAX mtime"))?;
-                    meta.mtime = s;
-                    meta.mtime_nsec = n;
-                } else if key == b"uid" || key == b"gid" {
-                    let v: u32 = std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|s| s.parse().ok())
-                        .ok_or_else(|| self.corrupt("bad PAX uid/gid"))?;
-                    if key == b"uid" {
-                        meta.uid = v;
-                    } else {
-                        meta.gid = v;
-                    }
+        for (key, value) in &ext.pax {
+            let (key, value) = (&key[..], &value[..]);
+            if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                meta.xattrs.push((name.to_vec(), value.to_vec()));
+            } else if key == b"mtime" {
+                let (s, n) = parse_pax_time(value).ok_or_else(|| self.corrupt("bad PAX mtime"))?;
+                meta.mtime = s;
+                meta.mtime_nsec = n;
+            } else if key == b"uid" || key == b"gid" {
+                let v: u32 = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| self.corrupt("bad PAX uid/gid"))?;
+                if key == b"uid" {
+                    meta.uid = v;
+                } else {
+                    meta.gid = v;
                 }
             }
         }
@@ -445,6 +492,57 @@ fn copy_data(
         };
         f.write_all(&buf[..n]).map_err(|e| io_err(path, e))?;
     }
+}
+
+/// What extension headers said about the next entry.
+#[derive(Default)]
+struct Extensions {
+    /// PAX records, in order.
+    pax: Vec<(Vec<u8>, Vec<u8>)>,
+    /// A GNU long name.
+    long_name: Option<Vec<u8>>,
+    /// A GNU long link target.
+    long_link: Option<Vec<u8>>,
+}
+
+impl Extensions {
+    /// The last PAX record named `key`.
+    fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.pax
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| &v[..])
+    }
+}
+
+/// Parses PAX records (`"<len> <key>=<value>\n"`, `<len>` counting the whole record),
+/// by length, so values may hold any bytes.
+fn parse_pax(mut data: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        if data.iter().all(|&b| b == 0) {
+            break;
+        }
+        let sp = data.iter().position(|&b| b == b' ')?;
+        let len: usize = std::str::from_utf8(&data[..sp]).ok()?.parse().ok()?;
+        if len <= sp + 1 || len > data.len() || data[len - 1] != b'\n' {
+            return None;
+        }
+        let record = &data[sp + 1..len - 1];
+        let eq = record.iter().position(|&b| b == b'=')?;
+        out.push((record[..eq].to_vec(), record[eq + 1..].to_vec()));
+        data = &data[len..];
+    }
+    Some(out)
+}
+
+/// A GNU long name without its trailing NULs.
+fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
+    while v.last() == Some(&0) {
+        v.pop();
+    }
+    v
 }
 
 /// Splits a tar name into its components, dropping `.` and empty ones; refuses
@@ -633,5 +731,19 @@ mod tests {
         assert!(!root.path().join("gone").exists());
         assert!(!root.path().join("d/sub").exists());
         assert_eq!(fs::read(root.path().join("d/new")).unwrap(), b"n");
+    }
+
+    #[test]
+    fn pax_records_are_parsed_by_length() {
+        let mut data =
+            crate::tar_entries::tests_support::record(b"SCHILY.xattr.user.a", b"x\ny=z\n");
+        data.extend(crate::tar_entries::tests_support::record(b"path", b"a b"));
+        let recs = parse_pax(&data).unwrap();
+        assert_eq!(
+            recs[0],
+            (b"SCHILY.xattr.user.a".to_vec(), b"x\ny=z\n".to_vec())
+        );
+        assert_eq!(recs[1], (b"path".to_vec(), b"a b".to_vec()));
+        assert!(parse_pax(b"99 path=x\n").is_none());
     }
 }

@@ -280,16 +280,18 @@ impl<W: Write> LayerTarWriter<W> {
         if nsec != 0 || mtime < 0 || mtime as u64 > MAX_OCTAL_12 {
             pax.insert(b"mtime".to_vec(), format_pax_time(mtime, nsec).into_bytes());
         }
-        for (k, v) in xa {
-            let mut key = b"SCHILY.xattr.".to_vec();
-            key.extend_from_slice(k.as_bytes());
-            pax.insert(key, v.clone());
-        }
-
-        if !pax.is_empty() {
+        if !pax.is_empty() || !xa.is_empty() {
+            // Standard keys first, xattrs last (each sorted): readers that split
+            // records at newlines (the `tar` crate) still get names and sizes right
+            // when an xattr value holds a newline.
             let mut records = Vec::new();
             for (k, v) in &pax {
                 records.extend_from_slice(&pax_record(k, v));
+            }
+            for (k, v) in xa {
+                let mut key = b"SCHILY.xattr.".to_vec();
+                key.extend_from_slice(k.as_bytes());
+                records.extend_from_slice(&pax_record(&key, v));
             }
             let mut h = Header::new_ustar();
             set_bytes(&mut h.as_ustar_mut().unwrap().name, &pax_header_name(name));
@@ -315,9 +317,9 @@ impl<W: Write> LayerTarWriter<W> {
         }
         h.set_entry_type(ty);
         h.set_mode(st.mode & 0o7777);
-        h.set_uid(u64::from(st.uid).min(MAX_OCTAL_8));
-        h.set_gid(u64::from(st.gid).min(MAX_OCTAL_8));
-        h.set_size(size.min(MAX_OCTAL_12));
+        h.set_uid(u64::from(st.uid));
+        h.set_gid(u64::from(st.gid));
+        h.set_size(size); // base-256 beyond the octal range, as GNU and Go write it
         h.set_mtime(mtime.clamp(0, MAX_OCTAL_12 as i64) as u64);
         if matches!(ty, EntryType::Char | EntryType::Block) {
             let (major, minor) = (libc::major(st.rdev), libc::minor(st.rdev));
@@ -415,6 +417,14 @@ fn sink_err(e: io::Error) -> Error {
     Error::Io {
         path: PathBuf::from("<layer stream>"),
         source: e,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    /// One PAX record, for tests elsewhere in the crate.
+    pub(crate) fn record(key: &[u8], value: &[u8]) -> Vec<u8> {
+        super::pax_record(key, value)
     }
 }
 
