@@ -245,3 +245,61 @@ fn strata_applies_umoci_layers_to_the_tree_umoci_unpacks() {
     assert!(n >= 2, "umoci wrote {n} layers");
     assert_same_tree(&tmp.path().join("b3/rootfs"), &target);
 }
+
+#[test]
+fn strata_applies_a_gnu_tar_layer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(src.join("d/e")).unwrap();
+    let long = format!("d/e/{}", "g".repeat(150)); // a GNU 'L' long-name header
+    fs::write(src.join(&long), b"long").unwrap();
+    fs::write(src.join("d/f"), vec![5u8; 3000]).unwrap();
+    symlink(format!("../{}", "t".repeat(120)), src.join("d/l")).unwrap(); // 'K' header
+    fs::hard_link(src.join("d/f"), src.join("hl")).unwrap();
+    std::os::unix::fs::chown(src.join("d/f"), Some(1234), Some(5678)).unwrap();
+    for p in [long.as_str(), "d/f", "d/l", "d/e", "d"] {
+        set_mtime(&src.join(p), 1_600_000_000, 0); // GNU format keeps whole seconds
+    }
+    let layer = tmp.path().join("layer.tar");
+    let out = Command::new("tar")
+        .args(["--format=gnu", "--numeric-owner", "-C"])
+        .arg(&src)
+        .arg("-cf")
+        .arg(&layer)
+        .arg(".")
+        .output()
+        .expect("GNU tar is not installed: install it to run this test");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = memory_store();
+    let differ = WalkingDiffer::new(store.clone());
+    let bytes = fs::read(&layer).unwrap();
+    let desc = Descriptor::new(
+        media_types::OCI_LAYER,
+        Digest::sha256_of(&bytes),
+        bytes.len() as u64,
+    );
+    rt.block_on(write_blob(
+        &*store,
+        "gnu",
+        &bytes,
+        &desc,
+        Default::default(),
+    ))
+    .unwrap();
+    let target = tmp.path().join("target");
+    fs::create_dir(&target).unwrap();
+    let diff_id = rt
+        .block_on(differ.apply(&desc, &[Mount::bind(&target, false)]))
+        .unwrap();
+    assert_eq!(
+        diff_id, desc.digest,
+        "an uncompressed layer's diffID is its digest"
+    );
+    assert_same_tree(&src, &target);
+}
