@@ -60,7 +60,8 @@ pub fn is_empty_layer(h: &HistoryEntry) -> bool {
 ///   `empty_layer` (the bottom entries keep the layers, as BuildKit does), with a warning;
 /// - fewer: entries are synthesized from the remaining layers' descriptions and times;
 /// - a non-empty entry without `created` gets its layer's creation time;
-/// - an empty layer is dropped and its entry marked `empty_layer`.
+/// - an empty layer is dropped and its entry marked `empty_layer`;
+/// - remaining entries without a time get a neighbour's (see `fill_missing_times`).
 pub fn normalize(mut history: Vec<HistoryEntry>, layers: &[LayerMeta]) -> Normalized {
     let mut warnings = Vec::new();
     let non_empty = history.iter().filter(|h| !is_empty_layer(h)).count();
@@ -109,10 +110,48 @@ pub fn normalize(mut history: Vec<HistoryEntry>, layers: &[LayerMeta]) -> Normal
         }
         layer += 1;
     }
+    fill_missing_times(&mut history);
     Normalized {
         history,
         kept_layers,
         warnings,
+    }
+}
+
+/// Gives entries without a time (empty-layer entries, typically) the time of the first
+/// entry with one that follows a gap, then of the previous entry, as BuildKit does: a
+/// metadata-only step after a base image gets the first new layer's time rather than
+/// the base image's.
+fn fill_missing_times(history: &mut [HistoryEntry]) {
+    let time_of = |h: &HistoryEntry| h.get("created").and_then(Value::as_str).map(str::to_string);
+    let mut created = None;
+    let mut gap = false;
+    for h in history.iter() {
+        match time_of(h) {
+            Some(t) => {
+                created = Some(t);
+                if gap {
+                    break;
+                }
+            }
+            None => gap = true,
+        }
+    }
+    let mut gap = false;
+    for h in history.iter_mut() {
+        match time_of(h) {
+            Some(t) => {
+                if gap {
+                    created = Some(t);
+                }
+            }
+            None => {
+                gap = true;
+                if let Some(t) = &created {
+                    h.insert("created".into(), Value::String(t.clone()));
+                }
+            }
+        }
     }
 }
 
@@ -163,7 +202,7 @@ mod tests {
                 want_warnings: 0,
             },
             Case {
-                name: "more history than layers: extra entries marked empty",
+                name: "more history than layers: extra entries marked empty, times filled",
                 history: json!([
                     {"created_by": "a", "created": T1},
                     {"created_by": "env", "empty_layer": true},
@@ -173,7 +212,7 @@ mod tests {
                 layers: vec![meta("x", T1, false)],
                 want_history: json!([
                     {"created_by": "a", "created": T1},
-                    {"created_by": "env", "empty_layer": true},
+                    {"created_by": "env", "empty_layer": true, "created": T2},
                     {"created_by": "b", "created": T2, "empty_layer": true},
                     {"created_by": "c", "created": T3, "empty_layer": true},
                 ]),
@@ -212,7 +251,7 @@ mod tests {
                 want_warnings: 0,
             },
             Case {
-                name: "missing times come from the refs; empty entries keep none",
+                name: "missing times come from the refs; empty entries from the next layer",
                 history: json!([
                     {"created_by": "a"},
                     {"created_by": "label", "empty_layer": true},
@@ -221,7 +260,7 @@ mod tests {
                 layers: vec![meta("a", T1, false), meta("b", T2, false)],
                 want_history: json!([
                     {"created_by": "a", "created": T1},
-                    {"created_by": "label", "empty_layer": true},
+                    {"created_by": "label", "empty_layer": true, "created": T2},
                     {"created_by": "b", "created": T2},
                 ]),
                 want_kept: vec![0, 1],

@@ -373,6 +373,19 @@ impl ImageWriter {
                 break;
             }
         }
+        // A known ingest ref, so a dropped export can abort the ingest the differ was
+        // writing (the differ aborts it itself on errors, but cannot see a drop).
+        static LAYER_COUNTER: AtomicU64 = AtomicU64::new(0);
+        let reference = format!(
+            "strata-export-layer-{}-{}-{}",
+            r.id().replace('/', "_"),
+            std::process::id(),
+            LAYER_COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut abort = AbortIngest {
+            store: self.ctx.content.clone(),
+            reference: Some(reference.clone()),
+        };
         let copts = |task: &ProgressTask| {
             let t = task.clone();
             let progress_fn: ProgressFn = Arc::new(move |n| t.update(n, None));
@@ -382,7 +395,7 @@ impl ImageWriter {
                 source_date_epoch: key.source_date_epoch,
                 threads: None,
                 media_type: None,
-                reference: None,
+                reference: Some(reference.clone()),
                 lease: Some(lease.to_string()),
                 labels: BTreeMap::new(),
                 progress: Some(progress_fn),
@@ -391,6 +404,7 @@ impl ImageWriter {
         if let Some((c, info)) = other {
             if !opts.force_compression && (opts.oci_media_types || c != Compression::Zstd) {
                 tracing::debug!(snapshot = r.id(), digest = %info.digest, compression = %c, "reusing layer blob");
+                abort.reference = None;
                 return Ok(info);
             }
             let _permit = self
@@ -400,7 +414,9 @@ impl ImageWriter {
                 .map_err(|_| Error::Interrupted("job limiter closed".into()))?;
             let src = Descriptor::new(info.media_type.clone(), info.digest.clone(), info.size);
             let store = self.ctx.content.with_lease(lease);
-            let blob = strata_differ::convert_layer(store, &src, &copts(task)).await?;
+            let blob = strata_differ::convert_layer(store, &src, &copts(task)).await;
+            abort.reference = None;
+            let blob = blob?;
             let converted = BlobInfo {
                 diff_id: blob.diff_id,
                 digest: blob.descriptor.digest,
@@ -420,11 +436,9 @@ impl ImageWriter {
             None => Vec::new(),
         };
         let upper = r.mounts().await?;
-        let blob = self
-            .ctx
-            .differ
-            .compare(&lower, &upper, &copts(task))
-            .await?;
+        let blob = self.ctx.differ.compare(&lower, &upper, &copts(task)).await;
+        abort.reference = None;
+        let blob = blob?;
         let info = BlobInfo {
             diff_id: blob.diff_id,
             digest: blob.descriptor.digest,
@@ -528,11 +542,8 @@ impl ImageWriter {
             .inspect_err(|e| task.fail(e))?;
         task.complete();
 
-        let annotations = if types.oci {
-            opts.annotations.manifest_for(img.platform.as_ref())
-        } else {
-            BTreeMap::new()
-        };
+        // As BuildKit: manifest annotations go into Docker manifests too.
+        let annotations = opts.annotations.manifest_for(img.platform.as_ref());
         let json = manifest_json(types, &config_desc, &layers, &annotations);
         let bytes = to_canonical_vec(&json).map_err(|e| Error::Interrupted(e.to_string()))?;
         let digest = Digest::sha256_of(&bytes);

@@ -1,0 +1,179 @@
+//! Output properties: reproducible archives, annotations where BuildKit puts them,
+//! and clean cancellation.
+
+mod common;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use common::{opts, Fixture};
+use serde_json::Value;
+use strata_content::{ContentStore, Digest, GarbageCollector, LeaseManager, Platform};
+use strata_differ::{CompareOptions, Comparer, LayerBlob};
+use strata_exporter::{
+    ExportContext, Exporter, OciExporter, Progress, Source, RESPONSE_IMAGE_DIGEST,
+};
+use strata_snapshotter::Mount;
+
+fn sha256_file(path: &std::path::Path) -> Digest {
+    Digest::sha256_of(&std::fs::read(path).unwrap())
+}
+
+#[tokio::test]
+async fn oci_tars_are_byte_for_byte_reproducible_across_job_counts() {
+    let fx = Fixture::new().await;
+    fx.chain("r", "amd64").await;
+    let mut tars = Vec::new();
+    for (i, jobs) in [1usize, 4, 4].into_iter().enumerate() {
+        let dest = fx.path(&format!("r{i}.tar"));
+        OciExporter::new(fx.ctx().with_jobs(jobs))
+            .resolve(opts(&[("dest", dest.to_str().unwrap()), ("name", "r:1")]))
+            .await
+            .unwrap()
+            .export(
+                Source::single(Some(fx.load("r-top").await), None),
+                Progress::discard(),
+            )
+            .await
+            .unwrap();
+        tars.push(sha256_file(&dest));
+    }
+    assert_eq!(tars[0], tars[1]);
+    assert_eq!(tars[1], tars[2]);
+}
+
+fn blob(dir: &std::path::Path, digest: &str) -> Value {
+    let d = Digest::parse(digest).unwrap();
+    serde_json::from_slice(&std::fs::read(dir.join("blobs/sha256").join(d.hex())).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn annotations_land_where_buildkit_puts_them() {
+    let fx = Fixture::new().await;
+    fx.chain("a", "amd64").await;
+    fx.chain("b", "arm64").await;
+    let source = Source::multi_platform([
+        (
+            Platform::parse("linux/amd64").unwrap(),
+            fx.load("a-top").await,
+            None,
+        ),
+        (
+            Platform::parse("linux/arm64").unwrap(),
+            fx.load("b-top").await,
+            None,
+        ),
+    ]);
+    let dir = fx.path("layout");
+    let resp = OciExporter::new(fx.ctx())
+        .resolve(opts(&[
+            ("dest", dir.to_str().unwrap()),
+            ("tar", "false"),
+            ("name", "ann:1"),
+            ("annotation.all", "manifest"),
+            ("annotation-manifest[linux/arm64].arm", "only-arm"),
+            ("annotation-index.idx", "index"),
+            ("annotation-manifest-descriptor.md", "descriptor"),
+            ("annotation-index-descriptor.root", "root"),
+        ]))
+        .await
+        .unwrap()
+        .export(source, Progress::discard())
+        .await
+        .unwrap();
+    let layout: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let root = &layout["manifests"][0];
+    assert_eq!(root["digest"], resp[RESPONSE_IMAGE_DIGEST].as_str());
+    assert_eq!(root["annotations"]["root"], "root");
+    assert_eq!(
+        root["annotations"]["org.opencontainers.image.ref.name"],
+        "1"
+    );
+    assert_eq!(root["annotations"]["io.containerd.image.name"], "ann:1");
+    let index = blob(&dir, root["digest"].as_str().unwrap());
+    assert_eq!(index["annotations"]["idx"], "index");
+    for m in index["manifests"].as_array().unwrap() {
+        assert_eq!(m["annotations"]["md"], "descriptor");
+        let manifest = blob(&dir, m["digest"].as_str().unwrap());
+        assert_eq!(manifest["annotations"]["all"], "manifest");
+        let arm = m["platform"]["architecture"] == "arm64";
+        assert_eq!(manifest["annotations"].get("arm").is_some(), arm);
+    }
+}
+
+/// Computes nothing until released: lets a test drop an export mid-way.
+struct StallingComparer {
+    inner: Arc<dyn Comparer>,
+    started: tokio::sync::mpsc::UnboundedSender<()>,
+}
+
+#[async_trait]
+impl Comparer for StallingComparer {
+    async fn compare(
+        &self,
+        lower: &[Mount],
+        upper: &[Mount],
+        opts: &CompareOptions,
+    ) -> strata_differ::Result<LayerBlob> {
+        if lower.is_empty() {
+            // The base layer is written; the others stall forever.
+            return self.inner.compare(lower, upper, opts).await;
+        }
+        let _ = self.started.send(());
+        futures::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn dropping_an_export_releases_its_lease_and_leaves_nothing_behind() {
+    let fx = Fixture::new().await;
+    fx.chain("x", "amd64").await;
+    let (tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let ctx = ExportContext {
+        differ: Arc::new(StallingComparer {
+            inner: fx.differ.clone(),
+            started: tx,
+        }),
+        ..fx.ctx()
+    };
+    let top = fx.load("x-top").await;
+    let dest = fx.path("never.tar");
+    let inst = OciExporter::new(ctx)
+        .resolve(opts(&[("dest", dest.to_str().unwrap())]))
+        .await
+        .unwrap();
+    let task = tokio::spawn(async move {
+        inst.export(Source::single(Some(top), None), Progress::discard())
+            .await
+    });
+    started.recv().await.unwrap();
+    assert_eq!(
+        fx.store.list_leases().await.unwrap().len(),
+        1,
+        "the export holds a lease"
+    );
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    // The lease is deleted by the dropped export in the background.
+    let mut released = false;
+    for _ in 0..500 {
+        if fx.store.list_leases().await.unwrap().is_empty() {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(released, "lease still held after the export was dropped");
+    assert!(!dest.exists(), "no partial archive");
+    // What the dropped export wrote is collectable.
+    fx.store.garbage_collect().await.unwrap();
+    assert!(fx
+        .store
+        .walk(&strata_content::Filter::All)
+        .await
+        .unwrap()
+        .is_empty());
+    let statuses = fx.store.list_statuses().await.unwrap();
+    assert!(statuses.is_empty(), "ingests left: {statuses:?}");
+}
