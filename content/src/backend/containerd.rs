@@ -25,6 +25,11 @@
 //!   deletes it with `sync`, which makes containerd run a full mark-and-sweep before
 //!   answering — and reports the blobs of this namespace that were there before and are
 //!   gone after (so a blob another client deletes at the same moment is counted too).
+//! - containerd collects garbage on its own too (shortly after it starts, and after
+//!   enough changes): a blob that no lease, image record or labelled blob holds can
+//!   vanish at any moment, as with containerd's own clients. Write under a lease
+//!   ([`ContentStore::with_lease`]), as strata's exporter does, until the content is
+//!   rooted.
 //! - gRPC codes become typed errors: `NotFound`, `AlreadyExists`, `FailedPrecondition`,
 //!   `InvalidArgument`, and `Unavailable` naming the socket when containerd can't be
 //!   reached.
@@ -79,17 +84,24 @@ impl ContainerdConnection {
     /// `NotFound` naming the namespace when containerd has no such namespace.
     pub async fn connect(socket: impl AsRef<Path>, namespace: &str) -> Result<Self> {
         let conn = Self::open(socket.as_ref(), namespace).await?;
-        let req = conn.request(api::GetNamespaceRequest {
-            name: namespace.to_string(),
+        // containerd's namespaces `Get` answers for any name; `List` says which exist.
+        let req = conn.request(api::ListNamespacesRequest {
+            filter: String::new(),
         });
-        match conn.namespaces().get(req).await {
-            Ok(_) => Ok(conn),
-            Err(s) if s.code() == Code::NotFound => Err(Error::NotFound(format!(
+        let list = conn
+            .namespaces()
+            .list(req)
+            .await
+            .map_err(|s| conn.error("listing namespaces", s))?
+            .into_inner();
+        if list.namespaces.iter().any(|n| n.name == namespace) {
+            Ok(conn)
+        } else {
+            Err(Error::NotFound(format!(
                 "containerd namespace {namespace:?} does not exist on {} \
                  (create it with `ctr namespaces create {namespace}`)",
                 conn.socket.display()
-            ))),
-            Err(s) => Err(conn.error(&format!("looking up namespace {namespace:?}"), s)),
+            )))
         }
     }
 
@@ -247,6 +259,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Ingest refs held by live writers of one store (and all its leased views).
 type LiveRefs = Arc<Mutex<HashSet<String>>>;
 
+/// The expected digest of each ingest this store opened with one: containerd 1.6
+/// keeps an ingest's expected size but not its expected digest, so `status` fills it
+/// in from here (for ingests opened by another process it stays unknown).
+type Expected = Arc<Mutex<HashMap<String, Digest>>>;
+
 /// containerd's content, leases and images services in one namespace, as strata's
 /// content-store contracts. See the [module docs](self) for how they map.
 ///
@@ -266,6 +283,9 @@ pub struct ContainerdStore {
     conn: ContainerdConnection,
     lease: Option<String>,
     live: LiveRefs,
+    /// Refs whose dropped writer's stream containerd has not finished yet.
+    closing: LiveRefs,
+    expected: Expected,
 }
 
 impl ContainerdStore {
@@ -283,6 +303,8 @@ impl ContainerdStore {
             conn,
             lease: None,
             live: Arc::default(),
+            closing: Arc::default(),
+            expected: Arc::default(),
         }
     }
 
@@ -297,6 +319,42 @@ impl ContainerdStore {
 
     fn err(&self, what: impl AsRef<str>, status: tonic::Status) -> Error {
         self.conn.error(what.as_ref(), status)
+    }
+
+    /// `st` with the expected digest this store opened the ingest with, when
+    /// containerd did not report one.
+    fn with_expected(&self, mut st: Status) -> Status {
+        if st.expected.is_none() {
+            st.expected = self
+                .expected
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&st.reference).cloned());
+        }
+        st
+    }
+
+    /// Waits (briefly) until containerd has finished the stream of a dropped writer
+    /// of `reference`, so the ingest is no longer held open there.
+    async fn wait_closed(&self, reference: &str) {
+        let mut waited = Duration::ZERO;
+        while waited < LOCKED_WAIT
+            && self
+                .closing
+                .lock()
+                .map(|c| c.contains(reference))
+                .unwrap_or(false)
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            waited += Duration::from_millis(2);
+        }
+    }
+
+    /// Forgets the expected digest of an ingest that is gone.
+    fn forget_expected(&self, reference: &str) {
+        if let Ok(mut m) = self.expected.lock() {
+            m.remove(reference);
+        }
     }
 
     /// Every blob of the namespace, unfiltered, by digest.
@@ -374,11 +432,13 @@ impl ContainerdStore {
             }
         };
         let digest = Digest::parse(&first.digest)?;
+        if let (Some(d), Ok(mut map)) = (&expected, self.expected.lock()) {
+            map.insert(reference.clone(), d.clone());
+        }
         Ok(Writer {
             store: self.clone(),
             reference,
-            tx,
-            responses,
+            stream: Some(WriteStream { tx, responses }),
             offset: first.offset as u64,
             digest,
             total: first.total.max(0) as u64,
@@ -631,6 +691,7 @@ impl ContentStore for ContainerdStore {
             return Err(Error::InvalidArgument("an empty ingest ref".into()));
         }
         let guard = LiveRef::claim(&self.live, &opts.reference)?;
+        self.wait_closed(&opts.reference).await;
         let mut delay = Duration::from_millis(5);
         let mut waited = Duration::ZERO;
         loop {
@@ -666,7 +727,7 @@ impl ContentStore for ContainerdStore {
         let st = resp
             .status
             .ok_or_else(|| Error::NotFound(format!("ingest {reference:?}: no status")))?;
-        status_from_api(st)
+        Ok(self.with_expected(status_from_api(st)?))
     }
 
     async fn list_statuses(&self) -> Result<Vec<Status>> {
@@ -682,7 +743,7 @@ impl ContentStore for ContainerdStore {
         let mut out = resp
             .statuses
             .into_iter()
-            .map(status_from_api)
+            .map(|st| status_from_api(st).map(|st| self.with_expected(st)))
             .collect::<Result<Vec<_>>>()?;
         out.sort_by(|a, b| a.reference.cmp(&b.reference));
         Ok(out)
@@ -699,6 +760,7 @@ impl ContentStore for ContainerdStore {
                 "ingest {reference:?} has a live writer"
             )));
         }
+        self.wait_closed(reference).await;
         self.conn
             .content()
             .abort(self.req(api::AbortRequest {
@@ -706,6 +768,7 @@ impl ContentStore for ContainerdStore {
             }))
             .await
             .map_err(|s| self.err(format!("aborting ingest {reference:?}"), s))?;
+        self.forget_expected(reference);
         Ok(())
     }
 
@@ -714,6 +777,8 @@ impl ContentStore for ContainerdStore {
             conn: self.conn.clone(),
             lease: Some(lease.to_string()),
             live: Arc::clone(&self.live),
+            closing: Arc::clone(&self.closing),
+            expected: Arc::clone(&self.expected),
         })
     }
 }
@@ -755,26 +820,24 @@ impl ReaderAt for Reader {
         loop {
             match stream.message().await {
                 Ok(Some(chunk)) => {
-                    let at = (chunk.offset as u64)
-                        .checked_sub(offset)
-                        .map(|a| a as usize);
-                    let end = at.map(|a| a + chunk.data.len());
-                    match (at, end) {
-                        (Some(at), Some(end)) if end <= want => {
-                            buf[at..end].copy_from_slice(&chunk.data);
-                            n = n.max(end);
-                        }
-                        _ => {
-                            return Err(Error::io(
-                                what(),
-                                std::io::Error::other(format!(
-                                    "containerd sent {} bytes at offset {} for a read of {want} at {offset}",
-                                    chunk.data.len(),
-                                    chunk.offset
-                                )),
-                            ))
-                        }
+                    // containerd 1.x numbers the chunks from the start of the range it
+                    // was asked for; accept absolute offsets too. Chunks come in order.
+                    let at = chunk.offset.max(0) as u64;
+                    let in_order = at == n as u64 || at == offset + n as u64;
+                    let end = n + chunk.data.len();
+                    if !in_order || end > want {
+                        return Err(Error::io(
+                            what(),
+                            std::io::Error::other(format!(
+                                "containerd sent {} bytes at offset {} for a read of {want} \
+                                 at {offset}, after {n} bytes",
+                                chunk.data.len(),
+                                chunk.offset
+                            )),
+                        ));
                     }
+                    buf[n..end].copy_from_slice(&chunk.data);
+                    n = end;
                 }
                 Ok(None) => break,
                 Err(s) => return Err(self.store.err(what(), s)),
@@ -815,12 +878,25 @@ impl Drop for LiveRef {
     }
 }
 
+/// The two halves of one `Write` stream.
+struct WriteStream {
+    tx: mpsc::Sender<api::WriteContentRequest>,
+    responses: tonic::Streaming<api::WriteContentResponse>,
+}
+
+impl WriteStream {
+    /// Ends the stream and waits for containerd to finish it (and release the ref).
+    async fn close(mut self) {
+        self.tx.close_channel();
+        while let Ok(Some(_)) = self.responses.message().await {}
+    }
+}
+
 /// One ingest's `Write` stream.
 struct Writer {
     store: ContainerdStore,
     reference: String,
-    tx: mpsc::Sender<api::WriteContentRequest>,
-    responses: tonic::Streaming<api::WriteContentResponse>,
+    stream: Option<WriteStream>,
     offset: u64,
     digest: Digest,
     total: u64,
@@ -836,50 +912,72 @@ impl Writer {
         req: api::WriteContentRequest,
     ) -> Result<api::WriteContentResponse> {
         let what = format!("writing ingest {:?}", self.reference);
-        if self.tx.send(req).await.is_err() {
-            // The stream ended: containerd's status says why.
-        }
-        match self.responses.message().await {
-            Ok(Some(r)) => Ok(r),
-            Ok(None) => Err(Error::Unavailable(format!(
+        let closed = || {
+            Error::Unavailable(format!(
                 "containerd at {}: {what}: the write stream closed",
                 self.store.conn.socket.display()
-            ))),
+            ))
+        };
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(closed());
+        };
+        if stream.tx.send(req).await.is_err() {
+            // The stream ended: containerd's status, read next, says why.
+        }
+        match stream.responses.message().await {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(closed()),
             Err(s) => Err(self.store.err(&what, s)),
         }
     }
 
-    async fn stat(&mut self) -> Result<()> {
-        let resp = self
-            .round_trip(api::WriteContentRequest {
-                action: api::WriteAction::Stat as i32,
-                r#ref: self.reference.clone(),
-                ..Default::default()
-            })
-            .await?;
-        self.offset = resp.offset.max(0) as u64;
-        self.digest = Digest::parse(&resp.digest)?;
-        self.updated_at = time_from(resp.updated_at);
-        Ok(())
+    /// Ends the stream and waits until containerd has released the ingest.
+    async fn finish(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            stream.close().await;
+        }
     }
 
-    /// Closes the stream, waits for containerd to release the ingest, then aborts it.
+    /// Ends the stream, then aborts the ingest.
     async fn abort(mut self) {
-        self.tx.close_channel();
-        while let Ok(Some(_)) = self.responses.message().await {}
-        let store = self.store.clone();
-        let reference = self.reference.clone();
-        drop(self);
-        if let Err(e) = store
+        self.finish().await;
+        self.store.forget_expected(&self.reference);
+        if let Err(e) = self
+            .store
             .conn
             .content()
-            .abort(store.req(api::AbortRequest {
-                r#ref: reference.clone(),
+            .abort(self.store.req(api::AbortRequest {
+                r#ref: self.reference.clone(),
             }))
             .await
         {
-            tracing::warn!(%reference, "aborting a failed ingest: {e}");
+            tracing::warn!(reference = %self.reference, "aborting a failed ingest: {e}");
         }
+    }
+}
+
+impl Drop for Writer {
+    /// A writer dropped mid-ingest: its stream is ended in the background, and the
+    /// ref counts as closing (so `abort` and a new writer wait for containerd to
+    /// release it) until containerd has finished the stream.
+    fn drop(&mut self) {
+        let Some(stream) = self.stream.take() else {
+            return;
+        };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if let Ok(mut closing) = self.store.closing.lock() {
+            closing.insert(self.reference.clone());
+        }
+        let closing = Arc::clone(&self.store.closing);
+        let reference = self.reference.clone();
+        handle.spawn(async move {
+            stream.close().await;
+            if let Ok(mut closing) = closing.lock() {
+                closing.remove(&reference);
+            }
+        });
     }
 }
 
@@ -918,10 +1016,12 @@ impl ContentWriter for LiveWriter {
                 ));
             }
             self.w.offset = now;
+            // containerd hashes as it writes and answers with the digest so far, which
+            // covers a resumed ingest's earlier bytes too.
+            self.w.digest = Digest::parse(&resp.digest)?;
+            self.w.updated_at = SystemTime::now();
         }
-        // containerd hashes as it writes; its digest covers a resumed ingest's earlier
-        // bytes too.
-        self.w.stat().await
+        Ok(())
     }
 
     fn digest(&self) -> Digest {
@@ -951,7 +1051,8 @@ impl ContentWriter for LiveWriter {
             )));
         }
         // containerd truncates when a write says offset 0 on a non-empty ingest.
-        self.w
+        let resp = self
+            .w
             .round_trip(api::WriteContentRequest {
                 action: api::WriteAction::Write as i32,
                 r#ref: self.w.reference.clone(),
@@ -959,7 +1060,9 @@ impl ContentWriter for LiveWriter {
                 ..Default::default()
             })
             .await?;
-        self.w.stat().await
+        self.w.offset = resp.offset.max(0) as u64;
+        self.w.digest = Digest::parse(&resp.digest)?;
+        Ok(())
     }
 
     async fn commit(
@@ -1001,7 +1104,12 @@ impl ContentWriter for LiveWriter {
                 ..Default::default()
             })
             .await;
-        w.tx.close_channel();
+        // Let containerd finish the stream (it releases the ref) before the ref is
+        // released here.
+        w.finish().await;
+        if matches!(resp, Ok(_) | Err(Error::AlreadyExists(_))) {
+            w.store.forget_expected(&w.reference);
+        }
         match resp {
             Ok(_) => {}
             Err(Error::AlreadyExists(_)) => {
@@ -1014,9 +1122,6 @@ impl ContentWriter for LiveWriter {
                 return Err(e);
             }
         }
-        // Let containerd finish the stream (it releases the ref) before the ref is
-        // released here.
-        while let Ok(Some(_)) = w.responses.message().await {}
         let store = w.store.clone();
         drop(w);
         store.info(&digest).await

@@ -273,6 +273,16 @@ impl Snapshotter for ContainerdSnapshotter {
     async fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {
         Self::check_key(key)?;
         Self::check_key(name)?;
+        // containerd 1.6 hands a commit of a view (or of a committed snapshot) to the
+        // backend, which fails with an I/O error; strata's contract is that only
+        // active snapshots can be committed.
+        let kind = self.stat(key).await?.kind;
+        if kind != Kind::Active {
+            return Err(Error::FailedPrecondition {
+                key: key.to_string(),
+                reason: format!("only active snapshots can be committed; {key:?} is {kind:?}"),
+            });
+        }
         self.client()
             .commit(self.conn.request(api::CommitSnapshotRequest {
                 snapshotter: self.snapshotter.clone(),
