@@ -518,3 +518,192 @@ async fn push_needs_credentials_from_the_docker_config() {
         strata_content::Digest::sha256_of(raw.as_bytes()).to_string()
     );
 }
+
+/// A proxy in front of a registry that answers `503 Service Unavailable` (and closes
+/// the connection) to the first attempt of chosen requests, forwarding everything
+/// else. It reads HTTP/1.1 request framing (head, `Content-Length` body) so it can
+/// pick requests on kept-alive connections; responses are copied through untouched.
+struct FlakyProxy {
+    port: u16,
+    failed: Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FlakyProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The request to fail once: `GET /v2/` and each blob upload's final `PUT` and each
+/// manifest `PUT`, keyed by what they name.
+fn flaky_key(method: &str, uri: &str) -> Option<String> {
+    match method {
+        "GET" if uri == "/v2/" => Some("ping".into()),
+        "PUT" if uri.contains("/blobs/uploads/") => uri
+            .split(['?', '&'])
+            .find_map(|p| p.strip_prefix("digest="))
+            .map(|d| format!("blob {}", d.replace("%3A", ":"))),
+        "PUT" if uri.contains("/manifests/") => Some(format!("manifest {uri}")),
+        _ => None,
+    }
+}
+
+impl FlakyProxy {
+    async fn start(upstream: u16) -> FlakyProxy {
+        use tokio::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let failed: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let seen: Arc<std::sync::Mutex<BTreeSet<String>>> = Arc::default();
+        let f = failed.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (failed, seen) = (f.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let _ = FlakyProxy::serve(client, upstream, failed, seen).await;
+                });
+            }
+        });
+        FlakyProxy { port, failed, task }
+    }
+
+    async fn serve(
+        client: tokio::net::TcpStream,
+        upstream: u16,
+        failed: Arc<std::sync::Mutex<Vec<String>>>,
+        seen: Arc<std::sync::Mutex<BTreeSet<String>>>,
+    ) -> std::io::Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let server = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await?;
+        let (mut sr, mut sw) = server.into_split();
+        let (mut cr, cw) = client.into_split();
+        let cw = Arc::new(tokio::sync::Mutex::new(cw));
+        let down = {
+            let cw = cw.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if cw.lock().await.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = cw.lock().await.shutdown().await;
+            })
+        };
+        let mut buf: Vec<u8> = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        let result = loop {
+            // One request head.
+            let head_end = loop {
+                if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break p + 4;
+                }
+                let n = cr.read(&mut chunk).await?;
+                if n == 0 {
+                    down.abort();
+                    return Ok(());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+            let mut first = head.lines().next().unwrap_or("").split(' ');
+            let (method, uri) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
+            if let Some(key) = flaky_key(method, uri) {
+                if seen.lock().unwrap().insert(key.clone()) {
+                    failed.lock().unwrap().push(key);
+                    let mut w = cw.lock().await;
+                    w.write_all(
+                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    )
+                    .await?;
+                    let _ = w.shutdown().await;
+                    break Ok(());
+                }
+            }
+            let lower = head.to_ascii_lowercase();
+            if lower.contains("transfer-encoding: chunked") {
+                // Not framed by length: forward the rest of the connection as is.
+                sw.write_all(&buf).await?;
+                tokio::io::copy(&mut cr, &mut sw).await?;
+                break Ok(());
+            }
+            let len: usize = lower
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            // Forward the head and the body.
+            let mut remaining = head_end + len;
+            loop {
+                let take = remaining.min(buf.len());
+                sw.write_all(&buf[..take]).await?;
+                buf.drain(..take);
+                remaining -= take;
+                if remaining == 0 {
+                    break;
+                }
+                let n = cr.read(&mut chunk).await?;
+                if n == 0 {
+                    down.abort();
+                    return Ok(());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        };
+        down.abort();
+        result
+    }
+
+    fn failed(&self) -> Vec<String> {
+        self.failed.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_requests_are_retried() {
+    let reg = Registry::start();
+    let proxy = FlakyProxy::start(reg.port()).await;
+    let fx = Fixture::new().await;
+    let (source, _) = fx.two_platforms().await;
+    let image = format!("127.0.0.1:{}/strata/flaky", proxy.port);
+    let inst = RegistryExporter::new(fx.ctx())
+        .with_push_options(fx.push_options(fx.path("none.json")))
+        .resolve(opts(&[
+            ("name", &format!("{image}:v1")),
+            ("registry.insecure", "true"),
+        ]))
+        .await
+        .unwrap();
+    let (res, events) = export(inst.as_ref(), source).await;
+    let resp = res.unwrap_or_else(|e| panic!("push through the flaky proxy failed: {e}"));
+
+    // Every upload, every manifest and the first ping failed once and were retried
+    // (uploads from the start of the blob).
+    let failed = proxy.failed();
+    let blobs = failed.iter().filter(|k| k.starts_with("blob ")).count();
+    let manifests = failed.iter().filter(|k| k.starts_with("manifest ")).count();
+    assert!(failed.contains(&"ping".to_string()), "{failed:?}");
+    assert_eq!((blobs, manifests), (7, 3), "{failed:?}");
+    assert_eq!(completed_uploads(&reg, "strata/flaky"), 7, "{}", reg.log());
+    assert!(events
+        .iter()
+        .filter(|e| e.completed.is_some())
+        .all(|e| e.error.is_none()));
+    // What the registry holds is the image pushed.
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/strata/flaky:v1", reg.host()),
+    ]);
+    assert_eq!(
+        resp[RESPONSE_IMAGE_DIGEST],
+        strata_content::Digest::sha256_of(raw.as_bytes()).to_string()
+    );
+}
