@@ -4,6 +4,7 @@
 //! blobs behind: its lease goes and a garbage collection sweeps what it wrote.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +82,20 @@ fn options(spec: &OutputSpec) -> Result<(BTreeMap<String, String>, bool), CliErr
                 }
             }
         }
+    }
+    let tar = !matches!(
+        opts.get("tar").map(String::as_str),
+        Some("false") | Some("0")
+    );
+    // As buildx: a tar output without dest goes to stdout, unless that is a terminal.
+    if spec.kind != OutputKind::Image && tar && !opts.contains_key("dest") {
+        if std::io::stdout().is_terminal() {
+            return Err(CliError::usage(format!(
+                "invalid --output: type={} needs dest=PATH (refusing to write a tar to the terminal; dest=- forces stdout)",
+                spec.kind
+            )));
+        }
+        opts.insert("dest".into(), "-".into());
     }
     let stdout = opts.get("dest").map(String::as_str) == Some("-");
     if stdout {

@@ -435,6 +435,11 @@ fn docker_and_image_outputs_warm_cache_and_store_commands() {
     );
     let (gc, _) = strata_ok(&store, &strs(&["gc"]), &[]);
     assert!(gc.starts_with("removed "), "{gc}");
+    // The registration of the tree as it was before the change is stale: pruned.
+    assert!(
+        gc.trim_end().ends_with(", 1 snapshot registrations"),
+        "{gc}"
+    );
     let (fsck, _) = strata_ok(&store, &strs(&["fsck"]), &[]);
     assert!(fsck.contains("all verified"), "{fsck}");
     // The recorded image survived the collection.
