@@ -289,6 +289,80 @@ async fn export_into_containerd_is_kept_by_its_gc_exactly_as_labelled() {
     assert!(store.list_images().await.expect("images").is_empty());
 }
 
+/// containerd collecting after every single change: anything not held by a lease, an
+/// image record or a label goes at once.
+/// (Debug logging, so the test can see that collections ran.)
+const GC_AFTER_EVERY_CHANGE: &str = r#"
+[debug]
+  level = "debug"
+[plugins."io.containerd.gc.v1.scheduler"]
+  pause_threshold = 0.5
+  startup_delay = "0s"
+  schedule_delay = "0s"
+  mutation_threshold = 1
+  deletion_threshold = 1
+"#;
+
+fn collections(ctd: &Containerd) -> usize {
+    ctd.log().matches("garbage collected").count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_is_leased_until_recorded_while_containerd_collects() {
+    let ctd = Containerd::start_with_config(GC_AFTER_EVERY_CHANGE);
+    let ns = "busy";
+    let store = Arc::new(connect(&ctd, ns).await);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dirs = Arc::new(DirectorySnapshotter::open(tmp.path().join("meta")).expect("open"));
+    let mut parent = None;
+    for i in 0..4 {
+        let dir = tmp.path().join(format!("l{i}"));
+        for j in 0..=i {
+            write_tree(&dir, &[(&format!("f{j}"), &"x".repeat(1000 * (j + 1)))]);
+        }
+        let key = format!("l{i}");
+        dirs.register(&key, parent.as_deref(), &dir, Labels::new())
+            .await
+            .expect("register");
+        parent = Some(key);
+    }
+    let top = ImmutableRef::load(dirs.clone(), "l3").await.expect("load");
+    let before = collections(&ctd);
+    let ctx = ExportContext::new(
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        Arc::new(WalkingDiffer::new(store.clone())),
+    );
+    ImageExporter::new(ctx)
+        .resolve(BTreeMap::from([("name".to_string(), "busy:1".to_string())]))
+        .await
+        .expect("resolve")
+        .export(Source::single(Some(top), None), Progress::discard())
+        .await
+        .unwrap_or_else(|e| panic!("export under GC pressure: {e}\n{}", ctd.log()));
+    let check = ctd.ctr(&["-n", ns, "images", "check"]);
+    assert!(
+        check
+            .lines()
+            .any(|l| l.starts_with("busy:1") && l.contains("complete (5/5)")),
+        "{check}"
+    );
+    assert!(
+        collections(&ctd) > before,
+        "containerd collected nothing during the export:\n{}",
+        ctd.log()
+    );
+    // The export's lease is gone: the image record alone holds its blobs now.
+    assert!(store.list_leases().await.expect("leases").is_empty());
+    assert!(store
+        .garbage_collect()
+        .await
+        .expect("gc")
+        .removed
+        .is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_committed_with_ctr_exports_by_key() {
     let ctd = start();
