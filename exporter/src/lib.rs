@@ -7,12 +7,14 @@
 //! manifests and an index are committed with containerd GC labels, under a lease that
 //! is released once the result is anchored.
 //!
-//! Three exporters implement [`Exporter`]: [`ImageExporter`] (content store + image
-//! records), [`OciExporter`] (OCI layout tar or directory) and [`DockerExporter`]
-//! (docker-archive tar). Options use BuildKit's names (`name`, `compression`,
-//! `oci-mediatypes`, `source-date-epoch`, `annotation.*`, `tar`, `dest`, …) and the
-//! response map BuildKit's keys ([`RESPONSE_IMAGE_DIGEST`], …). Progress arrives as a
-//! stream of [`ProgressEvent`]s and as `tracing` spans.
+//! Four exporters implement [`Exporter`]: [`ImageExporter`] (content store + image
+//! records), [`OciExporter`] (OCI layout tar or directory), [`DockerExporter`]
+//! (docker-archive tar) and [`RegistryExporter`] (pushed to a registry by the
+//! [`Pusher`], which the `image` exporter also uses with `push=true`). Options use
+//! BuildKit's names (`name`, `compression`, `oci-mediatypes`, `source-date-epoch`,
+//! `annotation.*`, `tar`, `dest`, …) and the response map BuildKit's keys
+//! ([`RESPONSE_IMAGE_DIGEST`], …). Progress arrives as a stream of [`ProgressEvent`]s
+//! and as `tracing` spans.
 //!
 //! ```no_run
 //! use std::collections::BTreeMap;
