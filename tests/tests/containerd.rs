@@ -449,6 +449,18 @@ async fn a_chain_committed_with_ctr_exports_by_key() {
         .iter()
         .map(|l| l["digest"].as_str().expect("digest").to_string())
         .collect();
+    // The blob computed for each snapshot is recorded in containerd's snapshot
+    // labels, so a later export (any process) reuses it.
+    let info = ctd.ctr(&[
+        "-n",
+        ns,
+        "snapshots",
+        "--snapshotter",
+        "native",
+        "info",
+        "layer-2",
+    ]);
+    assert!(info.contains(layers[1].as_str()), "{info}");
     let mut listings = Vec::new();
     for d in &layers {
         let blob = tmp_blob(&ctd, ns, d);
