@@ -172,6 +172,7 @@ struct Tty {
     multi: MultiProgress,
     bars: HashMap<String, ProgressBar>,
     running: ProgressStyle,
+    step: ProgressStyle,
     sized: ProgressStyle,
     done: ProgressStyle,
 }
@@ -186,6 +187,7 @@ impl Tty {
             bars: HashMap::new(),
             running: style("{spinner:.cyan} {msg} {bytes:>10} {binary_bytes_per_sec:>12} {elapsed:>4}")
                 .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ "),
+            step: style("{spinner:.cyan} {msg} {elapsed:>4}").tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ "),
             sized: style("{spinner:.cyan} {msg} [{bar:24}] {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}")
                 .progress_chars("=> "),
             done: style("{prefix:.green} {msg}"),
@@ -197,7 +199,12 @@ impl Renderer for Tty {
     fn event(&mut self, ev: &ProgressEvent) {
         let bar = self.bars.entry(ev.id.clone()).or_insert_with(|| {
             let b = self.multi.add(ProgressBar::new_spinner());
-            b.set_style(self.running.clone());
+            // Only layers move bytes worth a rate; other steps get a spinner.
+            b.set_style(if ev.id.starts_with("layer:") {
+                self.running.clone()
+            } else {
+                self.step.clone()
+            });
             b.set_message(ev.name.clone());
             b.enable_steady_tick(Duration::from_millis(100));
             b
