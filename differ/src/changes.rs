@@ -287,7 +287,7 @@ impl Collector {
     }
 
     /// Completes hardlink groups, sorts into layer order.
-    fn finish(mut self, upper_root: &Path) -> Result<ChangeSet> {
+    fn finish(mut self) -> ChangeSet {
         let emitted: BTreeSet<PathBuf> = self
             .changes
             .iter()
@@ -311,10 +311,9 @@ impl Collector {
         }
         self.changes.extend(extra.into_iter().map(Change::Entry));
         self.changes.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
-        let _ = upper_root;
-        Ok(ChangeSet {
+        ChangeSet {
             changes: self.changes,
-        })
+        }
     }
 
     /// Emits `rel` and everything under it (all of it is new).
@@ -506,7 +505,7 @@ pub(crate) fn double_walk(lower_root: Option<&Path>, upper_root: &Path) -> Resul
             }
         }
     }
-    c.finish(upper_root)
+    Ok(c.finish())
 }
 
 /// The changes an overlay's `upperdir` makes over the merged lower tree at
@@ -514,7 +513,7 @@ pub(crate) fn double_walk(lower_root: Option<&Path>, upper_root: &Path) -> Resul
 pub(crate) fn overlay_changes(lower_root: &Path, upperdir: &Path) -> Result<ChangeSet> {
     let mut c = Collector::default();
     c.overlay_walk(lower_root, upperdir, Path::new(""))?;
-    c.finish(upperdir)
+    Ok(c.finish())
 }
 
 #[cfg(test)]
