@@ -10,7 +10,8 @@
 //!   pushes it by digest, without a tag;
 //! - an unreachable registry and a registry refusing anonymous pushes (htpasswd) give
 //!   one typed error each and nothing reported as done; credentials from a docker
-//!   config file make the same push succeed.
+//!   config file make the same push succeed (with Docker schema2 media types);
+//! - requests that fail once with 503 are retried and the push completes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -449,7 +450,11 @@ async fn push_needs_credentials_from_the_docker_config() {
         let top = top.clone();
         async move {
             let inst = exporter
-                .resolve(opts(&[("name", &name), ("registry.insecure", "true")]))
+                .resolve(opts(&[
+                    ("name", &name),
+                    ("registry.insecure", "true"),
+                    ("oci-mediatypes", "false"),
+                ]))
                 .await
                 .unwrap();
             export(inst.as_ref(), Source::single(Some(top), None)).await
@@ -517,6 +522,8 @@ async fn push_needs_credentials_from_the_docker_config() {
         resp[RESPONSE_IMAGE_DIGEST],
         strata_content::Digest::sha256_of(raw.as_bytes()).to_string()
     );
+    // Docker schema2 media types (oci-mediatypes=false) are pushed as such.
+    assert_eq!(json(&raw)["mediaType"], media_types::DOCKER_MANIFEST);
 }
 
 /// A proxy in front of a registry that answers `503 Service Unavailable` (and closes
