@@ -46,9 +46,16 @@ impl std::fmt::Debug for LeaseGuard {
 }
 
 impl LeaseGuard {
-    /// Creates a new lease.
+    /// Creates a new lease that expires after a day (BuildKit's temporary leases), so
+    /// a process that dies mid-export does not hold its blobs forever.
     pub async fn create(leases: Arc<dyn LeaseManager>) -> Result<LeaseGuard> {
-        let lease = leases.create_lease(None, BTreeMap::new()).await?;
+        let expires = std::time::SystemTime::now() + std::time::Duration::from_secs(24 * 3600);
+        let mut labels = BTreeMap::new();
+        labels.insert(
+            strata_content::labels::GC_EXPIRE.to_string(),
+            crate::time::format_rfc3339(expires),
+        );
+        let lease = leases.create_lease(None, labels).await?;
         Ok(LeaseGuard {
             id: lease.id,
             leases,

@@ -148,10 +148,11 @@ async fn dropping_an_export_releases_its_lease_and_leaves_nothing_behind() {
             .await
     });
     started.recv().await.unwrap();
-    assert_eq!(
-        fx.store.list_leases().await.unwrap().len(),
-        1,
-        "the export holds a lease"
+    let leases = fx.store.list_leases().await.unwrap();
+    assert_eq!(leases.len(), 1, "the export holds a lease");
+    assert!(
+        leases[0].labels.contains_key("containerd.io/gc.expire"),
+        "a temporary lease"
     );
     task.abort();
     assert!(task.await.unwrap_err().is_cancelled());
@@ -176,4 +177,36 @@ async fn dropping_an_export_releases_its_lease_and_leaves_nothing_behind() {
         .is_empty());
     let statuses = fx.store.list_statuses().await.unwrap();
     assert!(statuses.is_empty(), "ingests left: {statuses:?}");
+}
+
+#[tokio::test]
+async fn an_empty_source_exports_an_image_without_layers() {
+    let fx = Fixture::new().await;
+    let dest = fx.path("scratch.tar");
+    OciExporter::new(fx.ctx())
+        .resolve(opts(&[
+            ("dest", dest.to_str().unwrap()),
+            ("name", "scratch:1"),
+        ]))
+        .await
+        .unwrap()
+        .export(Source::single(None, None), Progress::discard())
+        .await
+        .unwrap();
+    let archive = format!("oci-archive:{}:1", dest.display());
+    let manifest: Value =
+        serde_json::from_str(&common::run("skopeo", &["inspect", "--raw", &archive])).unwrap();
+    assert_eq!(manifest["layers"], serde_json::json!([]));
+    let cfg: Value = serde_json::from_str(&common::run(
+        "skopeo",
+        &["inspect", "--config", "--raw", &archive],
+    ))
+    .unwrap();
+    assert_eq!(
+        cfg["rootfs"],
+        serde_json::json!({"type": "layers", "diff_ids": []})
+    );
+    assert_eq!(cfg["history"], serde_json::json!([]));
+    assert_eq!(cfg["os"], "linux");
+    assert_eq!(fx.calls(), 0);
 }
