@@ -25,7 +25,8 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 use strata_content::{Compression, ContentStore, LocalStore};
-use strata_differ::CompareOptions;
+use strata_differ::{CompareOptions, Comparer, WalkingDiffer};
+use strata_snapshotter::Mount;
 
 #[derive(Parser)]
 #[command(about = "Benchmarks of strata against containerd's walking differ")]
@@ -302,8 +303,13 @@ fn bench_differ(cache: Option<PathBuf>, runs: usize) -> Result<(), BoxError> {
     if cores > 1 {
         thread_counts.push(cores);
     }
-    for compression in ["gzip", "zstd"] {
-        for &threads in &thread_counts {
+    for compression in ["uncompressed", "gzip", "zstd"] {
+        let counts: &[usize] = if compression == "uncompressed" {
+            &[1]
+        } else {
+            &thread_counts
+        };
+        for &threads in counts {
             let mut rows = Vec::new();
             for _ in 0..runs {
                 let store = scratch.join("strata-store");
@@ -424,31 +430,16 @@ fn measure_strata(
     Ok(())
 }
 
-/// strata's compare of `lower` → `upper`. Until the walking differ lands, the layer is
-/// the `tar` crate's archive of `upper` (lower must be empty) through strata's layer
-/// writer: the compression/hashing/ingest pipeline is what is measured.
+/// strata's compare of `lower` → `upper`: the walking differ (double walk, tar,
+/// diffID, compression, ingest in one pass).
 async fn compare(
     store: Arc<dyn ContentStore>,
     lower: &Path,
     upper: &Path,
     opts: &CompareOptions,
 ) -> Result<strata_differ::LayerBlob, BoxError> {
-    if fs::read_dir(lower)?.next().is_some() {
-        return Err(format!("{lower:?} must be empty for the tar producer").into());
-    }
-    let upper = upper.to_path_buf();
-    let blob = strata_differ::write_layer(store, opts, move |w| {
-        let mut builder = tar::Builder::new(w);
-        builder.follow_symlinks(false);
-        builder.mode(tar::HeaderMode::Complete);
-        builder
-            .append_dir_all(".", &upper)
-            .and_then(|_| builder.finish())
-            .map_err(|e| strata_differ::Error::Io {
-                path: upper.clone(),
-                source: e,
-            })
-    })
-    .await?;
-    Ok(blob)
+    let differ = WalkingDiffer::new(store);
+    let lower = [Mount::bind(lower, true)];
+    let upper = [Mount::bind(upper, true)];
+    Ok(differ.compare(&lower, &upper, opts).await?)
 }
