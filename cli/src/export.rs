@@ -14,7 +14,7 @@ use strata_content::{GarbageCollector, LeaseManager, LocalStore, MemoryStore};
 use strata_differ::WalkingDiffer;
 use strata_exporter::{
     DockerExporter, ExportContext, Exporter, ExporterInstance, ImageExporter, OciExporter,
-    Progress, Source, WriterFactory, RESPONSE_DESCRIPTOR, RESPONSE_IMAGE_DIGEST,
+    Progress, RegistryExporter, Source, WriterFactory, RESPONSE_DESCRIPTOR, RESPONSE_IMAGE_DIGEST,
 };
 use strata_snapshotter::{DirectorySnapshotter, ImmutableRef, Snapshotter};
 
@@ -59,6 +59,7 @@ fn exporter(kind: OutputKind, ctx: ExportContext, stdout: bool) -> Box<dyn Expor
         OutputKind::Docker if stdout => Box::new(DockerExporter::new(ctx).with_writer(sink)),
         OutputKind::Docker => Box::new(DockerExporter::new(ctx)),
         OutputKind::Image => Box::new(ImageExporter::new(ctx)),
+        OutputKind::Registry => Box::new(RegistryExporter::new(ctx)),
     }
 }
 
@@ -88,7 +89,8 @@ fn options(spec: &OutputSpec) -> Result<(BTreeMap<String, String>, bool), CliErr
         Some("false") | Some("0")
     );
     // As buildx: a tar output without dest goes to stdout, unless that is a terminal.
-    if spec.kind != OutputKind::Image && tar && !opts.contains_key("dest") {
+    let layout = matches!(spec.kind, OutputKind::Oci | OutputKind::Docker);
+    if layout && tar && !opts.contains_key("dest") {
         if std::io::stdout().is_terminal() {
             return Err(CliError::usage(format!(
                 "invalid --output: type={} needs dest=PATH (refusing to write a tar to the terminal; dest=- forces stdout)",
@@ -99,7 +101,7 @@ fn options(spec: &OutputSpec) -> Result<(BTreeMap<String, String>, bool), CliErr
     }
     let stdout = opts.get("dest").map(String::as_str) == Some("-");
     if stdout {
-        if spec.kind == OutputKind::Image || opts.get("tar").map(String::as_str) == Some("false") {
+        if !layout || !tar {
             return Err(CliError::usage(
                 "invalid --output: dest=- (stdout) needs a tar output (type=oci or docker)",
             ));
@@ -165,10 +167,10 @@ pub async fn run(args: ExportArgs, store_dir: &Path) -> Result<(), CliError> {
         .resolve(opts.clone())
         .await
         .map_err(|e| CliError::usage(format!("invalid --output {:?}: {e}", args.output)))?;
-    if spec.kind == OutputKind::Image && !opts.contains_key("name") {
+    if matches!(spec.kind, OutputKind::Image | OutputKind::Registry) && !opts.contains_key("name") {
         return Err(CliError::usage(format!(
-            "invalid --output {:?}: type=image needs name=REF to record the image under",
-            args.output
+            "invalid --output {:?}: type={} needs name=REF",
+            args.output, spec.kind
         )));
     }
     check_dest(&spec, &opts)?;

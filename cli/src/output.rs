@@ -1,5 +1,5 @@
-//! `-o/--output` in buildx's syntax: one CSV record of `key=value` fields, the first
-//! (or any) being `type=oci|docker|image`.
+//! `-o/--output` in buildx's syntax: one CSV record of `key=value` fields, one of them
+//! `type=oci|docker|image|registry`.
 //!
 //! buildx reads the value with Go's `encoding/csv`; the parser here follows the same
 //! rules (fields separated by commas, a field may be wrapped in double quotes, `""`
@@ -19,6 +19,8 @@ pub enum OutputKind {
     Docker,
     /// Image records in the store.
     Image,
+    /// Pushed to a registry (and committed to the store).
+    Registry,
 }
 
 impl fmt::Display for OutputKind {
@@ -27,6 +29,7 @@ impl fmt::Display for OutputKind {
             OutputKind::Oci => "oci",
             OutputKind::Docker => "docker",
             OutputKind::Image => "image",
+            OutputKind::Registry => "registry",
         })
     }
 }
@@ -94,7 +97,7 @@ fn csv_fields(input: &str) -> Result<Vec<String>, String> {
 /// values are checked later by the exporter itself.
 pub fn parse_output(value: &str) -> Result<OutputSpec, String> {
     if value.trim().is_empty() {
-        return Err("empty output: expected type=oci|docker|image[,key=value…]".into());
+        return Err("empty output: expected type=oci|docker|image|registry[,key=value…]".into());
     }
     let mut kind = None;
     let mut options = BTreeMap::new();
@@ -115,9 +118,10 @@ pub fn parse_output(value: &str) -> Result<OutputSpec, String> {
                 "oci" => OutputKind::Oci,
                 "docker" => OutputKind::Docker,
                 "image" => OutputKind::Image,
+                "registry" => OutputKind::Registry,
                 other => {
                     return Err(format!(
-                        "unknown type {other:?}: expected oci, docker or image"
+                        "unknown type {other:?}: expected oci, docker, image or registry"
                     ))
                 }
             });
@@ -125,7 +129,7 @@ pub fn parse_output(value: &str) -> Result<OutputSpec, String> {
             return Err(format!("option {key:?} is given twice"));
         }
     }
-    let kind = kind.ok_or("missing type=oci|docker|image")?;
+    let kind = kind.ok_or("missing type=oci|docker|image|registry")?;
     Ok(OutputSpec { kind, options })
 }
 
@@ -183,7 +187,7 @@ mod tests {
         for (input, needle) in [
             ("", "empty"),
             ("dest=/tmp/x", "missing type"),
-            ("type=registry", "unknown type"),
+            ("type=tarball", "unknown type"),
             ("type=oci,dest", "not key=value"),
             ("type=oci,type=docker", "twice"),
             ("type=oci,name=a,name=b", "twice"),

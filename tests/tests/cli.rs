@@ -765,3 +765,34 @@ fn readme_example_exports_the_shipped_trees() {
     assert_eq!(config["config"]["Cmd"][0], "/app/run");
     assert_eq!(config["os"], "linux");
 }
+
+#[test]
+fn registry_output_pushes_an_image_skopeo_pulls() {
+    let t = Trees::new();
+    let reg = strata_tests::servers::Registry::start();
+    let image = format!("{}/strata/cli:v1", reg.host());
+    let mut args = t.export_args(&format!(
+        "type=registry,name={image},registry.insecure=true"
+    ));
+    args.extend(strs(&["--metadata-file"]));
+    args.push(t.path("md.json").display().to_string());
+    strata_ok(&t.store(), &args, &[]);
+    let pushed = read_json(&t.path("md.json"))["containerimage.digest"].clone();
+    let raw = run(Command::new(tool("skopeo"))
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{image}")));
+    assert_eq!(
+        Digest::sha256_of(raw.as_bytes()).to_string(),
+        pushed.as_str().unwrap()
+    );
+    let copied = t.path("pulled");
+    run(Command::new(tool("skopeo"))
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{image}"))
+        .arg(format!("oci:{}:v1", copied.display())));
+    assert_umoci_unpacks_to(
+        &format!("{}:v1", copied.display()),
+        &t.path("bundle"),
+        &t.path("final"),
+    );
+}
