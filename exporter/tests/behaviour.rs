@@ -66,13 +66,17 @@ async fn gc_keeps_a_recorded_image_and_removes_an_unrecorded_export() {
             "no completed {name:?} step in {events:#?}"
         );
     }
-    assert_eq!(
-        events
-            .iter()
-            .filter(|e| e.id.starts_with("layer:") && e.completed.is_some())
-            .count(),
-        3
-    );
+    let layers: Vec<_> = events
+        .iter()
+        .filter(|e| e.id.starts_with("layer:") && e.completed.is_some())
+        .collect();
+    assert_eq!(layers.len(), 3);
+    for l in &layers {
+        assert!(
+            l.current > 0 && l.total == Some(l.current),
+            "byte counts: {l:?}"
+        );
+    }
     assert_eq!(
         resp[RESPONSE_IMAGE_NAME],
         "example/kept:1,example/kept:latest"
@@ -219,13 +223,27 @@ async fn two_platforms_sharing_a_base_compute_it_once() {
             None,
         ),
     ]);
+    let (progress, events) = Progress::channel();
     let resp = ImageExporter::new(fx.ctx().with_jobs(4))
         .resolve(opts(&[("name", "multi:1")]))
         .await
         .unwrap()
-        .export(source, Progress::discard())
+        .export(source, progress)
         .await
         .unwrap();
+    let events: Vec<_> = events.collect().await;
+    let list = format!("exporting manifest list {}", resp[RESPONSE_IMAGE_DIGEST]);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.name == list && e.completed.is_some()),
+        "no {list:?} step"
+    );
+    let base_steps = events
+        .iter()
+        .filter(|e| e.id == "layer:base" && e.completed.is_some())
+        .count();
+    assert_eq!(base_steps, 1, "the shared base is one step");
     assert_eq!(fx.calls(), 3, "base computed once for both platforms");
     let index = blob_json(&fx, &resp[RESPONSE_IMAGE_DIGEST]).await;
     let manifests = index["manifests"].as_array().unwrap();
