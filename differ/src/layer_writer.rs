@@ -454,6 +454,26 @@ pub(crate) mod tests {
         assert!(store.list_statuses().await.expect("statuses").is_empty());
     }
 
+    #[tokio::test]
+    async fn writes_under_the_lease() {
+        use strata_content::LeaseManager;
+        let mem = MemoryStore::new();
+        mem.create_lease(Some("export-1"), Default::default())
+            .await
+            .expect("lease");
+        let mut o = opts(Compression::Zstd);
+        o.lease = Some("export-1".into());
+        let blob = write_bytes(Arc::new(mem.clone()), &o, sample_tar(2, 5000))
+            .await
+            .expect("write");
+        let held = mem.list_resources("export-1").await.expect("resources");
+        assert!(
+            held.iter()
+                .any(|r| r.kind == "content" && r.id == blob.descriptor.digest.as_str()),
+            "{held:?}"
+        );
+    }
+
     #[test]
     fn empty_layer_matches_a_written_empty_tar() {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
