@@ -285,6 +285,18 @@ fn oci_outputs_read_back_with_skopeo_umoci_and_containerd() {
     run(Command::new(tool("skopeo"))
         .arg("inspect")
         .arg(format!("oci:{}:v1", dir.display())));
+    let converted = t.path("converted.tar");
+    run(Command::new(tool("skopeo"))
+        .arg("copy")
+        .arg(format!("oci:{}:v1", dir.display()))
+        .arg(format!(
+            "docker-archive:{}:strata/converted:v1",
+            converted.display()
+        )));
+    let docker_manifest = json(&run(Command::new(tool("skopeo"))
+        .args(["inspect", "--raw"])
+        .arg(format!("docker-archive:{}", converted.display()))));
+    assert_eq!(docker_manifest["layers"].as_array().unwrap().len(), 3);
     assert_umoci_unpacks_to(
         &format!("{}:v1", dir.display()),
         &t.path("bundle-dir"),
