@@ -232,6 +232,9 @@ impl Pusher {
             read_timeout: Some(Duration::from_secs(300)),
             ..ClientConfig::default()
         };
+        // oci-client is built without a bundled crypto provider (see the workspace
+        // Cargo.toml); install ring's once per process. An Err means one is installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = Client::try_from(config).map_err(|e| PushError::Request {
             registry: registry.clone(),
             action: "creating the HTTP client".into(),
