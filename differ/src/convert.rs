@@ -59,7 +59,6 @@ pub async fn convert_layer(
 mod tests {
     use super::*;
     use crate::layer_writer::tests::sample_tar;
-    use std::io::Write;
     use strata_content::{Compression, Filter, MemoryStore};
 
     async fn layer(store: Arc<dyn ContentStore>, c: Compression, tar: Vec<u8>) -> LayerBlob {
