@@ -477,3 +477,76 @@ async fn another_compression_is_reused_or_converted_with_force_compression() {
     assert_ne!(layers[2].0, layers[0].0);
     assert_eq!(layers[2].1, layers[0].1, "same diffIDs");
 }
+
+/// Records how many compares run at the same time.
+struct GaugeComparer {
+    inner: std::sync::Arc<dyn strata_differ::Comparer>,
+    now: std::sync::atomic::AtomicUsize,
+    max: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl strata_differ::Comparer for GaugeComparer {
+    async fn compare(
+        &self,
+        lower: &[strata_snapshotter::Mount],
+        upper: &[strata_snapshotter::Mount],
+        opts: &strata_differ::CompareOptions,
+    ) -> strata_differ::Result<strata_differ::LayerBlob> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let n = self.now.fetch_add(1, SeqCst) + 1;
+        self.max.fetch_max(n, SeqCst);
+        // Give the other layers every chance to start while this one is in flight.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let res = self.inner.compare(lower, upper, opts).await;
+        self.now.fetch_sub(1, SeqCst);
+        res
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_computations_are_bounded_by_jobs() {
+    let fx = Fixture::new().await;
+    fx.chain("j1", "amd64").await;
+    fx.chain("j2", "arm64").await;
+    for jobs in [1usize, 2] {
+        let gauge = std::sync::Arc::new(GaugeComparer {
+            inner: fx.differ.clone(),
+            now: Default::default(),
+            max: Default::default(),
+        });
+        let ctx = strata_exporter::ExportContext {
+            differ: gauge.clone(),
+            ..fx.ctx()
+        }
+        .with_jobs(jobs);
+        let source = Source::multi_platform([
+            (
+                Platform::parse("linux/amd64").unwrap(),
+                fx.load("j1-top").await,
+                None,
+            ),
+            (
+                Platform::parse("linux/arm64").unwrap(),
+                fx.load("j2-top").await,
+                None,
+            ),
+        ]);
+        // Another source-date-epoch each round: other blobs, so nothing is cached.
+        let epoch = (jobs * 1000).to_string();
+        ImageExporter::new(ctx)
+            .resolve(opts(&[("source-date-epoch", &epoch)]))
+            .await
+            .unwrap()
+            .export(source, Progress::discard())
+            .await
+            .unwrap();
+        let max = gauge.max.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            max >= 1 && max <= jobs,
+            "{max} compares at once with jobs={jobs}"
+        );
+    }
+}
