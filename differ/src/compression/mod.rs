@@ -68,7 +68,9 @@ impl<W: Write> Encoder<W> {
                 // Always at least one worker: zstd's multithreaded format (its job
                 // boundaries) then depends only on the level, never on the count.
                 enc.multithread(threads as u32)?;
-                enc.include_checksum(false)?;
+                // A content checksum, as the zstd CLI and Go's klauspost encoder
+                // (containerd, BuildKit) write by default.
+                enc.include_checksum(true)?;
                 Encoder::Zstd(enc)
             }
         })
