@@ -456,8 +456,8 @@ impl ImageWriter {
         Ok(info)
     }
 
-    /// The blob recorded on `r` for `key`, if the store still has it (then it is
-    /// added to the lease).
+    /// The blob recorded on `r` for `key`, if the store still has it; it is added to
+    /// the lease before the store is asked, so it cannot be collected in between.
     async fn cached_blob(
         &self,
         r: &ImmutableRef,
@@ -467,11 +467,11 @@ impl ImageWriter {
         let Some(info) = r.blob(key) else {
             return Ok(None);
         };
+        // Lease first, then look: a GC running between a successful look-up and the
+        // lease would otherwise remove the blob we are about to reference.
+        self.hold(lease, &info.digest).await?;
         match self.ctx.content.info(&info.digest).await {
-            Ok(_) => {
-                self.hold(lease, &info.digest).await?;
-                Ok(Some(info))
-            }
+            Ok(_) => Ok(Some(info)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
         }
