@@ -157,7 +157,9 @@ pub struct OutputOptions {
     pub dest: Option<PathBuf>,
 }
 
-fn parse_bool(key: &str, value: &str) -> Result<bool> {
+/// A boolean option: `""`, `true` or `1` / `false` or `0`; anything else is an
+/// error naming `key`.
+pub(crate) fn parse_bool(key: &str, value: &str) -> Result<bool> {
     match value {
         "" | "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),

@@ -30,18 +30,6 @@ pub(crate) struct PushTarget {
     opts: PushOptions,
 }
 
-fn parse_bool(key: &str, value: &str) -> Result<bool> {
-    match value {
-        "" | "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(Error::InvalidOption {
-            key: key.to_string(),
-            value: value.to_string(),
-            reason: "expected true or false".to_string(),
-        }),
-    }
-}
-
 /// Removes the push options from `options`. `always` (the `registry` exporter) pushes
 /// whatever `push` says is refused; otherwise a push happens only with `push=true`.
 /// Returns the remaining options and the push target, if any.
@@ -52,7 +40,7 @@ pub(crate) fn take_push_options(
 ) -> Result<(BTreeMap<String, String>, Option<PushTarget>)> {
     let push = match options.remove(OPTION_PUSH) {
         Some(v) => {
-            let push = parse_bool(OPTION_PUSH, &v)?;
+            let push = options::parse_bool(OPTION_PUSH, &v)?;
             if always && !push {
                 return Err(Error::InvalidOption {
                     key: OPTION_PUSH.into(),
@@ -65,11 +53,11 @@ pub(crate) fn take_push_options(
         None => always,
     };
     let by_digest = match options.remove(OPTION_PUSH_BY_DIGEST) {
-        Some(v) => parse_bool(OPTION_PUSH_BY_DIGEST, &v)?,
+        Some(v) => options::parse_bool(OPTION_PUSH_BY_DIGEST, &v)?,
         None => false,
     };
     let insecure = match options.remove(OPTION_REGISTRY_INSECURE) {
-        Some(v) => parse_bool(OPTION_REGISTRY_INSECURE, &v)?,
+        Some(v) => options::parse_bool(OPTION_REGISTRY_INSECURE, &v)?,
         None => defaults.insecure,
     };
     let target = push.then(|| PushTarget {
