@@ -58,24 +58,16 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
             .stderr(log)
             .spawn()
             .expect("start containerd");
-        let me = Containerd { child, dir, socket };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ok = Command::new(tool("ctr"))
+        let log = dir.path().join("containerd.log");
+        let mut me = Containerd { child, dir, socket };
+        wait_ready(&mut me.child, "containerd", &log, || {
+            Command::new(tool("ctr"))
                 .arg("--address")
                 .arg(&me.socket)
                 .arg("version")
                 .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            if ok {
-                break;
-            }
-            if Instant::now() > deadline {
-                panic!("containerd did not come up; log:\n{}", me.log());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+                .is_ok_and(|o| o.status.success())
+        });
         me
     }
 
@@ -100,18 +92,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        // Stop by PID: SIGTERM, then SIGKILL if it lingers.
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
         // Snapshot mounts may linger under root; unmount before the temp dir goes.
         let _ = Command::new("umount")
             .arg("-R")
@@ -198,19 +179,10 @@ impl Registry {
             .spawn()
             .expect("start docker-registry");
         let mut me = Registry { child, dir, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            if let Ok(Some(status)) = me.child.try_wait() {
-                panic!("docker-registry exited ({status}); log:\n{}", me.log());
-            }
-            if Instant::now() > deadline {
-                panic!("docker-registry did not come up; log:\n{}", me.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let log = me.dir.path().join("registry.log");
+        wait_ready(&mut me.child, "docker-registry", &log, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
         me
     }
 
@@ -284,17 +256,37 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        // Stop by PID: SIGTERM, then SIGKILL if it lingers.
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
+}
+
+/// Polls `ready` until it holds; panics with the server's log (at `log`) if `child`
+/// exits first or 30 s pass.
+fn wait_ready(child: &mut Child, name: &str, log: &Path, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        let log = || std::fs::read_to_string(log).unwrap_or_default();
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{name} exited ({status}); log:\n{}", log());
+        }
+        if Instant::now() > deadline {
+            panic!("{name} did not come up; log:\n{}", log());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops `child` by PID: SIGTERM, then SIGKILL if it lingers.
+fn stop(child: &mut Child) {
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
