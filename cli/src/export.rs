@@ -1,7 +1,8 @@
 //! `strata export`: every input is checked first (output options, layer directories,
-//! configs, spec, destination), then the store is opened, the layer directories are
-//! registered as snapshot chains and the exporter runs. A failed export leaves no
-//! blobs behind: its lease goes and a garbage collection sweeps what it wrote.
+//! configs, spec, destination), then the store is opened (the local store, or
+//! containerd), the layer directories are registered as snapshot chains (or a chain
+//! committed in containerd is loaded by key) and the exporter runs. A failed export
+//! leaves no blobs behind: its lease goes and a garbage collection sweeps what it wrote.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -10,19 +11,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use strata_content::{GarbageCollector, LeaseManager, LocalStore, MemoryStore};
+use strata_content::MemoryStore;
 use strata_differ::WalkingDiffer;
 use strata_exporter::{
     DockerExporter, ExportContext, Exporter, ExporterInstance, ImageExporter, OciExporter,
     Progress, RegistryExporter, Source, WriterFactory, RESPONSE_DESCRIPTOR, RESPONSE_IMAGE_DIGEST,
 };
-use strata_snapshotter::{DirectorySnapshotter, ImmutableRef, Snapshotter};
+use strata_snapshotter::{ContainerdSnapshotter, DirectorySnapshotter, ImmutableRef, Snapshotter};
 
 use crate::chain;
 use crate::error::CliError;
 use crate::output::{parse_output, OutputKind, OutputSpec};
 use crate::plan::{self, Plan};
 use crate::render::{render, ProgressMode};
+use crate::store::{self, Store, StoreLocation};
 
 /// The arguments of `strata export`, already parsed by clap.
 pub struct ExportArgs {
@@ -44,6 +46,11 @@ pub struct ExportArgs {
     pub progress: ProgressMode,
     /// `--metadata-file`.
     pub metadata_file: Option<PathBuf>,
+    /// `--snapshot`: the key of a committed containerd snapshot to export instead of
+    /// `--layer` directories.
+    pub snapshot: Option<String>,
+    /// `--snapshotter`: containerd's snapshotter holding `snapshot`.
+    pub snapshotter: String,
 }
 
 /// Where the snapshot metadata of the directory snapshotter lives in a store.
@@ -150,9 +157,19 @@ fn check_dest(spec: &OutputSpec, opts: &BTreeMap<String, String>) -> Result<(), 
     Ok(())
 }
 
-/// Runs `strata export`; returns the response map.
-pub async fn run(args: ExportArgs, store_dir: &Path) -> Result<(), CliError> {
+/// Runs `strata export` into the store at `location`; layer directories are
+/// registered under `store_dir` (whichever store holds the blobs).
+pub async fn run(
+    args: ExportArgs,
+    location: &StoreLocation,
+    store_dir: &Path,
+) -> Result<(), CliError> {
     // 1. Everything the user gave, checked before the store is touched.
+    if args.snapshot.is_some() && !matches!(location, StoreLocation::Containerd { .. }) {
+        return Err(CliError::usage(
+            "--snapshot names a containerd snapshot: it needs --containerd SOCKET",
+        ));
+    }
     let spec = parse_output(&args.output)
         .map_err(|e| CliError::usage(format!("invalid --output {:?}: {e}", args.output)))?;
     let (opts, to_stdout) = options(&spec)?;
@@ -210,32 +227,16 @@ pub async fn run(args: ExportArgs, store_dir: &Path) -> Result<(), CliError> {
     }
 
     // 2. The store and the snapshot chains.
-    let store = LocalStore::open(store_dir)
-        .await
-        .map_err(|e| CliError::context(format!("opening store {}", store_dir.display()), e))?;
-    let snapshots = DirectorySnapshotter::open(snapshots_dir(store_dir)).map_err(|e| {
-        CliError::context(format!("opening snapshots of {}", store_dir.display()), e)
-    })?;
-    let snapshotter: Arc<dyn Snapshotter> = Arc::new(snapshots.clone());
+    let store = store::open(location, true).await?;
     let mut layer_names = BTreeMap::new();
     let mut tops: Vec<Option<ImmutableRef>> = Vec::new();
-    for (p, fps) in plan.platforms.iter().zip(&fingerprints) {
-        let names = chain::register(&snapshots, &p.layers, fps).await?;
-        for (name, l) in names.iter().zip(&p.layers) {
-            layer_names
-                .entry(name.clone())
-                .or_insert_with(|| l.shown.clone());
-        }
-        let top = match names.last() {
-            Some(name) => Some(
-                ImmutableRef::load(snapshotter.clone(), name)
-                    .await
-                    .map_err(|e| CliError::context(format!("loading snapshot {name}"), e))?,
-            ),
-            None => None,
-        };
-        tops.push(top);
+    if let Some(key) = &args.snapshot {
+        let top = containerd_chain(&store, &args.snapshotter, key, &mut layer_names).await?;
+        tops.push(Some(top));
+    } else {
+        directory_chains(store_dir, &plan, &fingerprints, &mut layer_names, &mut tops).await?;
     }
+
     let source = if plan.multi {
         let mut entries = Vec::new();
         for (p, top) in plan.platforms.iter().zip(&tops) {
@@ -256,15 +257,15 @@ pub async fn run(args: ExportArgs, store_dir: &Path) -> Result<(), CliError> {
     };
 
     // 3. The export, with progress rendered as it happens.
-    let store = Arc::new(store);
     let ctx = ExportContext::new(
-        store.clone(),
-        store.clone(),
-        store.clone(),
-        Arc::new(WalkingDiffer::new(store.clone())),
+        store.content.clone(),
+        store.leases.clone(),
+        store.images.clone(),
+        Arc::new(WalkingDiffer::new(store.content.clone())),
     )
     .with_jobs(args.jobs);
     let leases_before: Vec<String> = store
+        .leases
         .list_leases()
         .await
         .map_err(|e| CliError::context("reading leases", e))?
@@ -308,18 +309,79 @@ pub async fn run(args: ExportArgs, store_dir: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Registers (or finds) each platform's `--layer` directories as a snapshot chain in
+/// the directory snapshotter under `store_dir`; pushes each chain's top.
+async fn directory_chains(
+    store_dir: &Path,
+    plan: &Plan,
+    fingerprints: &[Vec<String>],
+    layer_names: &mut BTreeMap<String, String>,
+    tops: &mut Vec<Option<ImmutableRef>>,
+) -> Result<(), CliError> {
+    let snapshots = DirectorySnapshotter::open(snapshots_dir(store_dir)).map_err(|e| {
+        CliError::context(format!("opening snapshots of {}", store_dir.display()), e)
+    })?;
+    let snapshotter: Arc<dyn Snapshotter> = Arc::new(snapshots.clone());
+    for (p, fps) in plan.platforms.iter().zip(fingerprints) {
+        let names = chain::register(&snapshots, &p.layers, fps).await?;
+        for (name, l) in names.iter().zip(&p.layers) {
+            layer_names
+                .entry(name.clone())
+                .or_insert_with(|| l.shown.clone());
+        }
+        let top = match names.last() {
+            Some(name) => Some(
+                ImmutableRef::load(snapshotter.clone(), name)
+                    .await
+                    .map_err(|e| CliError::context(format!("loading snapshot {name}"), e))?,
+            ),
+            None => None,
+        };
+        tops.push(top);
+    }
+    Ok(())
+}
+
+/// Loads the committed containerd snapshot `key` (and its parents) from containerd's
+/// snapshotter `snapshotter`; names its links for progress.
+async fn containerd_chain(
+    store: &Store,
+    snapshotter: &str,
+    key: &str,
+    layer_names: &mut BTreeMap<String, String>,
+) -> Result<ImmutableRef, CliError> {
+    let Some(conn) = store.containerd.clone() else {
+        return Err(CliError::usage(
+            "--snapshot names a containerd snapshot: it needs --containerd SOCKET",
+        ));
+    };
+    let snapshots: Arc<dyn Snapshotter> = Arc::new(ContainerdSnapshotter::new(conn, snapshotter));
+    let top = ImmutableRef::load(snapshots, key).await.map_err(|e| {
+        CliError::context(
+            format!("loading snapshot {key:?} of containerd's {snapshotter} snapshotter"),
+            e,
+        )
+    })?;
+    let mut link = Some(&top);
+    while let Some(r) = link {
+        layer_names.insert(r.id().to_string(), r.id().to_string());
+        link = r.parent();
+    }
+    Ok(top)
+}
+
 /// After a failed export: wait (briefly) for its lease to be released, then collect
 /// what it wrote. GC never removes leased or referenced content, so this is safe while
 /// other exports run.
-async fn cleanup_failed(store: &LocalStore, before: &[String]) {
+async fn cleanup_failed(store: &Store, before: &[String]) {
     for _ in 0..40 {
-        match store.list_leases().await {
+        match store.leases.list_leases().await {
             Ok(leases) if leases.iter().all(|l| before.contains(&l.id)) => break,
             Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             Err(_) => break,
         }
     }
-    if let Err(e) = store.garbage_collect().await {
+    if let Err(e) = store.gc.garbage_collect().await {
         tracing::warn!(error = %e, "collecting the blobs of the failed export");
     }
 }

@@ -1,34 +1,20 @@
-//! `strata images`, `strata gc`, `strata fsck` and `strata inspect` on a store.
+//! `strata images`, `strata gc`, `strata fsck` and `strata inspect` on a store (the
+//! local one or containerd's, through the same traits).
 
 use std::path::Path;
-use std::sync::Arc;
 
 use indicatif::HumanBytes;
 use serde_json::Value;
-use strata_content::{
-    fsck, media_types, read_blob, Descriptor, GarbageCollector, ImageStore, LocalStore,
-};
+use strata_content::{fsck, media_types, read_blob, Descriptor};
 use strata_snapshotter::{DirectorySnapshotter, Filter, Kind, Snapshotter};
 
 use crate::chain::{self, LABEL_SOURCE_DIR};
 use crate::error::CliError;
 use crate::export::snapshots_dir;
+use crate::store::Store;
 
 /// The largest manifest, index or config `inspect` reads.
 const MAX_JSON: u64 = 16 << 20;
-
-/// Opens an existing store; a missing one is an error (these commands never create).
-async fn open(store_dir: &Path) -> Result<LocalStore, CliError> {
-    if !store_dir.join("oci-layout").is_file() || !store_dir.join(".strata").is_dir() {
-        return Err(CliError::failed(format!(
-            "no strata store at {} (run strata export first, or pass --store)",
-            store_dir.display()
-        )));
-    }
-    LocalStore::open(store_dir)
-        .await
-        .map_err(|e| CliError::context(format!("opening store {}", store_dir.display()), e))
-}
 
 fn time_text(t: std::time::SystemTime) -> String {
     time::OffsetDateTime::from(t)
@@ -37,9 +23,9 @@ fn time_text(t: std::time::SystemTime) -> String {
 }
 
 /// `strata images`: one line per image record.
-pub async fn images(store_dir: &Path) -> Result<(), CliError> {
-    let store = open(store_dir).await?;
+pub async fn images(store: &Store) -> Result<(), CliError> {
     let images = store
+        .images
         .list_images()
         .await
         .map_err(|e| CliError::context("listing images", e))?;
@@ -65,14 +51,21 @@ fn is_index(media_type: &str) -> bool {
     media_type == media_types::OCI_INDEX || media_type == media_types::DOCKER_MANIFEST_LIST
 }
 
-/// `strata gc`: removes stale snapshot registrations (trees deleted or changed since),
-/// leftover views, and every blob no image, lease or root references.
-pub async fn gc(store_dir: &Path) -> Result<(), CliError> {
-    let store = open(store_dir).await?;
-    let snapshots = DirectorySnapshotter::open(snapshots_dir(store_dir))
-        .map_err(|e| CliError::context("opening snapshots", e))?;
-    let removed_snapshots = prune_snapshots(&snapshots).await?;
+/// `strata gc`: removes stale snapshot registrations under `store_dir` (trees deleted
+/// or changed since), leftover views, and every blob no image, lease or root
+/// references. With containerd the registrations are pruned only if `store_dir` has
+/// any, and containerd runs the collection.
+pub async fn gc(store: &Store, store_dir: &Path) -> Result<(), CliError> {
+    let dir = snapshots_dir(store_dir);
+    let removed_snapshots = if store.containerd.is_none() || dir.is_dir() {
+        let snapshots = DirectorySnapshotter::open(dir)
+            .map_err(|e| CliError::context("opening snapshots", e))?;
+        prune_snapshots(&snapshots).await?
+    } else {
+        0
+    };
     let report = store
+        .gc
         .garbage_collect()
         .await
         .map_err(|e| CliError::context("garbage collection", e))?;
@@ -160,9 +153,8 @@ async fn prune_snapshots(snapshots: &DirectorySnapshotter) -> Result<usize, CliE
 }
 
 /// `strata fsck`: verifies every blob; exit 1 naming the count of bad blobs.
-pub async fn fsck_cmd(store_dir: &Path) -> Result<(), CliError> {
-    let store = open(store_dir).await?;
-    let report = fsck(&store)
+pub async fn fsck_cmd(store: &Store) -> Result<(), CliError> {
+    let report = fsck(store.content.as_ref())
         .await
         .map_err(|e| CliError::context("fsck", e))?;
     for (digest, err) in &report.problems {
@@ -180,8 +172,8 @@ pub async fn fsck_cmd(store_dir: &Path) -> Result<(), CliError> {
     }
 }
 
-async fn json_blob(store: &LocalStore, desc: &Descriptor) -> Result<Value, CliError> {
-    let bytes = read_blob(store, desc, MAX_JSON)
+async fn json_blob(store: &Store, desc: &Descriptor) -> Result<Value, CliError> {
+    let bytes = read_blob(store.content.as_ref(), desc, MAX_JSON)
         .await
         .map_err(|e| CliError::context(format!("reading {}", desc.digest), e))?;
     serde_json::from_slice(&bytes)
@@ -194,13 +186,12 @@ fn descriptor(v: &Value, what: &str) -> Result<Descriptor, CliError> {
 }
 
 /// `strata inspect REF`: the image record's manifest(s) and config, summarized.
-pub async fn inspect(store_dir: &Path, reference: &str) -> Result<(), CliError> {
-    let store = Arc::new(open(store_dir).await?);
-    let image = store.get_image(reference).await.map_err(|e| {
+pub async fn inspect(store: &Store, reference: &str) -> Result<(), CliError> {
+    let image = store.images.get_image(reference).await.map_err(|e| {
         if e.is_not_found() {
             CliError::failed(format!(
                 "no image {reference:?} in {} (see strata images)",
-                store_dir.display()
+                store.shown
             ))
         } else {
             CliError::context(format!("reading image {reference}"), e)
@@ -211,7 +202,7 @@ pub async fn inspect(store_dir: &Path, reference: &str) -> Result<(), CliError> 
     println!("MediaType: {}", image.target.media_type);
     let mut manifests = Vec::new();
     if is_index(&image.target.media_type) {
-        let index = json_blob(&store, &image.target).await?;
+        let index = json_blob(store, &image.target).await?;
         for m in index["manifests"].as_array().into_iter().flatten() {
             manifests.push(descriptor(m, "manifest")?);
         }
@@ -219,9 +210,9 @@ pub async fn inspect(store_dir: &Path, reference: &str) -> Result<(), CliError> 
         manifests.push(image.target.clone());
     }
     for m in manifests {
-        let manifest = json_blob(&store, &m).await?;
+        let manifest = json_blob(store, &m).await?;
         let config_desc = descriptor(&manifest["config"], "config")?;
-        let config = json_blob(&store, &config_desc).await?;
+        let config = json_blob(store, &config_desc).await?;
         let platform = match (config["os"].as_str(), config["architecture"].as_str()) {
             (Some(os), Some(arch)) => match config["variant"].as_str() {
                 Some(v) => format!("{os}/{arch}/{v}"),
