@@ -57,6 +57,16 @@ pub(crate) fn from_nanos(n: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(u64::try_from(n).unwrap_or(0))
 }
 
+/// The id of a lease being created: `requested`, or a new UUID; an empty id is an
+/// `InvalidArgument`.
+pub(crate) fn new_lease_id(requested: Option<&str>) -> Result<String> {
+    match requested {
+        Some("") => Err(Error::InvalidArgument("empty lease id".into())),
+        Some(id) => Ok(id.to_string()),
+        None => Ok(uuid::Uuid::new_v4().to_string()),
+    }
+}
+
 /// Whether labels carry `containerd.io/gc.expire` with an RFC 3339 time before `now`.
 /// A value that does not parse never expires (containerd ignores it too).
 pub(crate) fn lease_expired(labels: &Labels, now: SystemTime) -> bool {

@@ -36,7 +36,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use crate::descriptor::{media_types, Descriptor};
 use crate::digest::{Digest, Digester};
 use crate::error::{Error, Result};
-use crate::fields::{apply_image_paths, apply_label_paths, from_nanos, to_nanos};
+use crate::fields::{apply_image_paths, apply_label_paths, from_nanos, new_lease_id, to_nanos};
 use crate::gc::{self, KIND_CONTENT, KIND_INGESTS};
 use crate::store::{
     ContentStore, ContentWriter, Filter, GarbageCollector, GcReport, Image, ImageStore, Info,
@@ -954,11 +954,7 @@ impl ContentStore for LocalStore {
 #[async_trait]
 impl LeaseManager for LocalStore {
     async fn create_lease(&self, id: Option<&str>, labels: Labels) -> Result<Lease> {
-        let id = match id {
-            Some("") => return Err(Error::InvalidArgument("empty lease id".into())),
-            Some(id) => id.to_string(),
-            None => uuid::Uuid::new_v4().to_string(),
-        };
+        let id = new_lease_id(id)?;
         self.db(move |c, _| {
             let tx = write_tx(c)?;
             if lease_exists(&tx, &id).is_ok() {

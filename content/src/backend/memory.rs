@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use crate::descriptor::Descriptor;
 use crate::digest::{Digest, Digester};
 use crate::error::{Error, Result};
-use crate::fields::apply_label_paths;
+use crate::fields::{apply_label_paths, new_lease_id};
 use crate::gc::{self, KIND_CONTENT, KIND_INGESTS};
 use crate::store::{
     ContentStore, ContentWriter, Filter, GarbageCollector, GcReport, Image, ImageStore, Info,
@@ -435,11 +435,7 @@ impl ContentStore for MemoryStore {
 #[async_trait]
 impl LeaseManager for MemoryStore {
     async fn create_lease(&self, id: Option<&str>, labels: Labels) -> Result<Lease> {
-        let id = match id {
-            Some("") => return Err(Error::InvalidArgument("empty lease id".into())),
-            Some(id) => id.to_string(),
-            None => uuid::Uuid::new_v4().to_string(),
-        };
+        let id = new_lease_id(id)?;
         let mut st = self.lock();
         if st.leases.contains_key(&id) {
             return Err(Error::AlreadyExists(format!("lease {id}")));

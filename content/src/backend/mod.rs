@@ -1,6 +1,6 @@
 //! Content-store backends, one file each.
 
-pub mod local;
-pub mod memory;
 #[cfg(feature = "containerd")]
 pub mod containerd;
+pub mod local;
+pub mod memory;
