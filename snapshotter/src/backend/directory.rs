@@ -9,18 +9,15 @@
 //! need an overlay, and the CLI only exports trees users already have.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use async_trait::async_trait;
-
 use super::native::set_mode;
-use super::{blocking, Core};
+use super::{blocking, Core, Layout};
 use crate::error::{Error, Result};
-use crate::fsutil;
-use crate::metadata;
+use crate::metadata::{self, Record};
 use crate::mount::Mount;
-use crate::snapshotter::{Filter, Info, Kind, Labels, Snapshotter, Usage};
+use crate::snapshotter::{Info, Kind, Labels};
 
 /// A snapshotter whose committed snapshots are directories registered by path.
 #[derive(Clone)]
@@ -109,8 +106,29 @@ impl DirectorySnapshotter {
         })
         .await
     }
+}
 
-    fn mounts_sync(core: &Core, key: &str) -> Result<Vec<Mount>> {
+impl Layout for DirectorySnapshotter {
+    fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// Registered trees are read-only: no active snapshots.
+    fn refuse(key: &str, kind: Kind, parent: Option<&str>) -> Result<()> {
+        if kind == Kind::Active {
+            return Err(Error::Unsupported(format!(
+                "the directory snapshotter cannot prepare writable snapshot {key:?} (parent {parent:?}); register directories instead"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A view's own directory stays empty: it mounts its parent's registered tree.
+    fn populate(_core: &Core, _kind: Kind, dir: &Path, _parent: Option<&Record>) -> Result<()> {
+        set_mode(dir, 0o755)
+    }
+
+    fn mounts_of(core: &Core, key: &str) -> Result<Vec<Mount>> {
         let (rec, ancestors) = core.mountable(key)?;
         let dir = match ancestors.first() {
             Some(parent) => parent.path.clone().ok_or_else(|| {
@@ -129,74 +147,12 @@ impl DirectorySnapshotter {
         }
         Ok(vec![Mount::bind(dir, true)])
     }
-}
 
-#[async_trait]
-impl Snapshotter for DirectorySnapshotter {
-    async fn stat(&self, key: &str) -> Result<Info> {
-        let (core, key) = (self.core.clone(), key.to_string());
-        blocking(move || core.stat(&key)).await
-    }
-
-    async fn update(&self, info: Info, fieldpaths: &[String]) -> Result<Info> {
-        let (core, fieldpaths) = (self.core.clone(), fieldpaths.to_vec());
-        blocking(move || core.update(&info, &fieldpaths)).await
-    }
-
-    /// Usage of the registered directory (committed) or of the view's own empty dir.
-    async fn usage(&self, key: &str) -> Result<Usage> {
-        let (core, key) = (self.core.clone(), key.to_string());
-        blocking(move || {
-            let rec = core.get(&key)?;
-            let dir = rec.path.unwrap_or_else(|| core.snapshot_dir(rec.id));
-            fsutil::disk_usage(&dir)
-        })
-        .await
-    }
-
-    async fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
-        let (core, key) = (self.core.clone(), key.to_string());
-        blocking(move || Self::mounts_sync(&core, &key)).await
-    }
-
-    /// Always `Unsupported`: registered trees are read-only.
-    async fn prepare(
-        &self,
-        key: &str,
-        parent: Option<&str>,
-        _labels: Labels,
-    ) -> Result<Vec<Mount>> {
-        Err(Error::Unsupported(format!(
-            "the directory snapshotter cannot prepare writable snapshot {key:?} (parent {parent:?}); register directories instead"
-        )))
-    }
-
-    async fn view(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>> {
-        let core = self.core.clone();
-        let key = key.to_string();
-        let parent = parent.map(str::to_string);
-        blocking(move || {
-            core.create_with_dir(&key, Kind::View, parent.as_deref(), &labels, |dir, _| {
-                set_mode(dir, 0o755)
-            })?;
-            Self::mounts_sync(&core, &key)
-        })
-        .await
-    }
-
-    async fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {
-        let (core, name, key) = (self.core.clone(), name.to_string(), key.to_string());
-        blocking(move || core.commit(&name, &key, &labels)).await
-    }
-
-    /// Forgets the snapshot; a registered directory itself is left untouched.
-    async fn remove(&self, key: &str) -> Result<()> {
-        let (core, key) = (self.core.clone(), key.to_string());
-        blocking(move || core.remove(&key)).await
-    }
-
-    async fn walk(&self, filter: &Filter) -> Result<Vec<Info>> {
-        let (core, filter) = (self.core.clone(), filter.clone());
-        blocking(move || core.walk(&filter)).await
+    /// The registered directory (committed) or the view's own empty dir. `remove`
+    /// only forgets a registration; the registered directory is left untouched.
+    fn usage_dir(core: &Core, rec: &Record) -> PathBuf {
+        rec.path
+            .clone()
+            .unwrap_or_else(|| core.snapshot_dir(rec.id))
     }
 }

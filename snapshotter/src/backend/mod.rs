@@ -17,10 +17,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use async_trait::async_trait;
+
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::metadata::{self, Metadata, Record};
-use crate::snapshotter::{Filter, Info, Kind, Labels};
+use crate::mount::Mount;
+use crate::snapshotter::{Filter, Info, Kind, Labels, Snapshotter, Usage};
 
 /// What every backend holds: its root and its metadata.
 pub(crate) struct Core {
@@ -219,5 +222,99 @@ impl Core {
     /// containerd's `Walk`, sorted by name.
     pub fn walk(&self, filter: &Filter) -> Result<Vec<Info>> {
         self.meta.read(|c| metadata::walk(c, filter))
+    }
+}
+
+/// What one backend storing snapshots under a [`Core`] does its own way: how a new
+/// snapshot's directory is filled, what its mounts are, which directory its usage
+/// counts. [`Snapshotter`] is implemented once for all of them over this.
+pub(crate) trait Layout: Send + Sync {
+    /// The backend's root and metadata.
+    fn core(&self) -> &Arc<Core>;
+
+    /// Refuses to create a snapshot of `kind` the backend cannot hold (before anything
+    /// is checked or written); every kind is accepted by default.
+    fn refuse(_key: &str, _kind: Kind, _parent: Option<&str>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Fills `dir`, the staging directory of a new snapshot of `kind` on `parent`.
+    fn populate(core: &Core, kind: Kind, dir: &Path, parent: Option<&Record>) -> Result<()>;
+
+    /// The mounts of active or view snapshot `key`.
+    fn mounts_of(core: &Core, key: &str) -> Result<Vec<Mount>>;
+
+    /// The directory whose disk usage is the usage of snapshot `rec`.
+    fn usage_dir(core: &Core, rec: &Record) -> PathBuf;
+}
+
+/// Creates snapshot `key` of `kind` through `L`'s layout and returns its mounts.
+async fn create<L: Layout>(
+    layout: &L,
+    key: &str,
+    kind: Kind,
+    parent: Option<&str>,
+    labels: Labels,
+) -> Result<Vec<Mount>> {
+    L::refuse(key, kind, parent)?;
+    let core = layout.core().clone();
+    let key = key.to_string();
+    let parent = parent.map(str::to_string);
+    blocking(move || {
+        core.create_with_dir(&key, kind, parent.as_deref(), &labels, |dir, parent| {
+            L::populate(&core, kind, dir, parent)
+        })?;
+        L::mounts_of(&core, &key)
+    })
+    .await
+}
+
+#[async_trait]
+impl<L: Layout> Snapshotter for L {
+    async fn stat(&self, key: &str) -> Result<Info> {
+        let (core, key) = (self.core().clone(), key.to_string());
+        blocking(move || core.stat(&key)).await
+    }
+
+    async fn update(&self, info: Info, fieldpaths: &[String]) -> Result<Info> {
+        let (core, fieldpaths) = (self.core().clone(), fieldpaths.to_vec());
+        blocking(move || core.update(&info, &fieldpaths)).await
+    }
+
+    async fn usage(&self, key: &str) -> Result<Usage> {
+        let (core, key) = (self.core().clone(), key.to_string());
+        blocking(move || {
+            let rec = core.get(&key)?;
+            fsutil::disk_usage(&L::usage_dir(&core, &rec))
+        })
+        .await
+    }
+
+    async fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+        let (core, key) = (self.core().clone(), key.to_string());
+        blocking(move || L::mounts_of(&core, &key)).await
+    }
+
+    async fn prepare(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>> {
+        create(self, key, Kind::Active, parent, labels).await
+    }
+
+    async fn view(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>> {
+        create(self, key, Kind::View, parent, labels).await
+    }
+
+    async fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {
+        let (core, name, key) = (self.core().clone(), name.to_string(), key.to_string());
+        blocking(move || core.commit(&name, &key, &labels)).await
+    }
+
+    async fn remove(&self, key: &str) -> Result<()> {
+        let (core, key) = (self.core().clone(), key.to_string());
+        blocking(move || core.remove(&key)).await
+    }
+
+    async fn walk(&self, filter: &Filter) -> Result<Vec<Info>> {
+        let (core, filter) = (self.core().clone(), filter.clone());
+        blocking(move || core.walk(&filter)).await
     }
 }

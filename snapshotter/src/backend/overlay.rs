@@ -13,15 +13,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use async_trait::async_trait;
-
 use super::native::set_mode;
-use super::{blocking, Core};
+use super::{Core, Layout};
 use crate::error::{Error, Result};
-use crate::fsutil;
 use crate::metadata::Record;
 use crate::mount::Mount;
-use crate::snapshotter::{Filter, Info, Kind, Labels, Snapshotter, Usage};
+use crate::snapshotter::Kind;
 
 /// A snapshotter storing each snapshot as an overlay upper directory.
 #[derive(Clone)]
@@ -98,8 +95,23 @@ impl OverlaySnapshotter {
             .collect();
         format!("lowerdir={}", dirs.join(":"))
     }
+}
 
-    fn mounts_sync(core: &Core, key: &str) -> Result<Vec<Mount>> {
+impl Layout for OverlaySnapshotter {
+    fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// Every snapshot gets an empty `fs` (its upper dir) and a `work` dir.
+    fn populate(_core: &Core, _kind: Kind, dir: &Path, _parent: Option<&Record>) -> Result<()> {
+        for sub in ["fs", "work"] {
+            let d = dir.join(sub);
+            fs::create_dir(&d).map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
+        }
+        set_mode(&dir.join("fs"), 0o755)
+    }
+
+    fn mounts_of(core: &Core, key: &str) -> Result<Vec<Mount>> {
         let (rec, ancestors) = core.mountable(key)?;
         let own = Self::fs_dir(core, &rec);
         if rec.info.kind == Kind::View {
@@ -128,78 +140,8 @@ impl OverlaySnapshotter {
         }])
     }
 
-    async fn create(
-        &self,
-        key: &str,
-        kind: Kind,
-        parent: Option<&str>,
-        labels: Labels,
-    ) -> Result<Vec<Mount>> {
-        let core = self.core.clone();
-        let key = key.to_string();
-        let parent = parent.map(str::to_string);
-        blocking(move || {
-            core.create_with_dir(&key, kind, parent.as_deref(), &labels, |dir, _| {
-                for sub in ["fs", "work"] {
-                    let d = dir.join(sub);
-                    fs::create_dir(&d)
-                        .map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
-                }
-                set_mode(&dir.join("fs"), 0o755)
-            })?;
-            Self::mounts_sync(&core, &key)
-        })
-        .await
-    }
-}
-
-#[async_trait]
-impl Snapshotter for OverlaySnapshotter {
-    async fn stat(&self, key: &str) -> Result<Info> {
-        let (core, key) = (self.core.clone(), key.to_string());
-        blocking(move || core.stat(&key)).await
-    }
-
-    async fn update(&self, info: Info, fieldpaths: &[String]) -> Result<Info> {
-        let (core, fieldpaths) = (self.core.clone(), fieldpaths.to_vec());
-        blocking(move || core.update(&info, &fieldpaths)).await
-    }
-
     /// Usage of the snapshot's own upper dir (its parents are not counted).
-    async fn usage(&self, key: &str) -> Result<Usage> {
-        let (core, key) = (self.core.clone(), key.to_string());
-        blocking(move || {
-            let rec = core.get(&key)?;
-            fsutil::disk_usage(&Self::fs_dir(&core, &rec))
-        })
-        .await
-    }
-
-    async fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
-        let (core, key) = (self.core.clone(), key.to_string());
-        blocking(move || Self::mounts_sync(&core, &key)).await
-    }
-
-    async fn prepare(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>> {
-        self.create(key, Kind::Active, parent, labels).await
-    }
-
-    async fn view(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>> {
-        self.create(key, Kind::View, parent, labels).await
-    }
-
-    async fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {
-        let (core, name, key) = (self.core.clone(), name.to_string(), key.to_string());
-        blocking(move || core.commit(&name, &key, &labels)).await
-    }
-
-    async fn remove(&self, key: &str) -> Result<()> {
-        let (core, key) = (self.core.clone(), key.to_string());
-        blocking(move || core.remove(&key)).await
-    }
-
-    async fn walk(&self, filter: &Filter) -> Result<Vec<Info>> {
-        let (core, filter) = (self.core.clone(), filter.clone());
-        blocking(move || core.walk(&filter)).await
+    fn usage_dir(core: &Core, rec: &Record) -> PathBuf {
+        Self::fs_dir(core, rec)
     }
 }
