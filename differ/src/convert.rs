@@ -58,7 +58,7 @@ pub async fn convert_layer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layer_writer::tests::sample_tar;
+    use crate::layer_writer::tests::{sample_tar, write_bytes};
     use strata_content::{Compression, Filter, MemoryStore};
 
     async fn layer(store: Arc<dyn ContentStore>, c: Compression, tar: Vec<u8>) -> LayerBlob {
@@ -66,14 +66,7 @@ mod tests {
             compression: c,
             ..CompareOptions::default()
         };
-        write_layer(store, &opts, move |w| {
-            w.write_all(&tar).map_err(|e| Error::Io {
-                path: "t".into(),
-                source: e,
-            })
-        })
-        .await
-        .expect("write layer")
+        write_bytes(store, &opts, tar).await.expect("write layer")
     }
 
     #[tokio::test]

@@ -138,8 +138,11 @@ impl Decoder {
 /// verifies the blob's digest and returns the diffID.
 pub struct LayerReader {
     decoder: Decoder,
-    diff: Digester,
+    /// Hashes the tar; `None` for an uncompressed layer, whose tar is the blob
+    /// already hashed (and verified) underneath, so its diffID is its digest.
+    diff: Option<Digester>,
     digest: Digest,
+    size: u64,
     failure: FailureSlot,
     task: tokio::task::JoinHandle<()>,
 }
@@ -188,8 +191,9 @@ pub async fn open_layer(store: Arc<dyn ContentStore>, desc: &Descriptor) -> Resu
     let decoder = Decoder::Start(compression, Some(Box::new(raw)));
     Ok(LayerReader {
         decoder,
-        diff: Digester::new(),
+        diff: (compression != Compression::Uncompressed).then(Digester::new),
         digest: desc.digest.clone(),
+        size: desc.size,
         failure,
         task,
     })
@@ -240,8 +244,14 @@ impl LayerReader {
         if let Err(e) = drained {
             return Err(self.typed_error(e));
         }
-        let size = self.diff.len();
-        Ok((self.diff.clone().finish(), size))
+        // Draining ended at the blob's end, where its size and digest were verified.
+        Ok(match self.diff.take() {
+            Some(diff) => {
+                let size = diff.len();
+                (diff.finish(), size)
+            }
+            None => (self.digest.clone(), self.size),
+        })
     }
 }
 
@@ -279,7 +289,9 @@ impl Read for LayerReader {
         };
         match result {
             Ok(n) => {
-                self.diff.update(&buf[..n]);
+                if let Some(diff) = &mut self.diff {
+                    diff.update(&buf[..n]);
+                }
                 Ok(n)
             }
             Err(e) => {
@@ -308,8 +320,8 @@ impl Drop for LayerReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layer_writer::tests::sample_tar;
-    use crate::{write_layer, CompareOptions};
+    use crate::layer_writer::tests::{sample_tar, write_bytes};
+    use crate::CompareOptions;
     use async_trait::async_trait;
     use strata_content::{
         ContentWriter, Filter, Info, MemoryStore, ReaderAt, Status, WriterOptions,
@@ -391,14 +403,9 @@ mod tests {
     }
 
     async fn gzip_layer(store: Arc<dyn ContentStore>, tar: Vec<u8>) -> crate::LayerBlob {
-        write_layer(store, &CompareOptions::default(), move |w| {
-            w.write_all(&tar).map_err(|e| Error::Io {
-                path: "t".into(),
-                source: e,
-            })
-        })
-        .await
-        .expect("write layer")
+        write_bytes(store, &CompareOptions::default(), tar)
+            .await
+            .expect("write layer")
     }
 
     #[tokio::test]

@@ -324,7 +324,8 @@ pub(crate) mod tests {
         }
     }
 
-    async fn write_bytes(
+    /// Writes `tar` (in 10 kB writes) as a layer blob per `opts`.
+    pub(crate) async fn write_bytes(
         store: Arc<dyn ContentStore>,
         opts: &CompareOptions,
         tar: Vec<u8>,
