@@ -6,14 +6,15 @@ use std::sync::Arc;
 use strata_content::{labels, ContentStore, Descriptor};
 
 use crate::layer_reader::open_layer;
-use crate::layer_writer::write_layer;
+use crate::layer_writer::write_hashed_layer;
 use crate::{CompareOptions, Error, LayerBlob, Result};
 
 /// Re-compresses the layer `desc` (any compression the media type names) into
 /// `opts.compression` at `opts.level`, in one streaming pass: the source is
-/// decompressed and its digest verified while it is read, the tar is hashed (diffID)
-/// and written as a new blob exactly as [`write_layer`] does (labels, lease, media
-/// type, progress from `opts`). If the source carries a `containerd.io/uncompressed`
+/// decompressed and its digest verified while it is read, the tar is hashed once
+/// (diffID, by the reader) and written as a new blob exactly as
+/// [`write_layer`](crate::write_layer) does (labels, lease, media type, progress from
+/// `opts`). If the source carries a `containerd.io/uncompressed`
 /// label that disagrees with the tar actually read, the conversion fails with
 /// [`Error::CorruptLayer`] and nothing is committed.
 pub async fn convert_layer(
@@ -27,7 +28,7 @@ pub async fn convert_layer(
     };
     let mut reader = open_layer(Arc::clone(&store), desc).await?;
     let source = desc.digest.to_string();
-    write_layer(store, opts, move |w| {
+    write_hashed_layer(store, opts, move |w| {
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             let n = match io::Read::read(&mut reader, &mut buf) {
@@ -43,13 +44,13 @@ pub async fn convert_layer(
                 ))
             })?;
         }
-        let (diff_id, _) = reader.finish()?;
+        let (diff_id, size) = reader.finish()?;
         match expected_diff_id {
             Some(label) if label != diff_id.as_str() => Err(Error::CorruptLayer {
                 digest: source,
                 reason: format!("its tar hashes to {diff_id}, but it is labelled {label}"),
             }),
-            _ => Ok(()),
+            _ => Ok((diff_id, size)),
         }
     })
     .await

@@ -86,22 +86,27 @@ impl Write for ChannelSink {
     }
 }
 
-/// What the producer hands the tar to: hashes and counts it, then compresses it.
+/// What the producer hands the tar to: hashes and counts it (unless the producer
+/// hashes it itself), then compresses it.
 struct TarSink {
-    diff: Digester,
+    diff: Option<Digester>,
     encoder: Encoder<ChannelSink>,
 }
 
 impl Write for TarSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.encoder.write(buf)?;
-        self.diff.update(&buf[..n]);
+        if let Some(diff) = &mut self.diff {
+            diff.update(&buf[..n]);
+        }
         Ok(n)
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         self.encoder.write_all(buf)?;
-        self.diff.update(buf);
+        if let Some(diff) = &mut self.diff {
+            diff.update(buf);
+        }
         Ok(())
     }
 
@@ -129,6 +134,35 @@ pub async fn write_layer<F>(
 ) -> Result<LayerBlob>
 where
     F: FnOnce(&mut dyn Write) -> Result<()> + Send + 'static,
+{
+    write_layer_inner(store, opts, true, move |w| produce(w).map(|()| None)).await
+}
+
+/// [`write_layer`] for a producer that already hashes the tar it writes (a layer
+/// being re-compressed): it returns the tar's diffID and size, which are not computed
+/// a second time. An error from the producer (e.g. a diffID that disagrees with a
+/// label) aborts the ingest as any other.
+pub(crate) async fn write_hashed_layer<F>(
+    store: Arc<dyn ContentStore>,
+    opts: &CompareOptions,
+    produce: F,
+) -> Result<LayerBlob>
+where
+    F: FnOnce(&mut dyn Write) -> Result<(Digest, u64)> + Send + 'static,
+{
+    write_layer_inner(store, opts, false, move |w| produce(w).map(Some)).await
+}
+
+/// The pass behind [`write_layer`] and [`write_hashed_layer`]: the tar is hashed here
+/// when `hash_tar`, else `produce` returns its diffID and size.
+async fn write_layer_inner<F>(
+    store: Arc<dyn ContentStore>,
+    opts: &CompareOptions,
+    hash_tar: bool,
+    produce: F,
+) -> Result<LayerBlob>
+where
+    F: FnOnce(&mut dyn Write) -> Result<Option<(Digest, u64)>> + Send + 'static,
 {
     let store = match &opts.lease {
         Some(lease) => store.with_lease(lease),
@@ -163,10 +197,10 @@ where
             ))
         })?;
         let mut tar = TarSink {
-            diff: Digester::new(),
+            diff: hash_tar.then(Digester::new),
             encoder,
         };
-        produce(&mut tar)?;
+        let supplied = produce(&mut tar)?;
         let TarSink { diff, encoder } = tar;
         let mut sink = encoder.finish().map_err(|e| {
             Error::Content(strata_content::Error::io(
@@ -180,8 +214,17 @@ where
                 e,
             ))
         })?;
-        let size = diff.len();
-        Ok((diff.finish(), size))
+        match (supplied, diff) {
+            (Some(hashed), _) => Ok(hashed),
+            (None, Some(diff)) => {
+                let size = diff.len();
+                Ok((diff.finish(), size))
+            }
+            (None, None) => Err(Error::Content(strata_content::Error::io(
+                "finishing the layer",
+                io::Error::other("the producer returned no diffID for the tar it hashed"),
+            ))),
+        }
     });
 
     let pumped = pump(&mut *writer, rx, opts).await;
