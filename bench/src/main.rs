@@ -22,6 +22,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod debian;
+mod synthetic;
+
 use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 use strata_content::{Compression, ContentStore, LocalStore};
@@ -46,6 +49,54 @@ enum Cmd {
         /// Runs per configuration (the fastest is reported).
         #[arg(long, default_value_t = 1)]
         runs: usize,
+    },
+    /// The Debian chain (base → +python3 → slim, and a one-file change on top) exported
+    /// as an OCI layout by strata (library and CLI; cold, warm, one-file change; gzip
+    /// and zstd; jobs=1 and all) against ctddiff, umoci repack and the pigz/zstd floor.
+    Debian {
+        /// Where the trees, the peer binary and scratch stores are kept.
+        #[arg(long, env = "STRATA_BENCH_CACHE")]
+        cache: Option<PathBuf>,
+        /// Runs per configuration (the fastest is reported).
+        #[arg(long, default_value_t = 2)]
+        runs: usize,
+    },
+    /// Generated trees (1k, 10k, 100k files; with --large also 1M files, 1 GiB and
+    /// 4 GiB): µs/file, s/GiB, peak RSS, and a one-file change through the overlay fast
+    /// path against the double walk.
+    Synthetic {
+        /// Where the generated trees and scratch stores are kept.
+        #[arg(long, env = "STRATA_BENCH_CACHE")]
+        cache: Option<PathBuf>,
+        /// Runs per configuration (the fastest is reported).
+        #[arg(long, default_value_t = 2)]
+        runs: usize,
+        /// Also the 1M-file, 1 GiB and 4 GiB trees (minutes to generate, GiBs of disk).
+        #[arg(long)]
+        large: bool,
+    },
+    /// (internal) one synthetic measurement.
+    #[command(hide = true)]
+    MeasureSynthetic {
+        #[arg(long)]
+        tree: PathBuf,
+        #[arg(long)]
+        scratch: PathBuf,
+        #[arg(long)]
+        files: u64,
+    },
+    /// (internal) one in-process export measurement (cold, warm, change).
+    #[command(hide = true)]
+    MeasureExport {
+        /// The four trees: base, python3, slim, touched.
+        #[arg(long)]
+        tree: Vec<PathBuf>,
+        #[arg(long)]
+        scratch: PathBuf,
+        #[arg(long)]
+        compression: String,
+        #[arg(long)]
+        jobs: usize,
     },
     /// (internal) one strata measurement, run as a child process.
     #[command(hide = true)]
@@ -96,6 +147,35 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Differ { cache, runs } => bench_differ(cache, runs.max(1)),
+        Cmd::Debian { cache, runs } => {
+            let cache = cache.unwrap_or_else(default_cache);
+            fs::create_dir_all(&cache)
+                .map_err(BoxError::from)
+                .and_then(|_| debian::bench(&cache, runs.max(1)))
+        }
+        Cmd::Synthetic { cache, runs, large } => {
+            let cache = cache.unwrap_or_else(default_cache);
+            fs::create_dir_all(&cache)
+                .map_err(BoxError::from)
+                .and_then(|_| synthetic::bench(&cache, runs.max(1), large))
+        }
+        Cmd::MeasureSynthetic {
+            tree,
+            scratch,
+            files,
+        } => synthetic::measure(&tree, &scratch, files).and_then(|t| {
+            println!("{}", serde_json::to_string(&t)?);
+            Ok(())
+        }),
+        Cmd::MeasureExport {
+            tree,
+            scratch,
+            compression,
+            jobs,
+        } => debian::measure_export(&tree, &scratch, &compression, jobs).and_then(|t| {
+            println!("{}", serde_json::to_string(&t)?);
+            Ok(())
+        }),
         Cmd::MeasureStrata {
             lower,
             upper,
