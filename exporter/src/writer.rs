@@ -11,7 +11,7 @@ use strata_content::{
     Compression, ContentStore, Descriptor, Digest, Info, LeaseManager, LeaseResource, Platform,
     WriterOptions,
 };
-use strata_differ::{CompareOptions, ProgressFn};
+use strata_differ::{CompareOptions, LayerBlob, ProgressFn};
 use strata_snapshotter::{BlobInfo, BlobKey, ImmutableRef};
 use tokio::sync::{OnceCell, Semaphore};
 use tracing::Instrument;
@@ -250,7 +250,7 @@ impl ImageWriter {
                     &store,
                     lease.id(),
                     types.index(),
-                    bytes,
+                    (bytes, digest),
                     index_labels(&manifests),
                 )
                 .instrument(task.span().clone())
@@ -423,13 +423,7 @@ impl ImageWriter {
             let store = self.ctx.content.with_lease(lease);
             let blob = strata_differ::convert_layer(store, &src, &copts(task)).await;
             abort.reference = None;
-            let blob = blob?;
-            let converted = BlobInfo {
-                diff_id: blob.diff_id,
-                digest: blob.descriptor.digest,
-                media_type: blob.descriptor.media_type,
-                size: blob.descriptor.size,
-            };
+            let converted = blob_info(blob?);
             r.set_blob(key, converted.clone()).await?;
             return Ok(converted);
         }
@@ -445,13 +439,7 @@ impl ImageWriter {
         let upper = r.mounts().await?;
         let blob = self.ctx.differ.compare(&lower, &upper, &copts(task)).await;
         abort.reference = None;
-        let blob = blob?;
-        let info = BlobInfo {
-            diff_id: blob.diff_id,
-            digest: blob.descriptor.digest,
-            media_type: blob.descriptor.media_type,
-            size: blob.descriptor.size,
-        };
+        let info = blob_info(blob?);
         r.set_blob(key, info.clone()).await?;
         Ok(info)
     }
@@ -544,7 +532,13 @@ impl ImageWriter {
             format!("exporting config {config_digest}"),
         );
         let config_desc = self
-            .put_blob(store, lease, types.config(), config_bytes, BTreeMap::new())
+            .put_blob(
+                store,
+                lease,
+                types.config(),
+                (config_bytes, config_digest),
+                BTreeMap::new(),
+            )
             .await
             .inspect_err(|e| task.fail(e))?;
         task.complete();
@@ -563,7 +557,7 @@ impl ImageWriter {
                 store,
                 lease,
                 types.manifest(),
-                bytes,
+                (bytes, digest),
                 manifest_labels(&config_desc.digest, &layers),
             )
             .instrument(task.span().clone())
@@ -582,18 +576,18 @@ impl ImageWriter {
         })
     }
 
-    /// Writes `bytes` through the leased `store` with `labels`; content that already
-    /// exists gets the labels added and is added to the lease.
+    /// Writes `bytes` (whose digest the caller computed) through the leased `store`
+    /// with `labels`; content that already exists gets the labels added and is added
+    /// to the lease.
     async fn put_blob(
         &self,
         store: &Arc<dyn ContentStore>,
         lease: &str,
         media_type: &str,
-        bytes: Vec<u8>,
+        (bytes, digest): (Vec<u8>, Digest),
         labels: BTreeMap<String, String>,
     ) -> Result<Descriptor> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let digest = Digest::sha256_of(&bytes);
         let desc = Descriptor::new(media_type, digest.clone(), bytes.len() as u64);
         let reference = format!(
             "strata-export-{}-{}-{}",
@@ -642,6 +636,16 @@ impl ImageWriter {
         }
         self.hold(lease, &digest).await?;
         Ok(desc)
+    }
+}
+
+/// What a ref records about the layer blob computed for it.
+fn blob_info(blob: LayerBlob) -> BlobInfo {
+    BlobInfo {
+        diff_id: blob.diff_id,
+        digest: blob.descriptor.digest,
+        media_type: blob.descriptor.media_type,
+        size: blob.descriptor.size,
     }
 }
 
