@@ -170,12 +170,19 @@ where
     };
     let reference = opts.reference.clone().unwrap_or_else(unique_ref);
     let media_type = layer_media_type(opts);
+    // Declared before the writer so it is dropped after it (the ingest is unlocked
+    // by then); armed once the ingest is ours.
+    let mut abort_on_drop = AbortOnDrop {
+        store: Arc::clone(&store),
+        reference: None,
+    };
     let mut writer = store
         .writer(WriterOptions {
             reference: reference.clone(),
             expected: None,
         })
         .await?;
+    abort_on_drop.reference = Some(reference.clone());
     if writer.offset() > 0 {
         // A stale ingest under a caller-chosen ref: start over.
         writer.truncate(0).await?;
@@ -239,6 +246,7 @@ where
         (Ok(()), Ok(v)) => v,
         (Err(e), _) | (Ok(()), Err(e)) => {
             drop(writer);
+            abort_on_drop.reference = None;
             if let Err(abort) = store.abort(&reference).await {
                 if !abort.is_not_found() {
                     tracing::warn!(%reference, error = %abort, "aborting a failed layer ingest");
@@ -252,10 +260,11 @@ where
     let size = writer.offset();
     let mut blob_labels = opts.labels.clone();
     blob_labels.insert(labels::UNCOMPRESSED.to_string(), diff_id.to_string());
-    match writer
+    let committed = writer
         .commit(size, Some(&digest), blob_labels.clone())
-        .await
-    {
+        .await;
+    abort_on_drop.reference = None;
+    match committed {
         Ok(_) => {}
         Err(e) if e.is_already_exists() => ensure_labels(&*store, &digest, blob_labels).await?,
         Err(e) => {
@@ -268,6 +277,31 @@ where
         diff_id,
         uncompressed_size,
     })
+}
+
+/// Aborts the ingest `reference` (when set) if the layer's future is dropped before it
+/// commits or aborts the ingest itself, so a cancelled export leaves nothing behind.
+struct AbortOnDrop {
+    store: Arc<dyn ContentStore>,
+    reference: Option<String>,
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        let Some(reference) = self.reference.take() else {
+            return;
+        };
+        let store = Arc::clone(&self.store);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Err(e) = store.abort(&reference).await {
+                    if !e.is_not_found() {
+                        tracing::warn!(%reference, error = %e, "aborting a dropped layer ingest");
+                    }
+                }
+            });
+        }
+    }
 }
 
 /// Moves compressed chunks from the channel into the store writer, reporting progress.
@@ -543,5 +577,40 @@ pub(crate) mod tests {
                 .as_str(),
             "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_write_aborts_its_ingest() {
+        let store: Arc<dyn ContentStore> = Arc::new(MemoryStore::new());
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let o = opts(Compression::Gzip);
+        let mut write = Box::pin(write_layer(Arc::clone(&store), &o, move |w| {
+            w.write_all(&sample_tar(1, 1000)).map_err(|e| Error::Io {
+                path: "test".into(),
+                source: e,
+            })?;
+            let _ = started_tx.send(());
+            // Blocks until the test lets go (or drops the sender).
+            let _ = release_rx.recv();
+            Ok(())
+        }));
+        let started = tokio::task::spawn_blocking(move || started_rx.recv());
+        tokio::select! {
+            done = &mut write => panic!("the write finished before it was dropped: {done:?}"),
+            _ = started => {}
+        }
+        assert_eq!(store.list_statuses().await.expect("statuses").len(), 1);
+        drop(write);
+        drop(release_tx);
+        // The abort runs on a spawned task: wait for it (bounded), then check.
+        for _ in 0..500 {
+            if store.list_statuses().await.expect("statuses").is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(store.list_statuses().await.expect("statuses").is_empty());
+        assert!(store.walk(&Filter::All).await.expect("walk").is_empty());
     }
 }
