@@ -171,18 +171,31 @@ where
     let reference = opts.reference.clone().unwrap_or_else(unique_ref);
     let media_type = layer_media_type(opts);
     // Declared before the writer so it is dropped after it (the ingest is unlocked
-    // by then); armed once the ingest is ours.
+    // by then). The open runs as its own task: if this future is dropped while it
+    // is in flight, the guard waits for it before aborting what it created.
     let mut abort_on_drop = AbortOnDrop {
         store: Arc::clone(&store),
-        reference: None,
+        reference: Some(reference.clone()),
+        opening: Some(tokio::spawn({
+            let store = Arc::clone(&store);
+            let options = WriterOptions {
+                reference: reference.clone(),
+                expected: None,
+            };
+            async move { store.writer(options).await }
+        })),
     };
-    let mut writer = store
-        .writer(WriterOptions {
-            reference: reference.clone(),
-            expected: None,
-        })
-        .await?;
-    abort_on_drop.reference = Some(reference.clone());
+    let opened = match abort_on_drop.opening.as_mut() {
+        Some(opening) => opening.await,
+        None => unreachable!("set above"),
+    };
+    abort_on_drop.opening = None;
+    let mut writer = opened.map_err(|join| {
+        Error::Content(strata_content::Error::io(
+            format!("opening ingest {reference}"),
+            io::Error::other(join.to_string()),
+        ))
+    })??;
     if writer.offset() > 0 {
         // A stale ingest under a caller-chosen ref: start over.
         writer.truncate(0).await?;
@@ -284,6 +297,8 @@ where
 struct AbortOnDrop {
     store: Arc<dyn ContentStore>,
     reference: Option<String>,
+    /// The open of the ingest's writer, while it is in flight.
+    opening: Option<tokio::task::JoinHandle<strata_content::Result<Box<dyn ContentWriter>>>>,
 }
 
 impl Drop for AbortOnDrop {
@@ -292,8 +307,13 @@ impl Drop for AbortOnDrop {
             return;
         };
         let store = Arc::clone(&self.store);
+        let opening = self.opening.take();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
+                if let Some(opening) = opening {
+                    // Let the open finish and release its writer, then abort.
+                    drop(opening.await);
+                }
                 if let Err(e) = store.abort(&reference).await {
                     if !e.is_not_found() {
                         tracing::warn!(%reference, error = %e, "aborting a dropped layer ingest");

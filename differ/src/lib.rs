@@ -115,7 +115,9 @@ pub struct LayerBlob {
 /// Computes the layer between two trees and commits it to a content store.
 #[async_trait]
 pub trait Comparer: Send + Sync {
-    /// Writes the changes from `lower` to `upper` as an OCI layer blob.
+    /// Writes the changes from `lower` to `upper` as an OCI layer blob. On an error,
+    /// or when the returned future is dropped, the ingest is aborted: nothing partial
+    /// is left in the store.
     async fn compare(
         &self,
         lower: &[Mount],
