@@ -380,19 +380,6 @@ impl ImageWriter {
                 break;
             }
         }
-        // A known ingest ref, so a dropped export can abort the ingest the differ was
-        // writing (the differ aborts it itself on errors, but cannot see a drop).
-        static LAYER_COUNTER: AtomicU64 = AtomicU64::new(0);
-        let reference = format!(
-            "strata-export-layer-{}-{}-{}",
-            r.id().replace('/', "_"),
-            std::process::id(),
-            LAYER_COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut abort = AbortIngest {
-            store: self.ctx.content.clone(),
-            reference: Some(reference.clone()),
-        };
         let copts = |task: &ProgressTask| {
             let t = task.clone();
             let progress_fn: ProgressFn = Arc::new(move |n| t.update(n, None));
@@ -402,7 +389,8 @@ impl ImageWriter {
                 source_date_epoch: key.source_date_epoch,
                 threads: None,
                 media_type: None,
-                reference: Some(reference.clone()),
+                // The differ names the ingest, and aborts it on errors and drops.
+                reference: None,
                 lease: Some(lease.to_string()),
                 labels: BTreeMap::new(),
                 progress: Some(progress_fn),
@@ -411,7 +399,6 @@ impl ImageWriter {
         if let Some((c, info)) = other {
             if !opts.force_compression && (opts.oci_media_types || c != Compression::Zstd) {
                 tracing::debug!(snapshot = r.id(), digest = %info.digest, compression = %c, "reusing layer blob");
-                abort.reference = None;
                 return Ok(info);
             }
             let _permit = self
@@ -422,7 +409,6 @@ impl ImageWriter {
             let src = Descriptor::new(info.media_type.clone(), info.digest.clone(), info.size);
             let store = self.ctx.content.with_lease(lease);
             let blob = strata_differ::convert_layer(store, &src, &copts(task)).await;
-            abort.reference = None;
             let converted = blob_info(blob?);
             r.set_blob(key, converted.clone()).await?;
             return Ok(converted);
@@ -438,7 +424,6 @@ impl ImageWriter {
         };
         let upper = r.mounts().await?;
         let blob = self.ctx.differ.compare(&lower, &upper, &copts(task)).await;
-        abort.reference = None;
         let info = blob_info(blob?);
         r.set_blob(key, info.clone()).await?;
         Ok(info)
