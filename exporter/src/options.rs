@@ -157,12 +157,13 @@ pub struct OutputOptions {
     pub dest: Option<PathBuf>,
 }
 
-/// A boolean option: `""`, `true` or `1` / `false` or `0`; anything else is an
-/// error naming `key`.
+/// A boolean option, spelled as Go's `strconv.ParseBool` accepts (what BuildKit
+/// uses), or empty for true (`oci-mediatypes` alone); anything else is an error
+/// naming `key`.
 pub(crate) fn parse_bool(key: &str, value: &str) -> Result<bool> {
     match value {
-        "" | "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
+        "" | "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
         _ => Err(Error::InvalidOption {
             key: key.to_string(),
             value: value.to_string(),
@@ -328,6 +329,24 @@ mod tests {
         );
         assert!(!out.tar);
         assert_eq!(out.dest, Some(PathBuf::from("/tmp/out")));
+    }
+
+    #[test]
+    fn booleans_are_spelled_as_go_parses_them() {
+        for v in ["", "1", "t", "T", "true", "TRUE", "True"] {
+            assert!(parse_bool("tar", v).unwrap(), "{v:?}");
+        }
+        for v in ["0", "f", "F", "false", "FALSE", "False"] {
+            assert!(!parse_bool("tar", v).unwrap(), "{v:?}");
+        }
+        for v in ["yes", "no", "tru", " true"] {
+            match parse_bool("tar", v) {
+                Err(Error::InvalidOption { key, value, .. }) => {
+                    assert_eq!((key.as_str(), value.as_str()), ("tar", v))
+                }
+                other => panic!("{v:?} gave {other:?}"),
+            }
+        }
     }
 
     #[test]
