@@ -13,6 +13,10 @@ pub use gzip::{ParallelGzEncoder, BLOCK_SIZE as GZIP_BLOCK_SIZE};
 
 /// The default gzip level (BuildKit's and Go's default).
 pub const DEFAULT_GZIP_LEVEL: i32 = 6;
+
+/// The size of a multithreaded zstd job (input bytes compressed by one worker).
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
+
 /// The default zstd level (BuildKit's default).
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
@@ -68,6 +72,11 @@ impl<W: Write> Encoder<W> {
                 // Always at least one worker: zstd's multithreaded format (its job
                 // boundaries) then depends only on the level, never on the count.
                 enc.multithread(threads as u32)?;
+                // 2 MiB jobs instead of libzstd's default (4 × the window): each worker
+                // buffers about two jobs, so this bounds memory per layer (the bench's
+                // debian chain at jobs=2 went past 100 MiB). Fixed, so the bytes still do
+                // not depend on the thread count.
+                enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
                 // A content checksum, as the zstd CLI and Go's klauspost encoder
                 // (containerd, BuildKit) write by default.
                 enc.include_checksum(true)?;
