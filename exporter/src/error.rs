@@ -79,6 +79,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// Serializing a document (config, manifest, index, docker `manifest.json`) failed.
+    #[error("encoding {what}: {source}")]
+    Encode {
+        /// The document being encoded.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// Pushing to a registry failed.
     #[error(transparent)]
     Push(#[from] crate::push::PushError),

@@ -239,7 +239,10 @@ impl ImageWriter {
         let (descriptor, config_digest) = if multi {
             let manifests: Vec<Descriptor> = committed.iter().map(|c| c.manifest.clone()).collect();
             let json = index_json(types, &manifests, &opts.annotations.index);
-            let bytes = to_canonical_vec(&json).map_err(|e| Error::Interrupted(e.to_string()))?;
+            let bytes = to_canonical_vec(&json).map_err(|source| Error::Encode {
+                what: "the image index".into(),
+                source,
+            })?;
             let digest = Digest::sha256_of(&bytes);
             let task = progress.start(
                 format!("manifest-list:{digest}"),
@@ -531,7 +534,10 @@ impl ImageWriter {
         // As BuildKit: manifest annotations go into Docker manifests too.
         let annotations = opts.annotations.manifest_for(img.platform.as_ref());
         let json = manifest_json(types, &config_desc, &layers, &annotations);
-        let bytes = to_canonical_vec(&json).map_err(|e| Error::Interrupted(e.to_string()))?;
+        let bytes = to_canonical_vec(&json).map_err(|source| Error::Encode {
+            what: format!("the manifest of {}", img.label()),
+            source,
+        })?;
         let digest = Digest::sha256_of(&bytes);
         let task = progress.start(
             format!("manifest:{digest}"),

@@ -108,8 +108,12 @@ pub(crate) fn archive_entries(committed: &CommittedImage, names: &[String]) -> R
             }
         }
     }
-    let enc =
-        |v: &serde_json::Value| to_canonical_vec(v).map_err(|e| Error::Interrupted(e.to_string()));
+    let enc = |v: &serde_json::Value| {
+        to_canonical_vec(v).map_err(|source| Error::Encode {
+            what: "the docker-archive manifest.json".into(),
+            source,
+        })
+    };
     let mut out = vec![Entry::Bytes("manifest.json".into(), enc(&manifest)?)];
     if !repositories.is_empty() {
         out.push(Entry::Bytes(

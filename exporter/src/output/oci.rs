@@ -204,7 +204,10 @@ pub(crate) fn layout_entries(committed: &CommittedImage, names: &[String]) -> Re
         "mediaType": media_types::OCI_INDEX,
         "manifests": manifests,
     });
-    let index = to_canonical_vec(&index).map_err(|e| Error::Interrupted(e.to_string()))?;
+    let index = to_canonical_vec(&index).map_err(|source| Error::Encode {
+        what: "the layout's index.json".into(),
+        source,
+    })?;
     let mut entries = vec![
         Entry::Bytes(
             "oci-layout".into(),
