@@ -1131,9 +1131,12 @@ impl ContentWriter for LiveWriter {
 #[async_trait]
 impl LeaseManager for ContainerdStore {
     async fn create_lease(&self, id: Option<&str>, labels: Labels) -> Result<Lease> {
-        let id = id
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("strata-{}", uuid::Uuid::new_v4()));
+        // The same id rules as the other backends; generated ids are prefixed, since a
+        // containerd is shared with other clients.
+        let id = match id {
+            Some(_) => crate::fields::new_lease_id(id)?,
+            None => format!("strata-{}", crate::fields::new_lease_id(None)?),
+        };
         let resp = self
             .conn
             .leases()
