@@ -278,8 +278,10 @@ fn wait_ready(child: &mut Child, name: &str, log: &Path, mut ready: impl FnMut()
 
 /// Stops `child` by PID: SIGTERM, then SIGKILL if it lingers.
 fn stop(child: &mut Child) {
-    let pid = child.id().to_string();
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety conditions.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
