@@ -110,6 +110,13 @@ pub trait ReaderAt: Send + Sync {
     fn size(&self) -> u64;
     /// Reads up to `buf.len()` bytes at `offset`; returns 0 at the end.
     async fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize>;
+    /// The blob's file on the local filesystem, for callers that can link or clone it
+    /// instead of copying its bytes (an OCI layout written beside the store). The file
+    /// is the committed, immutable blob: callers must never write to it. `None` (the
+    /// default) for remote and in-memory stores.
+    fn local_path(&self) -> Option<&std::path::Path> {
+        None
+    }
 }
 
 /// A writer of one ingest: hashes as it writes, commits atomically.

@@ -2,7 +2,7 @@
 
 use strata_content::{
     fsck, read_blob, write_blob, ContentStore, Descriptor, Digest, Error, Filter, GarbageCollector,
-    Labels, LeaseManager, LocalStore, WriterOptions,
+    Labels, LeaseManager, LocalStore, MemoryStore, WriterOptions,
 };
 
 fn desc(bytes: &[u8]) -> Descriptor {
@@ -42,6 +42,39 @@ async fn layout_files_and_blob_paths() {
     // Nothing is left in the ingest area after a commit.
     let ingests = std::fs::read_dir(dir.path().join(".strata/ingest")).expect("ingest dir");
     assert_eq!(ingests.count(), 0);
+}
+
+#[tokio::test]
+async fn a_local_reader_names_the_committed_blob_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = LocalStore::open(dir.path()).await.expect("open");
+    let d = desc(b"linkable blob");
+    write_blob(&store, "l", b"linkable blob", &d, Labels::new())
+        .await
+        .expect("write");
+    let reader = store.reader(&d).await.expect("reader");
+    let path = reader
+        .local_path()
+        .expect("a local store names its blob file");
+    assert_eq!(path, store.blob_path(&d.digest));
+    assert_eq!(std::fs::read(path).expect("blob file"), b"linkable blob");
+    // A leased view reads the same file.
+    store
+        .create_lease(Some("l1"), Labels::new())
+        .await
+        .expect("lease");
+    let leased = store.with_lease("l1");
+    let reader = leased.reader(&d).await.expect("leased reader");
+    assert_eq!(
+        reader.local_path(),
+        Some(store.blob_path(&d.digest).as_path())
+    );
+    // An in-memory store has no file to offer.
+    let mem = MemoryStore::new();
+    write_blob(&mem, "l", b"linkable blob", &d, Labels::new())
+        .await
+        .expect("write to memory");
+    assert!(mem.reader(&d).await.expect("reader").local_path().is_none());
 }
 
 #[tokio::test]

@@ -468,12 +468,17 @@ impl LocalStore {
 struct LocalReader {
     file: Arc<File>,
     size: u64,
+    path: PathBuf,
 }
 
 #[async_trait]
 impl ReaderAt for LocalReader {
     fn size(&self) -> u64 {
         self.size
+    }
+
+    fn local_path(&self) -> Option<&Path> {
+        Some(&self.path)
     }
 
     async fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
@@ -756,7 +761,8 @@ impl ContentStore for LocalStore {
         let d = desc.digest.clone();
         self.db(move |c, inner| {
             let info = blob_info(c, &d)?.ok_or_else(|| Error::NotFound(format!("content {d}")))?;
-            let file = File::open(inner.blob_path(&d)).map_err(|e| {
+            let path = inner.blob_path(&d);
+            let file = File::open(&path).map_err(|e| {
                 if e.kind() == io::ErrorKind::NotFound {
                     Error::NotFound(format!("content {d} (blob file missing)"))
                 } else {
@@ -774,6 +780,7 @@ impl ContentStore for LocalStore {
             Ok(Box::new(LocalReader {
                 file: Arc::new(file),
                 size,
+                path,
             }) as Box<dyn ReaderAt>)
         })
         .await
