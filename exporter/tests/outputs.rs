@@ -210,3 +210,107 @@ async fn an_empty_source_exports_an_image_without_layers() {
     assert_eq!(cfg["os"], "linux");
     assert_eq!(fx.calls(), 0);
 }
+
+/// Exports `top` as an OCI layout directory at `dest`; returns the image digest.
+async fn export_dir(fx: &Fixture, top: &str, dest: &std::path::Path) -> String {
+    let resp = OciExporter::new(fx.ctx())
+        .resolve(opts(&[
+            ("dest", dest.to_str().unwrap()),
+            ("tar", "false"),
+            ("name", "warm:1"),
+        ]))
+        .await
+        .unwrap()
+        .export(
+            Source::single(Some(fx.load(top).await), None),
+            Progress::discard(),
+        )
+        .await
+        .unwrap();
+    resp[RESPONSE_IMAGE_DIGEST].clone()
+}
+
+/// Checks a layout directory the way its users read it: skopeo finds the image under
+/// its tag, umoci unpacks it to `expected`, and every blob file hashes to its name.
+/// Returns the blob files.
+fn assert_layout_reads_back(
+    dir: &std::path::Path,
+    digest: &str,
+    bundle: &std::path::Path,
+    expected: &std::path::Path,
+) -> Vec<std::path::PathBuf> {
+    let raw = common::run(
+        "skopeo",
+        &["inspect", "--raw", &format!("oci:{}:1", dir.display())],
+    );
+    assert_eq!(Digest::sha256_of(raw.as_bytes()).to_string(), digest);
+    common::assert_umoci_unpacks_to(&format!("{}:1", dir.display()), bundle, expected);
+    let mut blobs = Vec::new();
+    for e in std::fs::read_dir(dir.join("blobs/sha256")).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        assert_eq!(sha256_file(&p).hex(), name, "{} is complete", p.display());
+        blobs.push(p);
+    }
+    blobs.sort();
+    blobs
+}
+
+#[tokio::test]
+async fn warm_directory_exports_share_the_store_files_and_leave_the_store_intact() {
+    use std::os::unix::fs::MetadataExt;
+    let fx = Fixture::new().await;
+    let top = fx.chain("w", "amd64").await;
+    let cold = fx.path("cold");
+    let digest = export_dir(&fx, "w-top", &cold).await;
+    let calls = fx.calls();
+    // Warm: same refs (cached blobs), a new destination on the store's filesystem.
+    let warm = fx.path("warm");
+    assert_eq!(export_dir(&fx, "w-top", &warm).await, digest);
+    assert_eq!(fx.calls(), calls, "a warm export computes no layer");
+    let blobs = assert_layout_reads_back(&warm, &digest, &fx.path("bundle-warm"), &top);
+    assert_eq!(blobs.len(), 5, "manifest, config and three layers");
+    assert!(!std::fs::read_dir(warm.join("blobs/sha256"))
+        .unwrap()
+        .any(|e| e.unwrap().path().extension().is_some()));
+    // A destination on another filesystem (tmpfs) gets its own copies.
+    let shm = tempfile::tempdir_in("/dev/shm").expect("a directory in /dev/shm");
+    let store_dev = std::fs::metadata(fx.store.root()).unwrap().dev();
+    assert_ne!(std::fs::metadata(shm.path()).unwrap().dev(), store_dev);
+    let far = shm.path().join("layout");
+    assert_eq!(export_dir(&fx, "w-top", &far).await, digest);
+    for p in assert_layout_reads_back(&far, &digest, &fx.path("bundle-far"), &top) {
+        let meta = std::fs::metadata(&p).unwrap();
+        assert_ne!(meta.dev(), store_dev, "{} is on tmpfs", p.display());
+        assert_eq!(meta.nlink(), 1, "{} is a copy", p.display());
+    }
+    // The exports left every blob of the store verifiable.
+    let report = strata_content::fsck(fx.store.as_ref()).await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert!(report.checked >= 5);
+    // The documented trade-off of a hard link: a dest blob edited in place is the
+    // store's blob, and fsck names it. (A reflinked blob has its own inode: the
+    // store is untouched.)
+    let layer = blobs
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let name = layer.file_name().unwrap().to_str().unwrap();
+    let in_store = fx.store.root().join("blobs/sha256").join(name);
+    let shared =
+        std::fs::metadata(layer).unwrap().ino() == std::fs::metadata(&in_store).unwrap().ino();
+    let mut bytes = std::fs::read(layer).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(layer)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
+        .unwrap();
+    let report = strata_content::fsck(fx.store.as_ref()).await.unwrap();
+    if shared {
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert_eq!(report.problems[0].0.hex(), name);
+    } else {
+        assert!(report.is_clean(), "{:?}", report.problems);
+    }
+}

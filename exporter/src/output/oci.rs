@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::exporter::{response, ExportContext, Exporter, ExporterInstance};
 use crate::json::to_canonical_vec;
 use crate::options::{self, ImageOptions, OutputOptions};
+use crate::output::blob_file::place_blob_file;
 use crate::progress::Progress;
 use crate::source::Source;
 use crate::writer::{CommittedImage, ImageWriter};
@@ -28,6 +29,16 @@ pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
 
 /// Exports an OCI image layout.
+///
+/// With `tar=false` the layout is written as a directory at `dest`. Blobs already there
+/// with the right size are kept. Blobs of a store that keeps them as local files
+/// ([`ReaderAt::local_path`], e.g. `LocalStore`) are not copied when the filesystem
+/// allows otherwise: a reflink (btrfs, xfs) where it can, else a **hard link to the
+/// store's file**, else a kernel copy (another filesystem, no permission, too many
+/// links). Blobs are immutable, so sharing them is safe as long as nobody edits a
+/// layout blob in place: that would change the store's blob as well (`strata fsck`
+/// reports it by digest). Tools that replace files instead (skopeo, umoci, `cp`) are
+/// unaffected. Export to another filesystem to get independent copies.
 pub struct OciExporter {
     ctx: ExportContext,
     writer: Arc<ImageWriter>,
@@ -348,13 +359,16 @@ pub(crate) async fn write_tar_file(
 }
 
 /// Writes the layout as a directory; `index.json` last, so a reader never sees an
-/// index pointing at missing blobs.
+/// index pointing at missing blobs. A blob already present with the right size is kept
+/// (content-addressed: same name, same bytes). A blob the store keeps as a local file is
+/// reflinked, hard-linked or kernel-copied (see [`blob_file`](super::blob_file): a hard
+/// link shares the store's file, so a dest blob must not be edited in place); other
+/// stores' blobs are streamed through their reader.
 pub(crate) async fn write_dir(
     store: Arc<dyn ContentStore>,
     entries: Vec<Entry>,
     dir: &Path,
 ) -> Result<()> {
-    use tokio::io::AsyncWriteExt;
     let mut deferred = Vec::new();
     for entry in entries {
         let path = dir.join(entry.path());
@@ -373,30 +387,22 @@ pub(crate) async fn write_dir(
                 }
                 let reader = store.reader(&desc).await?;
                 let tmp = path.with_extension("partial");
-                let mut file = tokio::fs::File::create(&tmp)
-                    .await
-                    .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
-                let mut buf = vec![0u8; 1 << 20];
-                let mut offset = 0u64;
-                while offset < desc.size {
-                    let n = reader.read_at(&mut buf, offset).await?;
-                    if n == 0 {
-                        return Err(Error::InvalidContent {
-                            digest: desc.digest.to_string(),
-                            reason: format!("ended at {offset} of {} bytes", desc.size),
-                        });
+                match reader.local_path() {
+                    // A file whose length is not the recorded size is streamed (and
+                    // checked) like any other store's blob, never shared.
+                    Some(src) if reader.size() == desc.size => {
+                        let src = src.to_path_buf();
+                        let dest = path.clone();
+                        let placement =
+                            tokio::task::spawn_blocking(move || place_blob_file(&src, &tmp, &dest))
+                                .await
+                                .map_err(|e| {
+                                    Error::Interrupted(format!("placing {}: {e}", path.display()))
+                                })??;
+                        tracing::debug!(digest = %desc.digest, ?placement, "layout blob placed");
                     }
-                    file.write_all(&buf[..n])
-                        .await
-                        .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-                    offset += n as u64;
+                    _ => copy_from_reader(reader.as_ref(), &desc, &tmp, &path).await?,
                 }
-                file.sync_all()
-                    .await
-                    .map_err(|e| Error::io(format!("syncing {}", tmp.display()), e))?;
-                tokio::fs::rename(&tmp, &path)
-                    .await
-                    .map_err(|e| Error::io(format!("renaming to {}", path.display()), e))?;
             }
         }
     }
@@ -409,4 +415,39 @@ pub(crate) async fn write_dir(
             .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
     }
     Ok(())
+}
+
+/// Streams `desc` from `reader` into `tmp`, syncs it and renames it to `path`.
+async fn copy_from_reader(
+    reader: &dyn ReaderAt,
+    desc: &Descriptor,
+    tmp: &Path,
+    path: &Path,
+) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut file = tokio::fs::File::create(tmp)
+        .await
+        .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    while offset < desc.size {
+        let n = reader.read_at(&mut buf, offset).await?;
+        if n == 0 {
+            return Err(Error::InvalidContent {
+                digest: desc.digest.to_string(),
+                reason: format!("ended at {offset} of {} bytes", desc.size),
+            });
+        }
+        let n = n.min((desc.size - offset) as usize);
+        file.write_all(&buf[..n])
+            .await
+            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+        offset += n as u64;
+    }
+    file.sync_all()
+        .await
+        .map_err(|e| Error::io(format!("syncing {}", tmp.display()), e))?;
+    tokio::fs::rename(tmp, path)
+        .await
+        .map_err(|e| Error::io(format!("renaming to {}", path.display()), e))
 }
