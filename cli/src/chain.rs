@@ -6,12 +6,10 @@
 //! size, link target, mtime and ctime). Re-running an export on unchanged trees finds
 //! the same snapshots, and with them the layer blobs cached on them: a warm re-export
 //! computes no diff. Any change to a tree (which updates some ctime) gives a new name,
-//! so a stale cached layer can never be reused. Fingerprinting only stats the tree,
-//! which costs a small fraction of computing its diff.
+//! so a stale cached layer can never be reused. Fingerprinting only stats the tree
+//! (see [`fingerprint`]), which costs a small fraction of computing its diff.
 
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 use strata_content::Digester;
 use strata_snapshotter::immutable_ref::LABEL_DESCRIPTION;
@@ -23,44 +21,7 @@ use crate::plan::LayerPlan;
 /// Label recording the directory a snapshot was registered from (for `gc`).
 pub const LABEL_SOURCE_DIR: &str = "strata.io/source-dir";
 
-/// A fingerprint of the metadata of every entry under `dir` (blocking).
-pub fn fingerprint(dir: &Path, shown: &str) -> Result<String, CliError> {
-    let mut d = Digester::new();
-    for entry in walkdir::WalkDir::new(dir)
-        .follow_links(false)
-        .sort_by_file_name()
-    {
-        let entry = entry.map_err(|e| CliError::context(format!("reading layer {shown}"), e))?;
-        let md = entry
-            .path()
-            .symlink_metadata()
-            .map_err(|e| CliError::context(format!("reading layer {shown}"), e))?;
-        let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
-        d.update(rel.as_os_str().as_bytes());
-        d.update(&[0]);
-        for n in [
-            md.mode() as i64,
-            md.uid() as i64,
-            md.gid() as i64,
-            md.size() as i64,
-            md.rdev() as i64,
-            md.nlink() as i64,
-            md.mtime(),
-            md.mtime_nsec(),
-            md.ctime(),
-            md.ctime_nsec(),
-        ] {
-            d.update(&n.to_le_bytes());
-        }
-        if md.file_type().is_symlink() {
-            let target = std::fs::read_link(entry.path())
-                .map_err(|e| CliError::context(format!("reading layer {shown}"), e))?;
-            d.update(target.as_os_str().as_bytes());
-        }
-        d.update(&[0xff]);
-    }
-    Ok(d.finish().hex().to_string())
-}
+pub use crate::fingerprint::fingerprint;
 
 /// The snapshot name of `layer` (with fingerprint `fp`) on `parent`.
 pub fn snapshot_name(parent: Option<&str>, layer: &LayerPlan, fp: &str) -> String {

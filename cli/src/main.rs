@@ -9,6 +9,7 @@
 mod chain;
 mod error;
 mod export;
+mod fingerprint;
 mod output;
 mod plan;
 mod render;
