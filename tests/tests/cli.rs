@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -302,6 +302,45 @@ fn oci_outputs_read_back_with_skopeo_umoci_and_containerd() {
         &t.path("bundle-dir"),
         &t.path("final"),
     );
+    // The same warm export into a new directory on another filesystem (tmpfs): the
+    // store's blob files cannot be linked there, so they are copied; the layout is as
+    // complete, and the store still verifies after both directory exports.
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let far = shm.path().join("layout");
+    let (stdout_far, _) = strata_ok(
+        &store,
+        &t.export_args(&format!(
+            "type=oci,tar=false,dest={},name=example.com/strata/test:v1,annotation.org.opencontainers.image.title=cli test",
+            far.display()
+        )),
+        &[],
+    );
+    assert_eq!(stdout_far, stdout_dir);
+    let store_dev = fs::metadata(&store).unwrap().dev();
+    let mut far_blobs = 0;
+    for e in fs::read_dir(far.join("blobs/sha256")).unwrap() {
+        let p = e.unwrap().path();
+        let meta = fs::metadata(&p).unwrap();
+        assert!(
+            meta.dev() != store_dev && meta.nlink() == 1,
+            "{} is a copy",
+            p.display()
+        );
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert_eq!(Digest::sha256_of(&fs::read(&p).unwrap()).hex(), name);
+        far_blobs += 1;
+    }
+    assert_eq!(
+        far_blobs,
+        fs::read_dir(dir.join("blobs/sha256")).unwrap().count()
+    );
+    assert_umoci_unpacks_to(
+        &format!("{}:v1", far.display()),
+        &t.path("bundle-far"),
+        &t.path("final"),
+    );
+    let (fsck, _) = strata_ok(&store, &strs(&["fsck"]), &[]);
+    assert!(fsck.contains("all verified"), "{fsck}");
 
     // containerd imports the tar, finds it complete, and unpacks it into its native
     // snapshotter: the mounted rootfs is the final tree.
