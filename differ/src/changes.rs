@@ -231,11 +231,11 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Change {
     /// Emit the entry at this path from the upper tree.
-    Entry(PathBuf),
+    Entry(Box<Path>),
     /// Emit a whiteout for this (removed) path.
-    Whiteout(PathBuf),
+    Whiteout(Box<Path>),
     /// Emit an opaque marker in this directory.
-    Opaque(PathBuf),
+    Opaque(Box<Path>),
 }
 
 impl Change {
@@ -247,17 +247,18 @@ impl Change {
     }
 
     /// The order of items in the layer: depth first, names in byte order, an opaque
-    /// marker right after its directory and before the directory's children.
-    fn sort_key(&self) -> Vec<&[u8]> {
-        let mut key: Vec<&[u8]> = self
-            .path()
-            .components()
-            .map(|c| c.as_os_str().as_bytes())
-            .collect();
-        if let Change::Opaque(_) = self {
-            key.push(b"");
+    /// marker right after its directory and before the directory's children (as if
+    /// its path had one more, empty, component). Compares without allocating: a
+    /// million-entry layer is sorted in place.
+    fn layer_order(&self, other: &Change) -> std::cmp::Ordering {
+        fn key(c: &Change) -> impl Iterator<Item = &[u8]> {
+            let opaque = matches!(c, Change::Opaque(_));
+            c.path()
+                .components()
+                .map(|c| c.as_os_str().as_bytes())
+                .chain(opaque.then_some(&b""[..]))
         }
-        key
+        key(self).cmp(key(other))
     }
 }
 
@@ -288,29 +289,37 @@ impl Collector {
 
     /// Completes hardlink groups, sorts into layer order.
     fn finish(mut self) -> ChangeSet {
-        let emitted: BTreeSet<PathBuf> = self
+        // A hardlinked file emitted means its whole group is (the links must resolve
+        // within the layer). Only group members are looked up, so memory stays
+        // proportional to the hardlinked paths, not to the layer.
+        let grouped: BTreeSet<&Path> = self
+            .link_groups
+            .values()
+            .filter(|members| members.len() >= 2)
+            .flatten()
+            .map(PathBuf::as_path)
+            .collect();
+        let emitted: BTreeSet<&Path> = self
             .changes
             .iter()
             .filter_map(|c| match c {
-                Change::Entry(p) => Some(p.clone()),
+                Change::Entry(p) if grouped.contains(&**p) => Some(&**p),
                 _ => None,
             })
             .collect();
         let mut extra = BTreeSet::new();
         for members in self.link_groups.values() {
-            if members.len() < 2 {
-                continue;
-            }
-            if members.iter().any(|m| emitted.contains(m)) {
-                for m in members {
-                    if !emitted.contains(m) {
-                        extra.insert(m.clone());
-                    }
-                }
+            if members.len() >= 2 && members.iter().any(|m| emitted.contains(m.as_path())) {
+                extra.extend(members.iter().filter(|m| !emitted.contains(m.as_path())));
             }
         }
-        self.changes.extend(extra.into_iter().map(Change::Entry));
-        self.changes.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        let extra: Vec<Change> = extra
+            .into_iter()
+            .map(|p| Change::Entry(p.as_path().into()))
+            .collect();
+        self.changes.extend(extra);
+        // The walks push in nearly this order already, so the sort is close to linear.
+        self.changes.sort_by(Change::layer_order);
         ChangeSet {
             changes: self.changes,
         }
@@ -319,7 +328,7 @@ impl Collector {
     /// Emits `rel` and everything under it (all of it is new).
     fn add_subtree(&mut self, upper_root: &Path, rel: &Path, st: &Stat) -> Result<()> {
         self.saw_upper(rel, st);
-        self.changes.push(Change::Entry(rel.to_path_buf()));
+        self.changes.push(Change::Entry(rel.into()));
         if st.is_dir() {
             let dir = upper_root.join(rel);
             for name in read_dir_sorted(&dir)? {
@@ -373,10 +382,10 @@ impl Collector {
             return;
         }
         if !rel.as_os_str().is_empty() && removed.len() == lower_children {
-            self.changes.push(Change::Opaque(rel.to_path_buf()));
+            self.changes.push(Change::Opaque(rel.into()));
         } else {
             self.changes
-                .extend(removed.into_iter().map(Change::Whiteout));
+                .extend(removed.into_iter().map(|p| Change::Whiteout(p.into())));
         }
     }
 
@@ -388,7 +397,7 @@ impl Collector {
         let u = Stat::lstat(&upath)?;
         self.saw_upper(rel, &u);
         if !same_file(&lpath, &l, &upath, &u)? {
-            self.changes.push(Change::Entry(rel.to_path_buf()));
+            self.changes.push(Change::Entry(rel.into()));
         }
         if u.is_dir() {
             if l.is_dir() {
@@ -426,7 +435,7 @@ impl Collector {
             };
             self.saw_upper(&child, &u);
             if !same_file(&lpath, &l, &upath, &u)? {
-                self.changes.push(Change::Entry(child.clone()));
+                self.changes.push(Change::Entry(child.as_path().into()));
             }
             if !u.is_dir() {
                 continue;
@@ -555,7 +564,7 @@ mod tests {
             set_mtime(d, 1_600_000_000, 0);
         }
         let set = double_walk(Some(lower.path()), upper.path()).unwrap();
-        assert_eq!(set.changes, vec![Change::Entry("f".into())]);
+        assert_eq!(set.changes, vec![Change::Entry(Path::new("f").into())]);
         // Same content, same metadata: no change at all.
         fs::write(upper.path().join("f"), b"aaaa").unwrap();
         set_mtime(&upper.path().join("f"), 1_600_000_000, 0);
@@ -588,9 +597,9 @@ mod tests {
         assert_eq!(
             set.changes,
             vec![
-                Change::Opaque("d".into()),
-                Change::Entry("d/new".into()),
-                Change::Whiteout("e/gone".into()),
+                Change::Opaque(Path::new("d").into()),
+                Change::Entry(Path::new("d/new").into()),
+                Change::Whiteout(Path::new("e/gone").into()),
             ]
         );
     }

@@ -79,7 +79,7 @@ impl<W: Write> LayerTarWriter<W> {
         match change {
             Change::Entry(p) => {
                 self.ensure_parents(root, p)?;
-                if !self.dirs.contains(p) {
+                if !self.dirs.contains(&**p) {
                     self.write_entry(root, p)?;
                 }
             }
