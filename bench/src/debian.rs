@@ -403,6 +403,30 @@ pub fn bench(cache: &Path, runs: usize) -> Result<(), BoxError> {
             blob_bytes: size,
         });
     }
+    // strata's own encoder over the same tars (no walk, no hashing, nothing written):
+    // the compression floor of strata's design.
+    for compression in ["gzip", "zstd"] {
+        let ((rss, size), s) = best_of(runs.max(2), || {
+            let (out, s, rss) = run_measured(
+                Command::new(&me)
+                    .arg("measure-encoder")
+                    .args(
+                        tars.iter()
+                            .flat_map(|t| [std::ffi::OsStr::new("--tar"), t.as_os_str()]),
+                    )
+                    .args(["--compression", compression])
+                    .args(["--threads", &cores.to_string()]),
+            )?;
+            let size: Option<u64> = String::from_utf8_lossy(&out).trim().parse().ok();
+            Ok(((rss, size), s))
+        })?;
+        rows.push(Row {
+            name: format!("floor: strata {compression} encoder alone, {cores} threads"),
+            seconds: s,
+            rss_kib: rss,
+            blob_bytes: size,
+        });
+    }
     // The pigz floor's blob bytes (not timed).
     let out = Command::new("bash")
         .args([

@@ -98,6 +98,17 @@ enum Cmd {
         #[arg(long)]
         jobs: usize,
     },
+    /// (internal) strata's layer encoder alone over tar files (no walk, no hashing):
+    /// the compression floor of strata's own design.
+    #[command(hide = true)]
+    MeasureEncoder {
+        #[arg(long)]
+        tar: Vec<PathBuf>,
+        #[arg(long)]
+        compression: String,
+        #[arg(long)]
+        threads: usize,
+    },
     /// (internal) one strata measurement, run as a child process.
     #[command(hide = true)]
     MeasureStrata {
@@ -176,6 +187,11 @@ fn main() {
             println!("{}", serde_json::to_string(&t)?);
             Ok(())
         }),
+        Cmd::MeasureEncoder {
+            tar,
+            compression,
+            threads,
+        } => measure_encoder(&tar, &compression, threads),
         Cmd::MeasureStrata {
             lower,
             upper,
@@ -310,6 +326,38 @@ fn run_measured(cmd: &mut Command) -> Result<(Vec<u8>, f64, i64), BoxError> {
         return Err(format!("{cmd:?} failed (wait status {status})").into());
     }
     Ok((stdout, seconds, usage.ru_maxrss))
+}
+
+/// Counts what is written to it.
+struct CountingSink(u64);
+
+impl Write for CountingSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The child side of the encoder-alone floor: prints the compressed bytes.
+fn measure_encoder(tars: &[PathBuf], compression: &str, threads: usize) -> Result<(), BoxError> {
+    let compression = Compression::parse(compression)
+        .ok_or_else(|| format!("unknown compression {compression}"))?;
+    let mut total = 0;
+    for tar in tars {
+        let mut enc = strata_differ::compression::Encoder::new(
+            CountingSink(0),
+            compression,
+            None,
+            Some(threads),
+        )?;
+        io::copy(&mut fs::File::open(tar)?, &mut enc)?;
+        total += enc.finish()?.0;
+    }
+    println!("{total}");
+    Ok(())
 }
 
 fn bench_differ(cache: Option<PathBuf>, runs: usize) -> Result<(), BoxError> {
