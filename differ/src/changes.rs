@@ -227,52 +227,111 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// One item of a layer, relative to the tree root.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Change {
+/// One item of a layer, relative to the tree root (borrowed from a [`ChangeSet`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Change<'a> {
     /// Emit the entry at this path from the upper tree.
-    Entry(Box<Path>),
+    Entry(&'a Path),
     /// Emit a whiteout for this (removed) path.
-    Whiteout(Box<Path>),
+    Whiteout(&'a Path),
     /// Emit an opaque marker in this directory.
-    Opaque(Box<Path>),
+    Opaque(&'a Path),
 }
 
-impl Change {
+impl<'a> Change<'a> {
     /// The path the item is about.
-    pub fn path(&self) -> &Path {
-        match self {
+    pub fn path(&self) -> &'a Path {
+        match *self {
             Change::Entry(p) | Change::Whiteout(p) | Change::Opaque(p) => p,
         }
     }
+}
 
-    /// The order of items in the layer: depth first, names in byte order, an opaque
-    /// marker right after its directory and before the directory's children (as if
-    /// its path had one more, empty, component). Compares without allocating: a
-    /// million-entry layer is sorted in place.
-    fn layer_order(&self, other: &Change) -> std::cmp::Ordering {
-        fn key(c: &Change) -> impl Iterator<Item = &[u8]> {
-            let opaque = matches!(c, Change::Opaque(_));
-            c.path()
-                .components()
-                .map(|c| c.as_os_str().as_bytes())
-                .chain(opaque.then_some(&b""[..]))
-        }
-        key(self).cmp(key(other))
-    }
+/// What a stored item is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Entry,
+    Whiteout,
+    Opaque,
+}
+
+/// A stored item: its kind and where its path lies in [`ChangeSet::paths`].
+#[derive(Clone, Copy, Debug)]
+struct Item {
+    start: u64,
+    len: u32,
+    kind: Kind,
 }
 
 /// What changed from a lower tree to an upper tree, in layer order.
+///
+/// Stored compactly, because a layer may have millions of items: every path in one
+/// byte buffer, 16 bytes of bookkeeping per item (a million-file layer takes ≈40 MB
+/// instead of ≈90 MB as boxed paths, and one allocation instead of a million).
 #[derive(Debug, Default)]
 pub(crate) struct ChangeSet {
-    /// The items, sorted in layer order.
-    pub changes: Vec<Change>,
+    items: Vec<Item>,
+    paths: Vec<u8>,
+}
+
+impl ChangeSet {
+    fn push(&mut self, kind: Kind, path: &Path) -> Result<()> {
+        let bytes = path.as_os_str().as_bytes();
+        let len = u32::try_from(bytes.len())
+            .map_err(|_| io_err(path, io::Error::other("path longer than 4 GiB")))?;
+        self.items.push(Item {
+            start: self.paths.len() as u64,
+            len,
+            kind,
+        });
+        self.paths.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn path_of<'p>(paths: &'p [u8], item: &Item) -> &'p Path {
+        let start = item.start as usize;
+        Path::new(OsStr::from_bytes(&paths[start..start + item.len as usize]))
+    }
+
+    fn change(&self, item: &Item) -> Change<'_> {
+        let path = Self::path_of(&self.paths, item);
+        match item.kind {
+            Kind::Entry => Change::Entry(path),
+            Kind::Whiteout => Change::Whiteout(path),
+            Kind::Opaque => Change::Opaque(path),
+        }
+    }
+
+    /// The items, in layer order once the set is finished.
+    pub fn iter(&self) -> impl Iterator<Item = Change<'_>> {
+        self.items.iter().map(|item| self.change(item))
+    }
+
+    /// How many items.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Sorts into layer order: depth first, names in byte order, an opaque marker right
+    /// after its directory and before the directory's children (as if its path had
+    /// one more, empty, component). Compares in place, without allocating.
+    fn sort(&mut self) {
+        fn key<'p>(paths: &'p [u8], item: &Item) -> impl Iterator<Item = &'p [u8]> {
+            ChangeSet::path_of(paths, item)
+                .components()
+                .map(|c| c.as_os_str().as_bytes())
+                .chain((item.kind == Kind::Opaque).then_some(&b""[..]))
+        }
+        let paths = &self.paths;
+        // The walks push in nearly this order already, so the sort is close to linear.
+        self.items.sort_by(|a, b| key(paths, a).cmp(key(paths, b)));
+    }
 }
 
 /// Collects changes and the hardlink groups of the upper tree while walking.
 #[derive(Default)]
 struct Collector {
-    changes: Vec<Change>,
+    set: ChangeSet,
     /// `(dev, ino)` → every path of a hardlinked regular file seen in upper.
     link_groups: BTreeMap<(u64, u64), Vec<PathBuf>>,
 }
@@ -288,7 +347,7 @@ impl Collector {
     }
 
     /// Completes hardlink groups, sorts into layer order.
-    fn finish(mut self) -> ChangeSet {
+    fn finish(mut self) -> Result<ChangeSet> {
         // A hardlinked file emitted means its whole group is (the links must resolve
         // within the layer). Only group members are looked up, so memory stays
         // proportional to the hardlinked paths, not to the layer.
@@ -300,10 +359,10 @@ impl Collector {
             .map(PathBuf::as_path)
             .collect();
         let emitted: BTreeSet<&Path> = self
-            .changes
+            .set
             .iter()
             .filter_map(|c| match c {
-                Change::Entry(p) if grouped.contains(&**p) => Some(&**p),
+                Change::Entry(p) if grouped.contains(p) => Some(p),
                 _ => None,
             })
             .collect();
@@ -313,22 +372,18 @@ impl Collector {
                 extra.extend(members.iter().filter(|m| !emitted.contains(m.as_path())));
             }
         }
-        let extra: Vec<Change> = extra
-            .into_iter()
-            .map(|p| Change::Entry(p.as_path().into()))
-            .collect();
-        self.changes.extend(extra);
-        // The walks push in nearly this order already, so the sort is close to linear.
-        self.changes.sort_by(Change::layer_order);
-        ChangeSet {
-            changes: self.changes,
+        let extra: Vec<PathBuf> = extra.into_iter().cloned().collect();
+        for path in &extra {
+            self.set.push(Kind::Entry, path)?;
         }
+        self.set.sort();
+        Ok(self.set)
     }
 
     /// Emits `rel` and everything under it (all of it is new).
     fn add_subtree(&mut self, upper_root: &Path, rel: &Path, st: &Stat) -> Result<()> {
         self.saw_upper(rel, st);
-        self.changes.push(Change::Entry(rel.into()));
+        self.set.push(Kind::Entry, rel)?;
         if st.is_dir() {
             let dir = upper_root.join(rel);
             for name in read_dir_sorted(&dir)? {
@@ -371,22 +426,29 @@ impl Collector {
                 }
             }
         }
-        self.push_removals(rel, lnames.len(), removed);
+        self.push_removals(rel, lnames.len(), removed)?;
         Ok(())
     }
 
     /// Whiteouts for `removed`, or one opaque marker when every lower child of `rel`
     /// (which has `lower_children` of them) is gone.
-    fn push_removals(&mut self, rel: &Path, lower_children: usize, removed: Vec<PathBuf>) {
+    fn push_removals(
+        &mut self,
+        rel: &Path,
+        lower_children: usize,
+        removed: Vec<PathBuf>,
+    ) -> Result<()> {
         if removed.is_empty() {
-            return;
+            return Ok(());
         }
         if !rel.as_os_str().is_empty() && removed.len() == lower_children {
-            self.changes.push(Change::Opaque(rel.into()));
+            self.set.push(Kind::Opaque, rel)?;
         } else {
-            self.changes
-                .extend(removed.into_iter().map(|p| Change::Whiteout(p.into())));
+            for path in &removed {
+                self.set.push(Kind::Whiteout, path)?;
+            }
         }
+        Ok(())
     }
 
     /// `rel` exists in both trees.
@@ -397,7 +459,7 @@ impl Collector {
         let u = Stat::lstat(&upath)?;
         self.saw_upper(rel, &u);
         if !same_file(&lpath, &l, &upath, &u)? {
-            self.changes.push(Change::Entry(rel.into()));
+            self.set.push(Kind::Entry, rel)?;
         }
         if u.is_dir() {
             if l.is_dir() {
@@ -435,7 +497,7 @@ impl Collector {
             };
             self.saw_upper(&child, &u);
             if !same_file(&lpath, &l, &upath, &u)? {
-                self.changes.push(Change::Entry(child.as_path().into()));
+                self.set.push(Kind::Entry, &child)?;
             }
             if !u.is_dir() {
                 continue;
@@ -455,7 +517,7 @@ impl Collector {
         }
         if !removed.is_empty() {
             let lower_children = read_dir_sorted(&lower_root.join(rel))?.len();
-            self.push_removals(rel, lower_children, removed);
+            self.push_removals(rel, lower_children, removed)?;
         }
         Ok(())
     }
@@ -514,7 +576,7 @@ pub(crate) fn double_walk(lower_root: Option<&Path>, upper_root: &Path) -> Resul
             }
         }
     }
-    Ok(c.finish())
+    c.finish()
 }
 
 /// The changes an overlay's `upperdir` makes over the merged lower tree at
@@ -522,7 +584,7 @@ pub(crate) fn double_walk(lower_root: Option<&Path>, upper_root: &Path) -> Resul
 pub(crate) fn overlay_changes(lower_root: &Path, upperdir: &Path) -> Result<ChangeSet> {
     let mut c = Collector::default();
     c.overlay_walk(lower_root, upperdir, Path::new(""))?;
-    Ok(c.finish())
+    c.finish()
 }
 
 #[cfg(test)]
@@ -564,12 +626,15 @@ mod tests {
             set_mtime(d, 1_600_000_000, 0);
         }
         let set = double_walk(Some(lower.path()), upper.path()).unwrap();
-        assert_eq!(set.changes, vec![Change::Entry(Path::new("f").into())]);
+        assert_eq!(
+            set.iter().collect::<Vec<_>>(),
+            vec![Change::Entry(Path::new("f"))]
+        );
         // Same content, same metadata: no change at all.
         fs::write(upper.path().join("f"), b"aaaa").unwrap();
         set_mtime(&upper.path().join("f"), 1_600_000_000, 0);
         let set = double_walk(Some(lower.path()), upper.path()).unwrap();
-        assert!(set.changes.is_empty(), "{:?}", set.changes);
+        assert!(set.len() == 0, "{:?}", set.iter().collect::<Vec<_>>());
     }
 
     #[test]
@@ -595,11 +660,11 @@ mod tests {
         }
         let set = double_walk(Some(lower.path()), upper.path()).unwrap();
         assert_eq!(
-            set.changes,
+            set.iter().collect::<Vec<_>>(),
             vec![
-                Change::Opaque(Path::new("d").into()),
-                Change::Entry(Path::new("d/new").into()),
-                Change::Whiteout(Path::new("e/gone").into()),
+                Change::Opaque(Path::new("d")),
+                Change::Entry(Path::new("d/new")),
+                Change::Whiteout(Path::new("e/gone")),
             ]
         );
     }

@@ -60,7 +60,7 @@ impl<W: Write> LayerTarWriter<W> {
     /// Writes every change of `set`, reading entries from `source_root`, then the
     /// end-of-archive marker. Returns the sink.
     pub fn write_all(mut self, source_root: &Path, set: &ChangeSet) -> Result<W> {
-        for change in &set.changes {
+        for change in set.iter() {
             self.write_change(source_root, change)?;
         }
         self.finish()
@@ -73,13 +73,13 @@ impl<W: Write> LayerTarWriter<W> {
         Ok(self.out)
     }
 
-    fn write_change(&mut self, root: &Path, change: &Change) -> Result<()> {
+    fn write_change(&mut self, root: &Path, change: Change<'_>) -> Result<()> {
         let rel = change.path();
         check_reserved(rel)?;
         match change {
             Change::Entry(p) => {
                 self.ensure_parents(root, p)?;
-                if !self.dirs.contains(&**p) {
+                if !self.dirs.contains(p) {
                     self.write_entry(root, p)?;
                 }
             }

@@ -92,7 +92,7 @@ fn write_diff(
             .map(TempMount::path)
             .ok_or_else(|| Error::UnsupportedMount("overlay without a lower tree".into()))?;
         let set = overlay_changes(lower_root, &upperdir)?;
-        tracing::debug!(changes = set.changes.len(), "overlay fast path");
+        tracing::debug!(changes = set.len(), "overlay fast path");
         LayerTarWriter::new(sink, epoch).write_all(&upperdir, &set)?;
         return Ok(());
     }
@@ -100,7 +100,7 @@ fn write_diff(
     // read-write elsewhere at the same time.
     let upper_tree = TempMount::mount(&read_only(upper))?;
     let set = double_walk(lower_tree.as_ref().map(TempMount::path), upper_tree.path())?;
-    tracing::debug!(changes = set.changes.len(), "double walk");
+    tracing::debug!(changes = set.len(), "double walk");
     LayerTarWriter::new(sink, epoch).write_all(upper_tree.path(), &set)?;
     Ok(())
 }
