@@ -680,7 +680,7 @@ pub fn bench(cache: &Path, runs: usize) -> Result<(), BoxError> {
         // differ bench's. Here: layer concurrency.
         checks.push((
             format!(
-                "(info) gzip jobs={cores} vs jobs=1: {:.2}×",
+                "(info) gzip cold, {cores} layers at once vs one at a time (each on all cores; threads: `differ`): {:.2}×",
                 gz_one.0.cold / gz_all.0.cold
             ),
             true,
