@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -103,7 +103,25 @@ struct Pool {
     /// Set when the encoder is dropped: its queued blocks are skipped.
     cancelled: Arc<AtomicBool>,
     in_flight: usize,
+    /// The most blocks this encoder may have in flight when it is alone: 2 × threads.
     max_in_flight: usize,
+}
+
+/// Encoders currently using the shared workers.
+static ACTIVE_ENCODERS: AtomicUsize = AtomicUsize::new(0);
+/// How many shared workers are running.
+static WORKERS_STARTED: AtomicUsize = AtomicUsize::new(0);
+
+impl Pool {
+    /// How many blocks may be in flight now: 2 × threads when this encoder is alone,
+    /// else its share of 2 blocks per worker (at least 2), so that layers compressed
+    /// at once hold O(cores) blocks between them, not O(cores²) (1 MiB of input and
+    /// about as much output each).
+    fn limit(&self) -> usize {
+        let active = ACTIVE_ENCODERS.load(Ordering::Relaxed).max(1);
+        let share = (2 * WORKERS_STARTED.load(Ordering::Relaxed) / active).max(2);
+        self.max_in_flight.min(share)
+    }
 }
 
 /// One block for the shared workers, and where its result goes.
@@ -131,10 +149,13 @@ fn shared_workers() -> &'static mpsc::Sender<Task> {
             let spawned = std::thread::Builder::new()
                 .name(format!("strata-gzip-{i}"))
                 .spawn(move || work(&rx));
-            if let Err(e) = spawned {
+            match spawned {
+                Ok(_) => {
+                    WORKERS_STARTED.fetch_add(1, Ordering::Relaxed);
+                }
                 // Fewer workers is slower, not wrong; with none, encoders fall back to
                 // compressing inline (see `dispatch`).
-                tracing::warn!(error = %e, "starting a gzip worker");
+                Err(e) => tracing::warn!(error = %e, "starting a gzip worker"),
             }
         }
         tx
@@ -179,6 +200,7 @@ impl<W: Write> ParallelGzEncoder<W> {
     pub fn new(out: W, level: u32, threads: usize) -> Self {
         let level = level.min(9);
         let pool = (threads > 1).then(|| {
+            ACTIVE_ENCODERS.fetch_add(1, Ordering::Relaxed);
             let (reply, done) = mpsc::channel::<Done>();
             Pool {
                 reply,
@@ -277,7 +299,7 @@ impl<W: Write> ParallelGzEncoder<W> {
                 .pool
                 .as_ref()
                 .ok_or_else(|| io::Error::other("gzip: no worker pool"))?;
-            if pool.in_flight < pool.max_in_flight {
+            if pool.in_flight < pool.limit() {
                 break;
             }
             self.receive_one()?;
@@ -360,6 +382,7 @@ impl<W: Write> Drop for ParallelGzEncoder<W> {
         // Blocks still queued for the shared workers are not worth compressing now.
         if let Some(pool) = &self.pool {
             pool.cancelled.store(true, Ordering::Relaxed);
+            ACTIVE_ENCODERS.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

@@ -236,6 +236,30 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn gzip_encoders_sharing_the_workers_at_once_give_their_own_bytes() {
+        // Layers of one export are compressed at the same time by the shared workers:
+        // each must get exactly the bytes it would get alone.
+        let inputs: Vec<Vec<u8>> = (0..4)
+            .map(|i| sample(3 * GZIP_BLOCK_SIZE + 1000 * i))
+            .collect();
+        let alone: Vec<Vec<u8>> = inputs
+            .iter()
+            .map(|d| compress(d, Compression::Gzip, 1, 1 << 20))
+            .collect();
+        let together: Vec<Vec<u8>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = inputs
+                .iter()
+                .map(|d| scope.spawn(move || compress(d, Compression::Gzip, 4, 5000)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("encoder thread"))
+                .collect()
+        });
+        assert!(alone == together, "concurrent encoders changed the bytes");
+    }
+
+    #[test]
     fn gzip_decodes_with_flate2_gzip_and_pigz() {
         for &len in SIZES {
             let data = sample(len);
