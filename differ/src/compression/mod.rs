@@ -7,6 +7,7 @@ mod deflate_block;
 mod gzip;
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use strata_content::Compression;
 
@@ -42,14 +43,42 @@ pub fn effective_threads(threads: Option<usize>) -> usize {
         .max(1)
 }
 
+/// zstd encoders alive now (each layer compressed at once has one).
+static ZSTD_ENCODERS: AtomicUsize = AtomicUsize::new(0);
+
+/// A zstd encoder's number of workers: the threads asked for, divided among the zstd
+/// encoders alive when it starts (at least 1), so that layers compressed at once (an
+/// export's `jobs`) start about as many zstd workers as there are cores, not cores²
+/// (each worker holds its own job buffers and match state). The bytes do not depend
+/// on it.
+#[derive(Debug)]
+pub struct ZstdShare {
+    workers: usize,
+}
+
+impl ZstdShare {
+    fn take(threads: usize) -> ZstdShare {
+        let others = ZSTD_ENCODERS.fetch_add(1, Ordering::Relaxed);
+        ZstdShare {
+            workers: (threads / (others + 1)).max(1),
+        }
+    }
+}
+
+impl Drop for ZstdShare {
+    fn drop(&mut self) {
+        ZSTD_ENCODERS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A streaming compressor writing into `W`; call [`Encoder::finish`] to end the stream.
 pub enum Encoder<W: Write> {
     /// Pass-through.
     Uncompressed(W),
     /// Parallel gzip.
     Gzip(Box<ParallelGzEncoder<W>>),
-    /// Multithreaded zstd.
-    Zstd(zstd::stream::write::Encoder<'static, W>),
+    /// Multithreaded zstd, and its share of the machine's zstd workers.
+    Zstd(zstd::stream::write::Encoder<'static, W>, ZstdShare),
 }
 
 impl<W: Write> Encoder<W> {
@@ -72,7 +101,8 @@ impl<W: Write> Encoder<W> {
                 let mut enc = zstd::stream::write::Encoder::new(out, level)?;
                 // Always at least one worker: zstd's multithreaded format (its job
                 // boundaries) then depends only on the level, never on the count.
-                enc.multithread(threads as u32)?;
+                let share = ZstdShare::take(threads);
+                enc.multithread(share.workers as u32)?;
                 // 2 MiB jobs instead of libzstd's default (4 × the window): each worker
                 // buffers about two jobs, so this bounds memory per layer (the bench's
                 // debian chain at jobs=2 went past 100 MiB). Fixed, so the bytes still do
@@ -81,7 +111,7 @@ impl<W: Write> Encoder<W> {
                 // A content checksum, as the zstd CLI and Go's klauspost encoder
                 // (containerd, BuildKit) write by default.
                 enc.include_checksum(true)?;
-                Encoder::Zstd(enc)
+                Encoder::Zstd(enc, share)
             }
         })
     }
@@ -94,7 +124,7 @@ impl<W: Write> Encoder<W> {
                 Ok(w)
             }
             Encoder::Gzip(g) => (*g).finish(),
-            Encoder::Zstd(z) => {
+            Encoder::Zstd(z, _share) => {
                 let mut w = z.finish()?;
                 w.flush()?;
                 Ok(w)
@@ -108,7 +138,7 @@ impl<W: Write> Write for Encoder<W> {
         match self {
             Encoder::Uncompressed(w) => w.write(buf),
             Encoder::Gzip(g) => g.write(buf),
-            Encoder::Zstd(z) => z.write(buf),
+            Encoder::Zstd(z, _) => z.write(buf),
         }
     }
 
@@ -116,7 +146,7 @@ impl<W: Write> Write for Encoder<W> {
         match self {
             Encoder::Uncompressed(w) => w.write_all(buf),
             Encoder::Gzip(g) => g.write_all(buf),
-            Encoder::Zstd(z) => z.write_all(buf),
+            Encoder::Zstd(z, _) => z.write_all(buf),
         }
     }
 
@@ -126,7 +156,7 @@ impl<W: Write> Write for Encoder<W> {
             Encoder::Gzip(g) => g.flush(),
             // A zstd flush would end a block early and make the bytes depend on the
             // caller's flush calls.
-            Encoder::Zstd(_) => Ok(()),
+            Encoder::Zstd(..) => Ok(()),
         }
     }
 }
