@@ -73,8 +73,8 @@ fn header(level: u32) -> [u8; 10] {
 }
 
 /// A [`Write`] that gzips into `W`. With `threads` > 1 its blocks are compressed by the
-/// process-wide workers (one per core), at most 2 × `threads` at a time; with 0 or 1,
-/// inline on the caller's thread.
+/// process-wide workers (one per core), up to 2 × `threads` at a time (fewer while
+/// other encoders share the workers); with 0 or 1, inline on the caller's thread.
 pub struct ParallelGzEncoder<W: Write> {
     out: Option<W>,
     level: u32,
@@ -286,13 +286,7 @@ impl<W: Write> ParallelGzEncoder<W> {
         };
         self.next_index += 1;
         if self.pool.is_none() {
-            let level = self.level;
-            let deflater = self
-                .deflater
-                .get_or_insert_with(|| BlockDeflater::new(level));
-            let done = compress_job(deflater, job);
-            self.pending.insert(done.index, done);
-            return self.drain_ready();
+            return self.compress_inline(job);
         }
         loop {
             let pool = self
@@ -316,16 +310,21 @@ impl<W: Write> ParallelGzEncoder<W> {
         };
         if let Err(mpsc::SendError(task)) = shared_workers().send(task) {
             // No worker could be started: compress here.
-            let level = self.level;
-            let deflater = self
-                .deflater
-                .get_or_insert_with(|| BlockDeflater::new(level));
-            let done = compress_job(deflater, task.job);
-            self.pending.insert(done.index, done);
-            return self.drain_ready();
+            return self.compress_inline(task.job);
         }
         pool.in_flight += 1;
         Ok(())
+    }
+
+    /// Compresses `job` on this thread.
+    fn compress_inline(&mut self, job: Job) -> io::Result<()> {
+        let level = self.level;
+        let deflater = self
+            .deflater
+            .get_or_insert_with(|| BlockDeflater::new(level));
+        let done = compress_job(deflater, job);
+        self.pending.insert(done.index, done);
+        self.drain_ready()
     }
 
     /// Compresses what is left, writes the trailer and returns the inner writer.
