@@ -509,6 +509,33 @@ impl ReaderAt for LocalReader {
     }
 }
 
+/// How much of an ingest is handed to the disk at a time while it is written.
+const WRITEBACK_WINDOW: u64 = 8 << 20;
+
+/// Asks the kernel to start writing each [`WRITEBACK_WINDOW`] of an ingest the write
+/// from `before` to `after` completed, without waiting for it. The fsync at commit then
+/// finds most of a large blob already on disk instead of writing it all at once while
+/// the export waits (about 50 ms per 100 MB on the bench machine). A hint only: errors
+/// are ignored, and the commit's fsync still guarantees durability.
+fn start_writeback(file: &File, before: u64, after: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let first = before / WRITEBACK_WINDOW;
+        let last = after / WRITEBACK_WINDOW;
+        if last > first {
+            let offset = (first * WRITEBACK_WINDOW) as libc::off64_t;
+            let len = ((last - first) * WRITEBACK_WINDOW) as libc::off64_t;
+            // SAFETY: a plain syscall on a file descriptor this writer owns.
+            unsafe {
+                libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, before, after);
+}
+
 struct LocalWriter {
     store: LocalStore,
     reference: String,
@@ -547,8 +574,10 @@ impl ContentWriter for LocalWriter {
     async fn write(&mut self, buf: &[u8]) -> Result<()> {
         let buf = buf.to_vec();
         self.with_data(move |f, dg| {
+            let before = dg.len();
             f.write_all(&buf)?;
             dg.update(&buf);
+            start_writeback(f, before, dg.len());
             Ok(())
         })
         .await
