@@ -276,7 +276,13 @@ async fn export_into_containerd_is_kept_by_its_gc_exactly_as_labelled() {
     want.push(manifest.to_string());
     want.sort();
     let removed: Vec<String> = report.removed.iter().map(|d| d.to_string()).collect();
-    assert_eq!(removed, want, "GC after removing the image");
+    // containerd's own GC scheduler may collect some of them first (it runs by itself
+    // on a loaded machine); what our collection removes must be the image's blobs,
+    // and afterwards exactly the leased blob is left.
+    assert!(
+        removed.iter().all(|d| want.contains(d)),
+        "GC after removing the image removed {removed:?}; the image's blobs are {want:?}"
+    );
     let left = content_ls(&ctd, ns);
     assert_eq!(left.keys().collect::<Vec<_>>(), [held.digest.as_str()]);
 
