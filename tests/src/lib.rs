@@ -17,7 +17,7 @@ pub mod servers;
 mod strata_bin;
 pub mod tree;
 
-pub use strata_bin::strata_bin;
+pub use strata_bin::{strata_bin, strata_command};
 
 use std::path::PathBuf;
 use std::process::Command;

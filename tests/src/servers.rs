@@ -88,6 +88,27 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
+
+    /// The sorted entry names of layer blob `digest` in namespace `ns`, as GNU tar
+    /// lists them (any compression; directories without their trailing `/`). Fetched
+    /// with `ctr content get`; panics on failure.
+    pub fn layer_listing(&self, ns: &str, digest: &str) -> Vec<String> {
+        let out = Command::new(tool("ctr"))
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["-n", ns, "content", "get", digest])
+            .output()
+            .expect("ctr content get");
+        assert!(out.status.success(), "ctr content get {digest} failed");
+        let blob = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(blob.path(), &out.stdout).expect("write blob");
+        let mut names: Vec<String> = run(Command::new("tar").arg("-tf").arg(blob.path()))
+            .lines()
+            .map(|l| l.trim_end_matches('/').to_string())
+            .collect();
+        names.sort();
+        names
+    }
 }
 
 impl Drop for Containerd {

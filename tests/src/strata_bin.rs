@@ -54,3 +54,15 @@ pub fn strata_bin() -> &'static Path {
         bin
     })
 }
+
+/// `strata --store <store>`, without the environment that would change what it does
+/// (`SOURCE_DATE_EPOCH`, `RUST_LOG`, `STRATA_CONTAINERD`); add the arguments and run.
+pub fn strata_command(store: &Path) -> Command {
+    let mut cmd = Command::new(strata_bin());
+    cmd.arg("--store")
+        .arg(store)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("RUST_LOG")
+        .env_remove("STRATA_CONTAINERD");
+    cmd
+}

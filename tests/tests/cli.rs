@@ -12,7 +12,7 @@ use serde_json::Value;
 use strata_content::Digest;
 use strata_tests::servers::Containerd;
 use strata_tests::tree::{assert_same_tree, Compare};
-use strata_tests::{run, strata_bin, tool};
+use strata_tests::{run, strata_command, tool};
 
 /// A temp dir holding three full trees (base, app, final) and a store.
 struct Trees {
@@ -112,12 +112,8 @@ fn copy_tree(from: &Path, to: &Path) {
 
 /// Runs `strata --store <store> <args>` and returns its output, whatever the status.
 fn strata(store: &Path, args: &[String], env: &[(&str, &str)]) -> Output {
-    Command::new(strata_bin())
-        .arg("--store")
-        .arg(store)
+    strata_command(store)
         .args(args)
-        .env_remove("SOURCE_DATE_EPOCH")
-        .env_remove("RUST_LOG")
         .envs(env.iter().copied())
         .output()
         .expect("run strata")

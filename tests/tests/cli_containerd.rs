@@ -6,10 +6,10 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use strata_tests::servers::Containerd;
-use strata_tests::{run, strata_bin};
+use strata_tests::strata_command;
 
 fn write_tree(dir: &Path, files: &[(&str, &str)]) {
     for (rel, contents) in files {
@@ -21,13 +21,8 @@ fn write_tree(dir: &Path, files: &[(&str, &str)]) {
 
 /// Runs `strata --store <store> <args>` and returns its output, whatever the status.
 fn strata(store: &Path, args: &[&str]) -> Output {
-    Command::new(strata_bin())
-        .arg("--store")
-        .arg(store)
+    strata_command(store)
         .args(args)
-        .env_remove("SOURCE_DATE_EPOCH")
-        .env_remove("RUST_LOG")
-        .env_remove("STRATA_CONTAINERD")
         .output()
         .expect("run strata")
 }
@@ -65,25 +60,6 @@ fn check_line(ctd: &Containerd, ns: &str, name: &str) -> String {
         .find(|l| l.split_whitespace().next() == Some(name))
         .unwrap_or_else(|| panic!("{name} not in `ctr -n {ns} images check`:\n{check}"))
         .to_string()
-}
-
-/// The file names in a layer blob of containerd's content store (read with tar).
-fn layer_listing(ctd: &Containerd, ns: &str, digest: &str) -> Vec<String> {
-    let blob = tempfile::NamedTempFile::new().expect("temp file");
-    let out = Command::new(strata_tests::tool("ctr"))
-        .arg("--address")
-        .arg(ctd.socket())
-        .args(["-n", ns, "content", "get", digest])
-        .output()
-        .expect("ctr content get");
-    assert!(out.status.success(), "ctr content get {digest} failed");
-    fs::write(blob.path(), &out.stdout).expect("write blob");
-    let mut names: Vec<String> = run(Command::new("tar").arg("-tf").arg(blob.path()))
-        .lines()
-        .map(|l| l.trim_end_matches('/').to_string())
-        .collect();
-    names.sort();
-    names
 }
 
 /// The layer digests of the manifest `digest` in `ns`.
@@ -162,7 +138,7 @@ fn directory_layers_export_into_containerd_and_store_commands_use_it() {
     assert!(!store.join("blobs").exists());
     let layers = manifest_layers(&ctd, ns, &digest);
     assert_eq!(layers.len(), 2);
-    let top = layer_listing(&ctd, ns, &layers[1]);
+    let top = ctd.layer_listing(ns, &layers[1]);
     assert!(
         top.contains(&"app/run".to_string()) && !top.contains(&"bin/tool".to_string()),
         "{top:?}"
@@ -275,8 +251,8 @@ fn a_chain_committed_with_ctr_snapshots_exports_by_key() {
     assert!(check_line(&ctd, ns, "built:1").contains("complete (3/3)"));
     let layers = manifest_layers(&ctd, ns, &digest);
     assert_eq!(layers.len(), 2);
-    assert_eq!(layer_listing(&ctd, ns, &layers[0]), ["etc", "etc/motd"]);
-    let top = layer_listing(&ctd, ns, &layers[1]);
+    assert_eq!(ctd.layer_listing(ns, &layers[0]), ["etc", "etc/motd"]);
+    let top = ctd.layer_listing(ns, &layers[1]);
     assert!(
         top.contains(&"app/run".to_string()) && !top.contains(&"etc/motd".to_string()),
         "{top:?}"

@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -469,14 +468,7 @@ async fn a_chain_committed_with_ctr_exports_by_key() {
     assert!(info.contains(layers[1].as_str()), "{info}");
     let mut listings = Vec::new();
     for d in &layers {
-        let blob = tmp_blob(&ctd, ns, d);
-        let out = strata_tests::run(Command::new("tar").arg("-tf").arg(blob.path()));
-        let mut names: Vec<String> = out
-            .lines()
-            .map(|l| l.trim_end_matches('/').to_string())
-            .collect();
-        names.sort();
-        listings.push(names);
+        listings.push(ctd.layer_listing(ns, d));
     }
     assert_eq!(listings[0], ["etc", "etc/motd"]);
     // Layer 2 adds app/run and does not ship layer 1's file again.
@@ -485,19 +477,6 @@ async fn a_chain_committed_with_ctr_exports_by_key() {
             && !listings[1].contains(&"etc/motd".to_string()),
         "{listings:?}"
     );
-}
-
-fn tmp_blob(ctd: &Containerd, ns: &str, digest: &str) -> tempfile::NamedTempFile {
-    let file = tempfile::NamedTempFile::new().expect("temp file");
-    let out = Command::new(strata_tests::tool("ctr"))
-        .arg("--address")
-        .arg(ctd.socket())
-        .args(["-n", ns, "content", "get", digest])
-        .output()
-        .expect("ctr content get");
-    assert!(out.status.success(), "ctr content get {digest} failed");
-    std::fs::write(file.path(), &out.stdout).expect("write blob");
-    file
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -197,13 +197,7 @@ impl ExporterInstance for RegistryInstance {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::options::tests::opts;
 
     #[test]
     fn push_options_are_taken_out() {
