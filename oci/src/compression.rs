@@ -1,0 +1,81 @@
+//! Layer compressions and their media types.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::media_types;
+
+/// How a layer blob is compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// A plain tar.
+    Uncompressed,
+    /// gzip (RFC 1952).
+    Gzip,
+    /// zstd (RFC 8878).
+    Zstd,
+}
+
+impl Compression {
+    /// BuildKit's name for it: `uncompressed`, `gzip`, `zstd`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Uncompressed => "uncompressed",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    /// Parses BuildKit's names; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Compression> {
+        match s {
+            "uncompressed" => Some(Compression::Uncompressed),
+            "gzip" => Some(Compression::Gzip),
+            "zstd" => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+
+    /// The layer media type for this compression, OCI or Docker; `None` where Docker
+    /// schema2 has no type for it (zstd).
+    pub fn layer_media_type(self, oci: bool) -> Option<&'static str> {
+        use media_types::*;
+        Some(match (self, oci) {
+            (Compression::Uncompressed, true) => OCI_LAYER,
+            (Compression::Gzip, true) => OCI_LAYER_GZIP,
+            (Compression::Zstd, true) => OCI_LAYER_ZSTD,
+            (Compression::Uncompressed, false) => DOCKER_LAYER,
+            (Compression::Gzip, false) => DOCKER_LAYER_GZIP,
+            (Compression::Zstd, false) => return None,
+        })
+    }
+
+    /// The compression a layer media type says its blob has; `None` for a media type
+    /// that is not a layer.
+    pub fn from_layer_media_type(media_type: &str) -> Option<Compression> {
+        use media_types::*;
+        match media_type {
+            OCI_LAYER | DOCKER_LAYER => Some(Compression::Uncompressed),
+            OCI_LAYER_GZIP | DOCKER_LAYER_GZIP => Some(Compression::Gzip),
+            OCI_LAYER_ZSTD => Some(Compression::Zstd),
+            "application/vnd.oci.image.layer.nondistributable.v1.tar" => {
+                Some(Compression::Uncompressed)
+            }
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip" => {
+                Some(Compression::Gzip)
+            }
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
+                Some(Compression::Zstd)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
