@@ -38,8 +38,8 @@ pub struct Index {
 pub enum ImageNode {
     /// An index or manifest list; every entry is a manifest or an index.
     Index(Index),
-    /// A manifest.
-    Manifest(Manifest),
+    /// A manifest (boxed: a descriptor is much larger than an index's vector).
+    Manifest(Box<Manifest>),
 }
 
 /// A document that is not the manifest or index its descriptor says it is.
@@ -76,7 +76,7 @@ impl ImageNode {
             Ok(ImageNode::Index(index))
         } else if media_types::is_manifest(&desc.media_type) {
             serde_json::from_slice(bytes)
-                .map(ImageNode::Manifest)
+                .map(|m| ImageNode::Manifest(Box::new(m)))
                 .map_err(|e| bad(format!("not a manifest: {e}")))
         } else {
             Err(bad(format!(

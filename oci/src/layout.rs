@@ -39,9 +39,10 @@ pub fn index_entry(target: &Descriptor, name: &str, ref_name: RefName) -> Descri
     entry
         .annotations
         .insert(annotations::REF_NAME.to_string(), shown.to_string());
-    entry
-        .annotations
-        .insert(annotations::CONTAINERD_IMAGE_NAME.to_string(), name.to_string());
+    entry.annotations.insert(
+        annotations::CONTAINERD_IMAGE_NAME.to_string(),
+        name.to_string(),
+    );
     entry
 }
 
@@ -76,7 +77,10 @@ mod tests {
             "localhost:5000/a/b:v1"
         );
         let untagged = index_entry(&d, "localhost:5000/a/b", RefName::Tag);
-        assert_eq!(untagged.annotations[annotations::REF_NAME], "localhost:5000/a/b");
+        assert_eq!(
+            untagged.annotations[annotations::REF_NAME],
+            "localhost:5000/a/b"
+        );
         let full = index_entry(&d, "a/b:v1", RefName::FullName);
         assert_eq!(full.annotations[annotations::REF_NAME], "a/b:v1");
         assert_eq!(
