@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# README's test command: installs the real tools the tests drive when they are
+# missing (apt-get, as root), then runs every test of the workspace.
+#
+#   scripts/test.sh [cargo test arguments…]
+#
+# The end-to-end tests run skopeo, umoci, containerd (and ctr) and docker-registry
+# (servers start on loopback or a socket in a temp dir and stop by PID); pigz, zstd
+# and attr check layers; gcc builds the C of libdeflate, zstd and SQLite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command → Debian package
+declare -A need=(
+  [skopeo]=skopeo [umoci]=umoci [containerd]=containerd [ctr]=containerd
+  [docker-registry]=docker-registry [pigz]=pigz [zstd]=zstd [getfattr]=attr [gcc]=gcc
+)
+missing=()
+for cmd in "${!need[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "$cmd" >/dev/null 2>&1 \
+    || missing+=("${need[$cmd]}")
+done
+[ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "scripts/test.sh: the tests need: ${missing[*]}" >&2
+    echo "install them (Debian/Ubuntu: sudo apt-get install -y ${missing[*]}) and run again" >&2
+    exit 2
+  fi
+  echo "scripts/test.sh: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q "${missing[@]}" >/dev/null
+fi
+
+exec cargo test --workspace --locked "$@"
