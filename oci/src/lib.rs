@@ -3,7 +3,8 @@
 //! The one place for the OCI image spec in strata: [`Digest`]s (and a streaming
 //! [`Digester`]), [`Descriptor`]s and [`Platform`]s, [`media_types`] and what kind of
 //! document each names, layer [`Compression`]s, canonical JSON for everything that is
-//! hashed ([`to_canonical_vec`]), reading manifests and indexes ([`ImageNode`]),
+//! hashed ([`to_canonical_vec`]), reading manifests and indexes ([`ImageNode`]) and
+//! walking an image's graph ([`walk_image`]),
 //! containerd's GC [`labels`], the [`annotations`] strata writes, and the naming of an
 //! OCI image [`layout`]. Every other crate takes these from here.
 //!
@@ -40,9 +41,11 @@ mod json;
 pub mod labels;
 pub mod layout;
 pub mod media_types;
+mod walk;
 
 pub use compression::Compression;
 pub use descriptor::{Descriptor, Platform};
 pub use digest::{Digest, Digester, InvalidDigest};
 pub use image::{ImageNode, Index, InvalidManifest, Manifest};
 pub use json::to_canonical_vec;
+pub use walk::{walk_image, BlobRole, GraphNode, ImageGraph, WalkError, MAX_INDEX_DEPTH};
