@@ -5,7 +5,8 @@ use std::path::Path;
 
 use indicatif::HumanBytes;
 use serde_json::Value;
-use strata_content::{fsck, media_types, read_blob, Descriptor};
+use strata_content::{fsck, read_blob};
+use strata_oci::{media_types, walk_image, Descriptor, ImageNode, WalkError};
 use strata_snapshotter::{DirectorySnapshotter, Filter, Kind, Snapshotter};
 
 use crate::chain::{self, LABEL_SOURCE_DIR};
@@ -31,7 +32,7 @@ pub async fn images(store: &Store) -> Result<(), CliError> {
         .map_err(|e| CliError::context("listing images", e))?;
     println!("{:<40} {:<8} {:<71} CREATED", "NAME", "TYPE", "DIGEST");
     for img in images {
-        let kind = if is_index(&img.target.media_type) {
+        let kind = if media_types::is_index(&img.target.media_type) {
             "index"
         } else {
             "manifest"
@@ -45,10 +46,6 @@ pub async fn images(store: &Store) -> Result<(), CliError> {
         );
     }
     Ok(())
-}
-
-fn is_index(media_type: &str) -> bool {
-    media_type == media_types::OCI_INDEX || media_type == media_types::DOCKER_MANIFEST_LIST
 }
 
 /// `strata gc`: removes stale snapshot registrations under `store_dir` (trees deleted
@@ -180,11 +177,6 @@ async fn json_blob(store: &Store, desc: &Descriptor) -> Result<Value, CliError> 
         .map_err(|e| CliError::context(format!("{} is not JSON", desc.digest), e))
 }
 
-fn descriptor(v: &Value, what: &str) -> Result<Descriptor, CliError> {
-    serde_json::from_value(v.clone())
-        .map_err(|e| CliError::context(format!("invalid {what} descriptor"), e))
-}
-
 /// `strata inspect REF`: the image record's manifest(s) and config, summarized.
 pub async fn inspect(store: &Store, reference: &str) -> Result<(), CliError> {
     let image = store.images.get_image(reference).await.map_err(|e| {
@@ -200,19 +192,23 @@ pub async fn inspect(store: &Store, reference: &str) -> Result<(), CliError> {
     println!("Name:      {}", image.name);
     println!("Digest:    {}", image.target.digest);
     println!("MediaType: {}", image.target.media_type);
-    let mut manifests = Vec::new();
-    if is_index(&image.target.media_type) {
-        let index = json_blob(store, &image.target).await?;
-        for m in index["manifests"].as_array().into_iter().flatten() {
-            manifests.push(descriptor(m, "manifest")?);
-        }
-    } else {
-        manifests.push(image.target.clone());
-    }
-    for m in manifests {
-        let manifest = json_blob(store, &m).await?;
-        let config_desc = descriptor(&manifest["config"], "config")?;
-        let config = json_blob(store, &config_desc).await?;
+    let graph = walk_image(&image.target, |desc| async move {
+        read_blob(store.content.as_ref(), &desc, MAX_JSON)
+            .await
+            .map_err(|e| CliError::context(format!("reading {}", desc.digest), e))
+    })
+    .await
+    .map_err(|e| match e {
+        WalkError::Fetch(e) => e,
+        WalkError::Invalid(e) => CliError::context(format!("inspecting {reference}"), e),
+    })?;
+    for node in &graph.nodes {
+        let ImageNode::Manifest(manifest) = &node.node else {
+            continue;
+        };
+        let m = &node.descriptor;
+        let config_desc = &manifest.config;
+        let config = json_blob(store, config_desc).await?;
         let platform = match (config["os"].as_str(), config["architecture"].as_str()) {
             (Some(os), Some(arch)) => match config["variant"].as_str() {
                 Some(v) => format!("{os}/{arch}/{v}"),
@@ -247,8 +243,8 @@ pub async fn inspect(store: &Store, reference: &str) -> Result<(), CliError> {
             .flatten()
             .filter(|h| !h["empty_layer"].as_bool().unwrap_or(false))
             .collect();
-        let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
-        let total: u64 = layers.iter().filter_map(|l| l["size"].as_u64()).sum();
+        let layers = &manifest.layers;
+        let total: u64 = layers.iter().map(|l| l.size).sum();
         println!("Layers:    {} ({})", layers.len(), HumanBytes(total));
         for (i, l) in layers.iter().enumerate() {
             let created_by = history
@@ -257,8 +253,8 @@ pub async fn inspect(store: &Store, reference: &str) -> Result<(), CliError> {
                 .unwrap_or("");
             println!(
                 "  {}  {:>10}  {}",
-                l["digest"].as_str().unwrap_or("?"),
-                HumanBytes(l["size"].as_u64().unwrap_or(0)).to_string(),
+                l.digest,
+                HumanBytes(l.size).to_string(),
                 created_by
             );
         }

@@ -67,6 +67,15 @@ pub enum Error {
     },
 }
 
+impl From<strata_oci::InvalidDigest> for Error {
+    fn from(e: strata_oci::InvalidDigest) -> Self {
+        Error::InvalidDigest {
+            input: e.input,
+            reason: e.reason,
+        }
+    }
+}
+
 impl Error {
     /// Wraps an I/O error with a description of what was being done.
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {

@@ -16,7 +16,7 @@ fn desc(bytes: &[u8]) -> Descriptor {
 #[test]
 fn digest_that_is_not_algorithm_hex_is_rejected() {
     for bad in ["sha256-abc", "sha256:zz", "abc"] {
-        match Digest::parse(bad) {
+        match Digest::parse(bad).map_err(Error::from) {
             Err(Error::InvalidDigest { input, .. }) => assert_eq!(input, bad),
             other => panic!("{bad} gave {other:?}"),
         }

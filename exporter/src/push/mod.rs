@@ -35,8 +35,8 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
-use serde::Deserialize;
-use strata_content::{media_types, ContentStore, Descriptor, Digest, ReaderAt};
+use strata_content::{ContentStore, ReaderAt};
+use strata_oci::{media_types, walk_image, BlobRole, Descriptor, Digest, ImageGraph, WalkError};
 
 pub use error::PushError;
 use error::{classify, is_transient};
@@ -130,52 +130,6 @@ struct Session {
     registry: String,
     repository: String,
     progress: Progress,
-}
-
-#[derive(Deserialize)]
-struct IndexDoc {
-    #[serde(default)]
-    manifests: Vec<Descriptor>,
-}
-
-#[derive(Deserialize)]
-struct ManifestDoc {
-    config: Descriptor,
-    #[serde(default)]
-    layers: Vec<Descriptor>,
-}
-
-/// The image under a root, in push order.
-#[derive(Default)]
-struct Graph {
-    /// Layers and configs, each once, with their kind.
-    blobs: BTreeMap<Digest, (Descriptor, BlobKind)>,
-    /// Manifests and indexes, children first, the root last; with their bytes.
-    manifests: Vec<(Descriptor, Bytes)>,
-}
-
-/// What a blob is to the image (for progress and error messages).
-#[derive(Clone, Copy, Debug)]
-enum BlobKind {
-    Layer,
-    Config,
-}
-
-impl std::fmt::Display for BlobKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            BlobKind::Layer => "layer",
-            BlobKind::Config => "config",
-        })
-    }
-}
-
-fn is_index(media_type: &str) -> bool {
-    media_type == media_types::OCI_INDEX || media_type == media_types::DOCKER_MANIFEST_LIST
-}
-
-fn is_manifest(media_type: &str) -> bool {
-    media_type == media_types::OCI_MANIFEST || media_type == media_types::DOCKER_MANIFEST
 }
 
 impl Pusher {
@@ -325,8 +279,13 @@ impl Session {
 
         // Manifests go children first; an index's manifests are independent of each
         // other, the root waits for all of them.
-        let (root_entry, children) = match graph.manifests.split_last() {
-            Some((last, rest)) => (last.clone(), rest.to_vec()),
+        let mut nodes: Vec<(Descriptor, Bytes)> = graph
+            .nodes
+            .into_iter()
+            .map(|n| (n.descriptor, Bytes::from(n.bytes)))
+            .collect();
+        let (root_entry, children) = match nodes.pop() {
+            Some(last) => (last, nodes),
             None => {
                 return Err(PushError::InvalidManifest {
                     digest: root.digest.to_string(),
@@ -364,74 +323,20 @@ impl Session {
     }
 
     /// Reads the manifests under `root` and collects their blobs.
-    async fn walk(&self, root: &Descriptor) -> Result<Graph, PushError> {
-        enum Step {
-            /// Read a manifest or index and schedule its children.
-            Visit(Descriptor, usize),
-            /// All its children are scheduled before it: emit it.
-            Emit(Descriptor, Bytes),
-        }
-        let mut graph = Graph::default();
-        let mut seen = BTreeSet::new();
-        let mut stack = vec![Step::Visit(root.clone(), 0)];
-        while let Some(step) = stack.pop() {
-            let (desc, depth) = match step {
-                Step::Emit(desc, bytes) => {
-                    graph.manifests.push((desc, bytes));
-                    continue;
-                }
-                Step::Visit(desc, depth) => (desc, depth),
-            };
-            if !seen.insert(desc.digest.clone()) {
-                continue;
-            }
-            let bad = |reason: String| PushError::InvalidManifest {
-                digest: desc.digest.to_string(),
-                reason,
-            };
-            if depth > 8 {
-                return Err(bad("indexes nested more than 8 deep".into()));
-            }
-            let bytes = self.read_small(&desc).await?;
-            if is_index(&desc.media_type) {
-                let doc: IndexDoc = serde_json::from_slice(&bytes)
-                    .map_err(|e| bad(format!("not an index: {e}")))?;
-                stack.push(Step::Emit(desc.clone(), bytes));
-                for child in doc.manifests.into_iter().rev() {
-                    if !is_index(&child.media_type) && !is_manifest(&child.media_type) {
-                        return Err(bad(format!(
-                            "entry {} has media type {:?}, not a manifest or index",
-                            child.digest, child.media_type
-                        )));
-                    }
-                    stack.push(Step::Visit(child, depth + 1));
-                }
-            } else if is_manifest(&desc.media_type) {
-                let doc: ManifestDoc = serde_json::from_slice(&bytes)
-                    .map_err(|e| bad(format!("not a manifest: {e}")))?;
-                graph
-                    .blobs
-                    .entry(doc.config.digest.clone())
-                    .or_insert((doc.config, BlobKind::Config));
-                for layer in doc.layers {
-                    graph
-                        .blobs
-                        .entry(layer.digest.clone())
-                        .or_insert((layer, BlobKind::Layer));
-                }
-                graph.manifests.push((desc, bytes));
-            } else {
-                return Err(bad(format!(
-                    "media type {:?} is not a manifest or index",
-                    desc.media_type
-                )));
-            }
-        }
-        Ok(graph)
+    async fn walk(&self, root: &Descriptor) -> Result<ImageGraph, PushError> {
+        walk_image(root, |desc| async move { self.read_small(&desc).await })
+            .await
+            .map_err(|e| match e {
+                WalkError::Fetch(e) => e,
+                WalkError::Invalid(e) => PushError::InvalidManifest {
+                    digest: e.digest.to_string(),
+                    reason: e.reason,
+                },
+            })
     }
 
     /// Reads a manifest or index (at most [`MAX_MANIFEST`] bytes) from the store.
-    async fn read_small(&self, desc: &Descriptor) -> Result<Bytes, PushError> {
+    async fn read_small(&self, desc: &Descriptor) -> Result<Vec<u8>, PushError> {
         let digest = desc.digest.to_string();
         if desc.size > MAX_MANIFEST {
             return Err(PushError::InvalidManifest {
@@ -471,7 +376,7 @@ impl Session {
                 reason: "the stored bytes do not match the digest".into(),
             });
         }
-        Ok(Bytes::from(buf))
+        Ok(buf)
     }
 
     async fn push_manifest(
@@ -480,7 +385,7 @@ impl Session {
         desc: &Descriptor,
         bytes: Bytes,
     ) -> Result<(), PushError> {
-        let kind = if is_index(&desc.media_type) {
+        let kind = if media_types::is_index(&desc.media_type) {
             "index"
         } else {
             "manifest"
@@ -566,7 +471,7 @@ impl Session {
         }
     }
 
-    async fn push_blob(&self, desc: &Descriptor, kind: BlobKind) -> Result<BlobOutcome, PushError> {
+    async fn push_blob(&self, desc: &Descriptor, kind: BlobRole) -> Result<BlobOutcome, PushError> {
         let digest = desc.digest.to_string();
         let exists = self
             .retrying(&format!("checking {kind} {digest}"), || {
