@@ -21,10 +21,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use strata_cache::{DirectoryChain, ImmutableRef, LayerDir};
 use strata_content::{Compression, ContentStore, LocalStore};
 use strata_differ::{CompareOptions, Comparer, WalkingDiffer};
 use strata_exporter::{ExportContext, Exporter, OciExporter, Progress, Source};
-use strata_snapshotter::{DirectorySnapshotter, ImmutableRef, Labels, Mount, Snapshotter};
+use strata_snapshotter::{DirectorySnapshotter, Mount, Snapshotter};
 
 use crate::{ensure_ctddiff, ensure_rootfs, run_measured, shell_quote, BoxError, PeerResult};
 
@@ -106,41 +107,40 @@ pub struct ExportTimes {
     pub digest: String,
 }
 
-/// Registers `trees` (base first) in `snapshots`; returns the top ref.
+/// Reads and names `trees` (base first) as the CLI does. Done once, untimed: the
+/// fingerprint walk is part of the CLI rows, the library rows time the export.
+async fn read_chain(trees: &[PathBuf]) -> Result<DirectoryChain, BoxError> {
+    let layers: Vec<LayerDir> = trees
+        .iter()
+        .map(|tree| LayerDir {
+            dir: tree.clone(),
+            description: String::new(),
+        })
+        .collect();
+    Ok(DirectoryChain::read(&layers).await?)
+}
+
+/// Registers `chain` in `snapshotter` (or finds it, warm); returns the top ref.
 async fn register_chain(
     snapshotter: &DirectorySnapshotter,
-    trees: &[PathBuf],
+    chain: &DirectoryChain,
 ) -> Result<ImmutableRef, BoxError> {
-    let mut parent: Option<String> = None;
-    for (i, tree) in trees.iter().enumerate() {
-        // One name per (position, directory): the bench's trees never change.
-        let name = format!("layer{i}-{}", tree.display().to_string().replace('/', "_"));
-        match snapshotter.stat(&name).await {
-            Ok(_) => {}
-            Err(e) if e.is_not_found() => {
-                snapshotter
-                    .register(&name, parent.as_deref(), tree, Labels::new())
-                    .await?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-        parent = Some(name);
-    }
+    let names = chain.register(snapshotter).await?;
+    let top = names.last().ok_or("no trees")?;
     let arc: Arc<dyn Snapshotter> = Arc::new(snapshotter.clone());
-    let name = parent.ok_or("no trees")?;
-    Ok(ImmutableRef::load(arc, &name).await?)
+    Ok(ImmutableRef::load(arc, top).await?)
 }
 
 async fn export_once(
     store: &Arc<LocalStore>,
     snapshotter: &DirectorySnapshotter,
-    trees: &[PathBuf],
+    chain: &DirectoryChain,
     dest: &Path,
     compression: &str,
     jobs: usize,
 ) -> Result<(f64, String), BoxError> {
     let start = Instant::now();
-    let top = register_chain(snapshotter, trees).await?;
+    let top = register_chain(snapshotter, chain).await?;
     let ctx = ExportContext::new(
         store.clone(),
         store.clone(),
@@ -196,7 +196,8 @@ pub fn measure_export(
         fs::create_dir_all(scratch)?;
         let store = Arc::new(LocalStore::open(scratch.join("store")).await?);
         let snapshotter = DirectorySnapshotter::open(scratch.join("snapshots"))?;
-        let three = &trees[..3];
+        let three = &read_chain(&trees[..3]).await?;
+        let four = &read_chain(trees).await?;
         let d1 = scratch.join("out-cold");
         let (cold, digest) =
             export_once(&store, &snapshotter, three, &d1, compression, jobs).await?;
@@ -222,7 +223,7 @@ pub fn measure_export(
         let (change, _) = export_once(
             &store,
             &snapshotter,
-            trees,
+            four,
             &scratch.join("out-change"),
             compression,
             jobs,

@@ -11,18 +11,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use strata_cache::{DirectoryChain, DirectoryError, ImmutableRef, LayerDir};
 use strata_content::MemoryStore;
 use strata_differ::WalkingDiffer;
 use strata_exporter::{
     DockerExporter, ExportContext, Exporter, ExporterInstance, ImageExporter, OciExporter,
     Progress, RegistryExporter, Source, WriterFactory, RESPONSE_DESCRIPTOR, RESPONSE_IMAGE_DIGEST,
 };
-use strata_snapshotter::{ContainerdSnapshotter, DirectorySnapshotter, ImmutableRef, Snapshotter};
+use strata_snapshotter::{ContainerdSnapshotter, DirectorySnapshotter, Snapshotter};
 
-use crate::chain;
 use crate::error::CliError;
 use crate::output::{parse_output, OutputKind, OutputSpec};
-use crate::plan::{self, Plan};
+use crate::plan::{self, LayerPlan, Plan};
 use crate::render::{render, ProgressMode};
 use crate::store::{self, Store, StoreLocation};
 
@@ -206,25 +206,7 @@ pub async fn run(
             plan.platforms.len()
         )));
     }
-    let mut fingerprints: Vec<Vec<String>> = Vec::new();
-    for p in &plan.platforms {
-        let tasks: Vec<_> = p
-            .layers
-            .iter()
-            .map(|l| {
-                let (dir, shown) = (l.dir.clone(), l.shown.clone());
-                tokio::task::spawn_blocking(move || chain::fingerprint(&dir, &shown))
-            })
-            .collect();
-        let mut fps = Vec::new();
-        for t in tasks {
-            fps.push(
-                t.await
-                    .map_err(|e| CliError::context("reading layers", e))??,
-            );
-        }
-        fingerprints.push(fps);
-    }
+    let chains = read_layers(&plan).await?;
 
     // 2. The store and the snapshot chains.
     let store = store::open(location, true).await?;
@@ -234,7 +216,7 @@ pub async fn run(
         let top = containerd_chain(&store, &args.snapshotter, key, &mut layer_names).await?;
         tops.push(Some(top));
     } else {
-        directory_chains(store_dir, &plan, &fingerprints, &mut layer_names, &mut tops).await?;
+        directory_chains(store_dir, &plan, &chains, &mut layer_names, &mut tops).await?;
     }
 
     let source = if plan.multi {
@@ -309,12 +291,50 @@ pub async fn run(
     Ok(())
 }
 
+/// Reads (fingerprints) every platform's `--layer` directories, all platforms at once;
+/// errors name the first layer, in plan order, that could not be read.
+async fn read_layers(plan: &Plan) -> Result<Vec<DirectoryChain>, CliError> {
+    let reads = plan.platforms.iter().map(|p| async {
+        let layers: Vec<LayerDir> = p
+            .layers
+            .iter()
+            .map(|l| LayerDir {
+                dir: l.dir.clone(),
+                description: l.description.clone(),
+            })
+            .collect();
+        DirectoryChain::read(&layers)
+            .await
+            .map_err(|e| layer_error(&p.layers, e))
+    });
+    futures::future::join_all(reads).await.into_iter().collect()
+}
+
+/// `error` of one of `layers`, named as the user named the layer.
+fn layer_error(layers: &[LayerPlan], error: DirectoryError) -> CliError {
+    let dir = error.dir().map(Path::to_path_buf).unwrap_or_default();
+    let shown = layers
+        .iter()
+        .find(|l| l.dir == dir)
+        .map_or_else(|| dir.display().to_string(), |l| l.shown.clone());
+    match error {
+        DirectoryError::Read { path, source, .. } => CliError::context(
+            format!("reading layer {shown}"),
+            format!("{}: {source}", path.display()),
+        ),
+        DirectoryError::Register { source, .. } => {
+            CliError::context(format!("registering layer {shown}"), source)
+        }
+        other => CliError::context("registering layers", other),
+    }
+}
+
 /// Registers (or finds) each platform's `--layer` directories as a snapshot chain in
 /// the directory snapshotter under `store_dir`; pushes each chain's top.
 async fn directory_chains(
     store_dir: &Path,
     plan: &Plan,
-    fingerprints: &[Vec<String>],
+    chains: &[DirectoryChain],
     layer_names: &mut BTreeMap<String, String>,
     tops: &mut Vec<Option<ImmutableRef>>,
 ) -> Result<(), CliError> {
@@ -322,8 +342,11 @@ async fn directory_chains(
         CliError::context(format!("opening snapshots of {}", store_dir.display()), e)
     })?;
     let snapshotter: Arc<dyn Snapshotter> = Arc::new(snapshots.clone());
-    for (p, fps) in plan.platforms.iter().zip(fingerprints) {
-        let names = chain::register(&snapshots, &p.layers, fps).await?;
+    for (p, chain) in plan.platforms.iter().zip(chains) {
+        let names = chain
+            .register(&snapshots)
+            .await
+            .map_err(|e| layer_error(&p.layers, e))?;
         for (name, l) in names.iter().zip(&p.layers) {
             layer_names
                 .entry(name.clone())
@@ -406,4 +429,31 @@ fn write_metadata(file: &Path, response: &BTreeMap<String, String>) -> Result<()
         .map_err(|e| CliError::context("encoding the metadata file", e))?;
     std::fs::write(file, text + "\n")
         .map_err(|e| CliError::context(format!("writing metadata file {}", file.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreadable_layer_is_an_error_naming_it() {
+        let layer = LayerPlan {
+            shown: "my-layer".to_string(),
+            dir: PathBuf::from("/nonexistent/layer"),
+            description: String::new(),
+        };
+        let read = [LayerDir {
+            dir: layer.dir.clone(),
+            description: String::new(),
+        }];
+        let err = match DirectoryChain::read(&read).await {
+            Err(e) => layer_error(&[layer], e),
+            Ok(_) => panic!("a missing layer directory was read"),
+        };
+        let msg = err.to_string();
+        assert!(
+            msg.contains("my-layer") && msg.contains("/nonexistent/layer"),
+            "{msg}"
+        );
+    }
 }

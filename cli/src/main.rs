@@ -6,10 +6,8 @@
 //! Exit codes: 0 success; 1 failure, with one line on stderr naming what failed
 //! (`--debug` or `RUST_LOG` show more through `tracing`); 2 usage errors.
 
-mod chain;
 mod error;
 mod export;
-mod fingerprint;
 mod output;
 mod plan;
 mod render;

@@ -5,11 +5,11 @@ use std::path::Path;
 
 use indicatif::HumanBytes;
 use serde_json::Value;
+use strata_cache::{prune_stale_registrations, DirectoryError};
 use strata_content::{fsck, read_blob};
 use strata_oci::{media_types, walk_image, Descriptor, ImageNode, WalkError};
-use strata_snapshotter::{DirectorySnapshotter, Filter, Kind, Snapshotter};
+use strata_snapshotter::DirectorySnapshotter;
 
-use crate::chain::{self, LABEL_SOURCE_DIR};
 use crate::error::CliError;
 use crate::export::snapshots_dir;
 use crate::store::Store;
@@ -57,7 +57,13 @@ pub async fn gc(store: &Store, store_dir: &Path) -> Result<(), CliError> {
     let removed_snapshots = if store.containerd.is_none() || dir.is_dir() {
         let snapshots = DirectorySnapshotter::open(dir)
             .map_err(|e| CliError::context("opening snapshots", e))?;
-        prune_snapshots(&snapshots).await?
+        prune_stale_registrations(&snapshots)
+            .await
+            .map_err(|e| match e {
+                DirectoryError::Prune { source } => CliError::context("pruning snapshots", source),
+                other => CliError::context("pruning snapshots", other),
+            })?
+            .removed()
     } else {
         0
     };
@@ -74,79 +80,6 @@ pub async fn gc(store: &Store, store_dir: &Path) -> Result<(), CliError> {
         removed_snapshots
     );
     Ok(())
-}
-
-/// Removes views, then (children first) registrations whose tree is gone or changed.
-async fn prune_snapshots(snapshots: &DirectorySnapshotter) -> Result<usize, CliError> {
-    let fail = |e: strata_snapshotter::Error| CliError::context("pruning snapshots", e);
-    let mut removed = 0;
-    for view in snapshots
-        .walk(&Filter::Kind(Kind::View))
-        .await
-        .map_err(fail)?
-    {
-        snapshots.remove(&view.name).await.map_err(fail)?;
-        removed += 1;
-    }
-    let committed = snapshots
-        .walk(&Filter::Kind(Kind::Committed))
-        .await
-        .map_err(fail)?;
-    let mut stale = std::collections::BTreeSet::new();
-    for info in &committed {
-        let Some(dir) = info.labels.get(LABEL_SOURCE_DIR) else {
-            continue;
-        };
-        let dir = std::path::PathBuf::from(dir);
-        let fresh = if dir.is_dir() {
-            let d = dir.clone();
-            let fp = tokio::task::spawn_blocking(move || chain::fingerprint(&d, "")).await;
-            let layer = crate::plan::LayerPlan {
-                shown: String::new(),
-                dir,
-                description: String::new(),
-            };
-            matches!(fp, Ok(Ok(fp)) if chain::snapshot_name(info.parent.as_deref(), &layer, &fp) == info.name)
-        } else {
-            false
-        };
-        if !fresh {
-            stale.insert(info.name.clone());
-        }
-    }
-    // A registration on a stale parent is stale too.
-    loop {
-        let before = stale.len();
-        for info in &committed {
-            if info.parent.as_ref().is_some_and(|p| stale.contains(p)) {
-                stale.insert(info.name.clone());
-            }
-        }
-        if stale.len() == before {
-            break;
-        }
-    }
-    // Children before parents.
-    while !stale.is_empty() {
-        let leaves: Vec<String> = stale
-            .iter()
-            .filter(|n| {
-                !committed
-                    .iter()
-                    .any(|c| c.parent.as_ref() == Some(*n) && stale.contains(&c.name))
-            })
-            .cloned()
-            .collect();
-        if leaves.is_empty() {
-            break;
-        }
-        for name in leaves {
-            snapshots.remove(&name).await.map_err(fail)?;
-            stale.remove(&name);
-            removed += 1;
-        }
-    }
-    Ok(removed)
 }
 
 /// `strata fsck`: verifies every blob; exit 1 naming the count of bad blobs.

@@ -20,7 +20,7 @@
 //! use std::collections::BTreeMap;
 //! use futures::StreamExt;
 //! use strata_exporter::{ExportContext, Exporter, OciExporter, Progress, Source};
-//! use strata_snapshotter::ImmutableRef;
+//! use strata_cache::ImmutableRef;
 //!
 //! async fn export(ctx: ExportContext, top: ImmutableRef) -> strata_exporter::Result<()> {
 //!     let options: BTreeMap<String, String> = [

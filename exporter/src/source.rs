@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use strata_cache::ImmutableRef;
 use strata_content::Platform;
-use strata_snapshotter::ImmutableRef;
 
 use crate::error::{Error, Result};
 

@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::try_join_all;
 use serde_json::{Map, Value};
+use strata_cache::{BlobInfo, BlobKey, ImmutableRef};
 use strata_content::{
     Compression, ContentStore, Descriptor, Digest, Info, LeaseManager, LeaseResource, Platform,
     WriterOptions,
 };
 use strata_differ::{CompareOptions, LayerBlob, ProgressFn};
-use strata_snapshotter::{BlobInfo, BlobKey, ImmutableRef};
 use tokio::sync::{OnceCell, Semaphore};
 use tracing::Instrument;
 

@@ -1,7 +1,7 @@
 //! # strata-snapshotter
 //!
-//! Snapshotters with containerd's semantics and [`ImmutableRef`], the handle the
-//! exporter reads build results through.
+//! Snapshotters with containerd's semantics. The handles the exporter reads build
+//! results through (`ImmutableRef`) live one crate up, in `strata-cache`.
 //!
 //! A [`Snapshotter`] keeps a tree of snapshots: *committed* ones are immutable and can
 //! be parents; *active* ones ([`Snapshotter::prepare`]) are writable trees on top of a
@@ -26,8 +26,7 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use std::sync::Arc;
-//! use strata_snapshotter::{DirectorySnapshotter, ImmutableRef, Labels, TempMount};
+//! use strata_snapshotter::{DirectorySnapshotter, Labels, Snapshotter, TempMount};
 //!
 //! let tmp = tempfile::tempdir()?;
 //! let (base, top) = (tmp.path().join("base"), tmp.path().join("top"));
@@ -38,15 +37,15 @@
 //! std::fs::write(top.join("world"), "!")?;
 //!
 //! let snapshots = DirectorySnapshotter::open(tmp.path().join("meta"))?;
-//! let describe = |d: &str| Labels::from([("strata.io/description".into(), d.into())]);
-//! snapshots.register("base", None, &base, describe("COPY hello")).await?;
-//! snapshots.register("top", Some("base"), &top, describe("COPY world")).await?;
+//! snapshots.register("base", None, &base, Labels::new()).await?;
+//! snapshots.register("top", Some("base"), &top, Labels::new()).await?;
 //!
-//! let top_ref = ImmutableRef::load(Arc::new(snapshots), "top").await?;
-//! assert_eq!(top_ref.description(), "COPY world");
-//! assert_eq!(top_ref.parent().map(|p| p.id()), Some("base"));
-//! let tree = TempMount::mount(&top_ref.mounts().await?)?;
+//! assert_eq!(snapshots.stat("top").await?.parent.as_deref(), Some("base"));
+//! let mounts = snapshots.view("top-view", Some("top"), Labels::new()).await?;
+//! let tree = TempMount::mount(&mounts)?;
 //! assert!(tree.path().join("world").exists());
+//! drop(tree);
+//! snapshots.remove("top-view").await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -58,10 +57,10 @@ pub mod backend;
 pub mod conformance;
 pub mod error;
 mod fsutil;
-pub mod immutable_ref;
 mod metadata;
 pub mod mount;
 pub mod snapshotter;
+mod unique;
 
 #[cfg(feature = "containerd")]
 pub use backend::containerd::ContainerdSnapshotter;
@@ -69,6 +68,6 @@ pub use backend::directory::DirectorySnapshotter;
 pub use backend::native::NativeSnapshotter;
 pub use backend::overlay::OverlaySnapshotter;
 pub use error::{Error, Result};
-pub use immutable_ref::{BlobInfo, BlobKey, ImmutableRef};
 pub use mount::{Mount, MountLayout, TempMount};
 pub use snapshotter::{Filter, Info, Kind, Labels, Snapshotter, Usage};
+pub use unique::{left_by_dead_process, unique_suffix};

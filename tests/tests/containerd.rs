@@ -15,6 +15,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use strata_cache::ImmutableRef;
 use strata_content::{
     media_types, write_blob, ContainerdConnection, ContainerdStore, ContentStore, Descriptor,
     Digest, Error, GarbageCollector, ImageStore, Labels, LeaseManager,
@@ -24,8 +25,7 @@ use strata_exporter::{
     ExportContext, Exporter, ImageExporter, Progress, Source, RESPONSE_IMAGE_DIGEST,
 };
 use strata_snapshotter::{
-    ContainerdSnapshotter, DirectorySnapshotter, ImmutableRef, OverlaySnapshotter, Snapshotter,
-    TempMount,
+    ContainerdSnapshotter, DirectorySnapshotter, OverlaySnapshotter, Snapshotter, TempMount,
 };
 use strata_tests::servers::Containerd;
 

@@ -22,13 +22,14 @@ use std::time::Duration;
 use base64::Engine as _;
 use futures::StreamExt;
 use serde_json::Value;
+use strata_cache::ImmutableRef;
 use strata_content::{media_types, ImageStore, LocalStore, Platform};
 use strata_differ::WalkingDiffer;
 use strata_exporter::{
     Error, ExportContext, Exporter, ImageExporter, Progress, ProgressEvent, PushError, PushOptions,
     RegistryExporter, Source, RESPONSE_IMAGE_DIGEST,
 };
-use strata_snapshotter::{DirectorySnapshotter, ImmutableRef, Labels, Snapshotter};
+use strata_snapshotter::{DirectorySnapshotter, Labels, Snapshotter};
 use strata_tests::servers::Registry;
 use strata_tests::tree::{assert_same_tree, Compare};
 use strata_tests::{run, tool};

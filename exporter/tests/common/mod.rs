@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use strata_cache::ImmutableRef;
 use strata_content::LocalStore;
 use strata_differ::{CompareOptions, Comparer, LayerBlob, WalkingDiffer};
 use strata_exporter::ExportContext;
-use strata_snapshotter::{DirectorySnapshotter, ImmutableRef, Labels, Mount, Snapshotter};
+use strata_snapshotter::{DirectorySnapshotter, Labels, Mount, Snapshotter};
 
 /// A comparer that counts the diffs it computes.
 pub struct CountingComparer {
@@ -104,7 +105,7 @@ impl Fixture {
         }
         let mut labels = Labels::new();
         labels.insert(
-            strata_snapshotter::immutable_ref::LABEL_DESCRIPTION.to_string(),
+            strata_cache::LABEL_DESCRIPTION.to_string(),
             description.to_string(),
         );
         self.snapshotter

@@ -24,6 +24,7 @@ use crate::fsutil;
 use crate::metadata::{self, Metadata, Record};
 use crate::mount::Mount;
 use crate::snapshotter::{Filter, Info, Kind, Labels, Snapshotter, Usage};
+use crate::unique::{left_by_dead_process, unique_suffix};
 
 /// What every backend holds: its root and its metadata.
 pub(crate) struct Core {
@@ -40,21 +41,6 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::io("snapshotter worker task", std::io::Error::other(e)))?
-}
-
-fn unique_suffix() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::{SystemTime, UNIX_EPOCH};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        "{}-{nanos}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 impl Core {
@@ -94,14 +80,7 @@ impl Core {
             let stale = if name.starts_with("rm-") {
                 true
             } else if let Some(rest) = name.strip_prefix("new-") {
-                let pid = rest.split('-').next().and_then(|p| p.parse::<i32>().ok());
-                match pid {
-                    Some(pid) => {
-                        pid != std::process::id() as i32
-                            && !Path::new(&format!("/proc/{pid}")).exists()
-                    }
-                    None => false,
-                }
+                left_by_dead_process(rest)
             } else {
                 false
             };

@@ -4,12 +4,9 @@ use std::fs;
 use std::sync::Arc;
 use std::time::Duration;
 
+use strata_cache::{BlobInfo, BlobKey, ImmutableRef, LABEL_DESCRIPTION};
 use strata_content::{Compression, Digest};
-use strata_snapshotter::immutable_ref::LABEL_DESCRIPTION;
-use strata_snapshotter::{
-    BlobInfo, BlobKey, Error, Filter, ImmutableRef, Kind, Labels, NativeSnapshotter, Snapshotter,
-    TempMount,
-};
+use strata_snapshotter::{Error, Filter, Kind, Labels, NativeSnapshotter, Snapshotter, TempMount};
 
 async fn layer(s: &dyn Snapshotter, name: &str, parent: Option<&str>, file: &str, desc: &str) {
     let key = format!("{name}-active");

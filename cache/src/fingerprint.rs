@@ -1,4 +1,4 @@
-//! The fingerprint of a `--layer` tree: a SHA-256 over the metadata of every entry
+//! The fingerprint of a layer directory: a SHA-256 over the metadata of every entry
 //! (path, type, mode, owner, size, device, link count, mtime, ctime, link target), in
 //! a fixed order. Any change to a file's bytes or metadata changes its ctime, so an
 //! unchanged fingerprint means an unchanged tree; it costs one `lstat` per entry.
@@ -19,7 +19,7 @@ use std::path::Path;
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat};
 use strata_content::Digester;
 
-use crate::error::CliError;
+use crate::error::DirectoryError;
 
 /// One directory being walked: its descriptor and its entries, sorted by name.
 struct Frame {
@@ -29,19 +29,19 @@ struct Frame {
     entries: std::vec::IntoIter<(CString, Stat)>,
 }
 
-/// A fingerprint of the metadata of every entry under `dir` (blocking). Errors name
-/// the layer as `shown` and the entry at fault.
-pub fn fingerprint(dir: &Path, shown: &str) -> Result<String, CliError> {
-    let fail = |rel: &[u8], e: rustix::io::Errno| {
-        let path = if rel.is_empty() {
+/// A fingerprint of the metadata of every entry under `dir` (path, type, mode, owner,
+/// size, device, link count, mtime, ctime, link target): equal fingerprints mean an
+/// unchanged tree, as any change to an entry updates its ctime. Blocking: one `lstat`
+/// per entry. Errors name `dir` and the entry at fault.
+pub fn fingerprint(dir: &Path) -> Result<String, DirectoryError> {
+    let fail = |rel: &[u8], e: rustix::io::Errno| DirectoryError::Read {
+        dir: dir.to_path_buf(),
+        path: if rel.is_empty() {
             dir.to_path_buf()
         } else {
             dir.join(OsStr::from_bytes(rel))
-        };
-        CliError::context(
-            format!("reading layer {shown}"),
-            format!("{}: {}", path.display(), std::io::Error::from(e)),
-        )
+        },
+        source: std::io::Error::from(e),
     };
     let mut d = Digester::new();
     // The root as it is (a symlink is hashed as one), then what it leads to.
@@ -224,19 +224,16 @@ mod tests {
     #[test]
     fn equals_the_walkdir_fingerprint_so_existing_snapshot_names_stay_valid() {
         let t = tree();
-        assert_eq!(fingerprint(t.path(), "t").unwrap(), reference(t.path()));
+        assert_eq!(fingerprint(t.path()).unwrap(), reference(t.path()));
         let empty = tempfile::tempdir().unwrap();
-        assert_eq!(
-            fingerprint(empty.path(), "e").unwrap(),
-            reference(empty.path())
-        );
+        assert_eq!(fingerprint(empty.path()).unwrap(), reference(empty.path()));
     }
 
     #[test]
     fn any_change_gives_another_fingerprint() {
         let t = tree();
         let r = t.path();
-        let mut seen = vec![fingerprint(r, "t").unwrap()];
+        let mut seen = vec![fingerprint(r).unwrap()];
         let changes: Vec<Box<dyn Fn()>> = vec![
             // Same size, same name: only the bytes (and so the ctime) change.
             Box::new(|| std::fs::write(r.join("usr/lib/x/deep/er/file"), "DEEP").unwrap()),
@@ -257,21 +254,22 @@ mod tests {
             // ctime granularity: make sure the clock moved.
             std::thread::sleep(std::time::Duration::from_millis(10));
             change();
-            let fp = fingerprint(r, "t").unwrap();
+            let fp = fingerprint(r).unwrap();
             assert_eq!(fp, reference(r));
             assert!(!seen.contains(&fp), "a change went unnoticed");
             seen.push(fp);
         }
-        assert_eq!(fingerprint(r, "t").unwrap(), seen[seen.len() - 1], "stable");
+        assert_eq!(fingerprint(r).unwrap(), seen[seen.len() - 1], "stable");
     }
 
     #[test]
     fn an_unreadable_layer_is_an_error_naming_it() {
-        let err = fingerprint(Path::new("/nonexistent/layer"), "my-layer").unwrap_err();
+        let err = fingerprint(Path::new("/nonexistent/layer")).unwrap_err();
         let msg = err.to_string();
+        assert!(msg.contains("/nonexistent/layer"), "{msg}");
         assert!(
-            msg.contains("my-layer") && msg.contains("/nonexistent/layer"),
-            "{msg}"
+            matches!(&err, DirectoryError::Read { dir, .. } if dir == Path::new("/nonexistent/layer")),
+            "{err:?}"
         );
     }
 }

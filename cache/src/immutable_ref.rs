@@ -5,50 +5,16 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
-use strata_content::{Compression, Digest};
+use strata_snapshotter::{
+    left_by_dead_process, unique_suffix, Error, Filter, Info, Kind, Labels, Mount, Result,
+    Snapshotter,
+};
 use tokio::sync::OnceCell;
 
-use crate::error::{Error, Result};
-use crate::mount::Mount;
-use crate::snapshotter::{Kind, Labels, Snapshotter};
+use crate::blob::{parse_blob_labels, BlobInfo, BlobKey};
 
 /// Label holding a snapshot's description (history `created_by`).
 pub const LABEL_DESCRIPTION: &str = "strata.io/description";
-/// Prefix of the labels holding a snapshot's computed blobs, one per [`BlobKey`].
-pub const LABEL_BLOB_PREFIX: &str = "strata.io/blob.";
-
-/// Which variant of a layer blob: its compression, and the `source_date_epoch` its
-/// mtimes were clamped to (a clamped layer is a different blob).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct BlobKey {
-    /// The blob's compression.
-    pub compression: Compression,
-    /// The epoch (seconds) mtimes were clamped to, if any.
-    pub source_date_epoch: Option<i64>,
-}
-
-impl BlobKey {
-    fn label(&self) -> String {
-        match self.source_date_epoch {
-            None => format!("{LABEL_BLOB_PREFIX}{}", self.compression),
-            Some(e) => format!("{LABEL_BLOB_PREFIX}{}.epoch-{e}", self.compression),
-        }
-    }
-}
-
-/// The layer blob computed for a snapshot (its diff against its parent).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlobInfo {
-    /// Digest of the uncompressed layer tar.
-    pub diff_id: Digest,
-    /// Digest of the (compressed) blob in the content store.
-    pub digest: Digest,
-    /// The blob's media type (OCI form).
-    pub media_type: String,
-    /// The blob's size in bytes.
-    pub size: u64,
-}
 
 /// A handle on a committed snapshot: its id, parent chain, description, creation
 /// time, read-only mounts, and the blob infos computed for it.
@@ -57,6 +23,9 @@ pub struct BlobInfo {
 /// read-only view of the snapshot; while it exists the snapshotter refuses to remove
 /// the snapshot (it has a child). Dropping the last handle removes that view — never
 /// the committed snapshot itself, unless [`ImmutableRef::remove`] asks for it.
+///
+/// Its operations are snapshotter operations and fail with the snapshotter's errors,
+/// naming the snapshot.
 #[derive(Clone)]
 pub struct ImmutableRef {
     inner: Arc<Inner>,
@@ -92,10 +61,7 @@ impl ImmutableRef {
         let mut infos = Vec::new();
         let mut next = Some(name.to_string());
         while let Some(key) = next {
-            if infos
-                .iter()
-                .any(|i: &crate::snapshotter::Info| i.name == key)
-            {
+            if infos.iter().any(|i: &Info| i.name == key) {
                 return Err(Error::Metadata(format!(
                     "the parent chain of {name:?} loops at {key:?}"
                 )));
@@ -272,36 +238,6 @@ impl Drop for Inner {
     }
 }
 
-fn parse_blob_labels(labels: &Labels) -> BTreeMap<BlobKey, BlobInfo> {
-    let mut out = BTreeMap::new();
-    for (k, v) in labels.range(LABEL_BLOB_PREFIX.to_string()..) {
-        let Some(rest) = k.strip_prefix(LABEL_BLOB_PREFIX) else {
-            break;
-        };
-        let (comp, epoch) = match rest.split_once(".epoch-") {
-            Some((c, e)) => match e.parse::<i64>() {
-                Ok(e) => (c, Some(e)),
-                Err(_) => continue,
-            },
-            None => (rest, None),
-        };
-        let (Some(compression), Ok(info)) = (
-            Compression::parse(comp),
-            serde_json::from_str::<BlobInfo>(v),
-        ) else {
-            continue;
-        };
-        out.insert(
-            BlobKey {
-                compression,
-                source_date_epoch: epoch,
-            },
-            info,
-        );
-    }
-    out
-}
-
 /// Prefix of the keys of the views refs create.
 const VIEW_PREFIX: &str = "strata-view/";
 
@@ -309,10 +245,7 @@ const VIEW_PREFIX: &str = "strata-view/";
 /// releasing them (their keys carry the creating pid: `strata-view/<id>/<pid>-…`), so
 /// their snapshots can be removed again. Best effort: failures are only logged.
 async fn prune_dead_views(snapshotter: &dyn Snapshotter) {
-    let views = match snapshotter
-        .walk(&crate::snapshotter::Filter::Kind(Kind::View))
-        .await
-    {
+    let views = match snapshotter.walk(&Filter::Kind(Kind::View)).await {
         Ok(v) => v,
         Err(e) => {
             tracing::debug!(error = %e, "listing views to prune");
@@ -323,32 +256,13 @@ async fn prune_dead_views(snapshotter: &dyn Snapshotter) {
         let Some(rest) = view.name.strip_prefix(VIEW_PREFIX) else {
             continue;
         };
-        let pid = rest
-            .rsplit('/')
-            .next()
-            .and_then(|suffix| suffix.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok());
-        let Some(pid) = pid else { continue };
-        let alive =
-            pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists();
-        if !alive {
+        let Some(suffix) = rest.rsplit('/').next() else {
+            continue;
+        };
+        if left_by_dead_process(suffix) {
             if let Err(e) = snapshotter.remove(&view.name).await {
                 tracing::debug!(view = %view.name, error = %e, "pruning a stale ref view");
             }
         }
     }
-}
-
-fn unique_suffix() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        "{}-{nanos}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }
