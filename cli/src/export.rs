@@ -72,6 +72,7 @@ fn exporter(kind: OutputKind, ctx: ExportContext, stdout: bool) -> Box<dyn Expor
 
 /// The output's options, checked by the exporter's own parser before anything is
 /// opened, with what the CLI decides on top.
+#[derive(Debug)]
 struct CheckedOutput {
     /// The options to resolve the exporter with: the output's, plus
     /// `source-date-epoch` from `SOURCE_DATE_EPOCH` unless the output sets it (as
@@ -419,4 +420,44 @@ fn write_metadata(file: &Path, response: &BTreeMap<String, String>) -> Result<()
         .map_err(|e| CliError::context("encoding the metadata file", e))?;
     std::fs::write(file, text + "\n")
         .map_err(|e| CliError::context(format!("writing metadata file {}", file.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: OutputKind, pairs: &[(&str, &str)]) -> OutputSpec {
+        OutputSpec {
+            kind,
+            options: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn tar_is_read_by_the_exporters_parser() {
+        // Go's ParseBool spellings, as the exporter reads them: `False` is a directory.
+        let checked = check_output(
+            &spec(
+                OutputKind::Oci,
+                &[("tar", "False"), ("dest", "/tmp/layout")],
+            ),
+            "-o",
+        )
+        .unwrap();
+        assert!(!checked.destination.unwrap().tar);
+        assert!(!checked.to_stdout);
+        let err = check_output(&spec(OutputKind::Oci, &[("tar", "maybe")]), "-o").unwrap_err();
+        assert!(err.to_string().contains("tar"), "{err}");
+        let err = check_output(
+            &spec(OutputKind::Oci, &[("tar", "False"), ("dest", "-")]),
+            "-o",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("stdout"), "{err}");
+        let checked = check_output(&spec(OutputKind::Docker, &[("dest", "-")]), "-o").unwrap();
+        assert!(checked.to_stdout && !checked.options.contains_key("dest"));
+    }
 }
