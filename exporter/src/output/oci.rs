@@ -30,6 +30,8 @@ static OCI_LAYOUT: LayoutFormat = LayoutFormat {
 /// layout blob in place: that would change the store's blob as well (`strata fsck`
 /// reports it by digest). Tools that replace files instead (skopeo, umoci, `cp`) are
 /// unaffected. Export to another filesystem to get independent copies.
+///
+/// [`ReaderAt::local_path`]: strata_content::ReaderAt::local_path
 pub struct OciExporter(LayoutExporter);
 
 impl OciExporter {
