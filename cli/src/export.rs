@@ -12,16 +12,16 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use strata_cache::{DirectoryChain, DirectoryError, ImmutableRef, LayerDir};
-use strata_content::MemoryStore;
 use strata_differ::WalkingDiffer;
 use strata_exporter::{
-    DockerExporter, ExportContext, Exporter, ExporterInstance, ImageExporter, OciExporter,
-    Progress, RegistryExporter, Source, WriterFactory, RESPONSE_DESCRIPTOR, RESPONSE_IMAGE_DIGEST,
+    Destination, DockerExporter, ExportContext, Exporter, ExporterInstance, ImageExporter,
+    OciExporter, OutputKind, OutputOptions, Progress, RegistryExporter, Source, WriterFactory,
+    RESPONSE_DESCRIPTOR, RESPONSE_IMAGE_DIGEST,
 };
 use strata_snapshotter::{ContainerdSnapshotter, DirectorySnapshotter, Snapshotter};
 
 use crate::error::CliError;
-use crate::output::{parse_output, OutputKind, OutputSpec};
+use crate::output::{parse_output, OutputSpec};
 use crate::plan::{self, LayerPlan, Plan};
 use crate::render::{render, ProgressMode};
 use crate::store::{self, Store, StoreLocation};
@@ -70,10 +70,22 @@ fn exporter(kind: OutputKind, ctx: ExportContext, stdout: bool) -> Box<dyn Expor
     }
 }
 
-/// The exporter options to use: the output's, plus `SOURCE_DATE_EPOCH` from the
-/// environment unless the output sets `source-date-epoch` (as BuildKit does); and
-/// whether the tar goes to stdout (`dest=-`).
-fn options(spec: &OutputSpec) -> Result<(BTreeMap<String, String>, bool), CliError> {
+/// The output's options, checked by the exporter's own parser before anything is
+/// opened, with what the CLI decides on top.
+#[derive(Debug)]
+struct CheckedOutput {
+    /// The options to resolve the exporter with: the output's, plus
+    /// `source-date-epoch` from `SOURCE_DATE_EPOCH` unless the output sets it (as
+    /// BuildKit does); `dest=-` removed.
+    options: BTreeMap<String, String>,
+    /// Where an `oci` or `docker` output goes (`dest` is `None` for stdout).
+    destination: Option<Destination>,
+    /// Whether the tar goes to stdout (`dest=-`, or no `dest` when stdout is not a
+    /// terminal, as buildx does).
+    to_stdout: bool,
+}
+
+fn check_output(spec: &OutputSpec, output: &str) -> Result<CheckedOutput, CliError> {
     let mut opts = spec.options.clone();
     if !opts.contains_key("source-date-epoch") {
         if let Ok(epoch) = std::env::var("SOURCE_DATE_EPOCH") {
@@ -91,50 +103,57 @@ fn options(spec: &OutputSpec) -> Result<(BTreeMap<String, String>, bool), CliErr
             }
         }
     }
-    let tar = !matches!(
-        opts.get("tar").map(String::as_str),
-        Some("false") | Some("0")
-    );
-    // As buildx: a tar output without dest goes to stdout, unless that is a terminal.
-    let layout = matches!(spec.kind, OutputKind::Oci | OutputKind::Docker);
-    if layout && tar && !opts.contains_key("dest") {
+    let stdout_needs_tar = || {
+        CliError::usage("invalid --output: dest=- (stdout) needs a tar output (type=oci or docker)")
+    };
+    if !spec.kind.writes_files() && opts.get("dest").map(String::as_str) == Some("-") {
+        return Err(stdout_needs_tar());
+    }
+    let parsed = OutputOptions::parse(spec.kind, &opts)
+        .map_err(|e| CliError::usage(format!("invalid --output {output:?}: {e}")))?;
+    let Some(mut destination) = parsed.destination else {
+        return Ok(CheckedOutput {
+            options: opts,
+            destination: None,
+            to_stdout: false,
+        });
+    };
+    if destination.tar && destination.dest.is_none() {
         if std::io::stdout().is_terminal() {
             return Err(CliError::usage(format!(
                 "invalid --output: type={} needs dest=PATH (refusing to write a tar to the terminal; dest=- forces stdout)",
                 spec.kind
             )));
         }
-        opts.insert("dest".into(), "-".into());
+        destination.dest = Some(PathBuf::from("-"));
     }
-    let stdout = opts.get("dest").map(String::as_str) == Some("-");
-    if stdout {
-        if !layout || !tar {
-            return Err(CliError::usage(
-                "invalid --output: dest=- (stdout) needs a tar output (type=oci or docker)",
-            ));
+    let to_stdout = destination.dest.as_deref() == Some(Path::new("-"));
+    if to_stdout {
+        if !destination.tar {
+            return Err(stdout_needs_tar());
         }
         opts.remove("dest");
+        destination.dest = None;
     }
-    Ok((opts, stdout))
+    Ok(CheckedOutput {
+        options: opts,
+        destination: Some(destination),
+        to_stdout,
+    })
 }
 
 /// Checks the destination before any work: a tar's directory must exist, a layout
 /// directory must not be a file.
-fn check_dest(spec: &OutputSpec, opts: &BTreeMap<String, String>) -> Result<(), CliError> {
-    let Some(dest) = opts.get("dest") else {
+fn check_dest(kind: OutputKind, destination: &Destination) -> Result<(), CliError> {
+    let Some(dest) = &destination.dest else {
         return Ok(());
     };
-    let dest = Path::new(dest);
-    let tar = !matches!(
-        opts.get("tar").map(String::as_str),
-        Some("false") | Some("0")
-    );
-    if tar {
+    if destination.tar {
         if dest.is_dir() {
             return Err(CliError::failed(format!(
                 "output dest {} is a directory; a {} tar needs a file path (or tar=false)",
                 dest.display(),
-                spec.kind
+                kind
             )));
         }
         let parent = dest
@@ -172,25 +191,20 @@ pub async fn run(
     }
     let spec = parse_output(&args.output)
         .map_err(|e| CliError::usage(format!("invalid --output {:?}: {e}", args.output)))?;
-    let (opts, to_stdout) = options(&spec)?;
-    let memory = Arc::new(MemoryStore::new());
-    let dry = ExportContext::new(
-        memory.clone(),
-        memory.clone(),
-        memory.clone(),
-        Arc::new(WalkingDiffer::new(memory.clone())),
-    );
-    exporter(spec.kind, dry, to_stdout)
-        .resolve(opts.clone())
-        .await
-        .map_err(|e| CliError::usage(format!("invalid --output {:?}: {e}", args.output)))?;
+    let CheckedOutput {
+        options: opts,
+        destination,
+        to_stdout,
+    } = check_output(&spec, &args.output)?;
     if matches!(spec.kind, OutputKind::Image | OutputKind::Registry) && !opts.contains_key("name") {
         return Err(CliError::usage(format!(
             "invalid --output {:?}: type={} needs name=REF",
             args.output, spec.kind
         )));
     }
-    check_dest(&spec, &opts)?;
+    if let Some(destination) = &destination {
+        check_dest(spec.kind, destination)?;
+    }
     let plan: Plan = match &args.spec {
         Some(file) => plan::from_spec(file)?,
         None => plan::from_flags(
@@ -455,5 +469,40 @@ mod tests {
             msg.contains("my-layer") && msg.contains("/nonexistent/layer"),
             "{msg}"
         );
+    }
+
+    fn spec(kind: OutputKind, pairs: &[(&str, &str)]) -> OutputSpec {
+        OutputSpec {
+            kind,
+            options: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn tar_is_read_by_the_exporters_parser() {
+        // Go's ParseBool spellings, as the exporter reads them: `False` is a directory.
+        let checked = check_output(
+            &spec(
+                OutputKind::Oci,
+                &[("tar", "False"), ("dest", "/tmp/layout")],
+            ),
+            "-o",
+        )
+        .unwrap();
+        assert!(!checked.destination.unwrap().tar);
+        assert!(!checked.to_stdout);
+        let err = check_output(&spec(OutputKind::Oci, &[("tar", "maybe")]), "-o").unwrap_err();
+        assert!(err.to_string().contains("tar"), "{err}");
+        let err = check_output(
+            &spec(OutputKind::Oci, &[("tar", "False"), ("dest", "-")]),
+            "-o",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("stdout"), "{err}");
+        let checked = check_output(&spec(OutputKind::Docker, &[("dest", "-")]), "-o").unwrap();
+        assert!(checked.to_stdout && !checked.options.contains_key("dest"));
     }
 }

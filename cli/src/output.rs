@@ -8,31 +8,8 @@
 //! crate would bring multi-record machinery for nothing.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
-/// Which exporter an output selects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutputKind {
-    /// An OCI image layout (tar or directory).
-    Oci,
-    /// A docker-archive tar.
-    Docker,
-    /// Image records in the store.
-    Image,
-    /// Pushed to a registry (and committed to the store).
-    Registry,
-}
-
-impl fmt::Display for OutputKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            OutputKind::Oci => "oci",
-            OutputKind::Docker => "docker",
-            OutputKind::Image => "image",
-            OutputKind::Registry => "registry",
-        })
-    }
-}
+use strata_exporter::OutputKind;
 
 /// A parsed `--output`: the exporter and its options (BuildKit's names), `type` removed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,7 +71,7 @@ fn csv_fields(input: &str) -> Result<Vec<String>, String> {
 }
 
 /// Parses an `--output` value. Errors say what is wrong with which field; option
-/// values are checked later by the exporter itself.
+/// values are checked by the exporter's own parser (`OutputOptions::parse`).
 pub fn parse_output(value: &str) -> Result<OutputSpec, String> {
     if value.trim().is_empty() {
         return Err("empty output: expected type=oci|docker|image|registry[,key=value…]".into());
@@ -114,17 +91,9 @@ pub fn parse_output(value: &str) -> Result<OutputSpec, String> {
             if kind.is_some() {
                 return Err("type is given twice".into());
             }
-            kind = Some(match val {
-                "oci" => OutputKind::Oci,
-                "docker" => OutputKind::Docker,
-                "image" => OutputKind::Image,
-                "registry" => OutputKind::Registry,
-                other => {
-                    return Err(format!(
-                        "unknown type {other:?}: expected oci, docker, image or registry"
-                    ))
-                }
-            });
+            kind = Some(OutputKind::from_name(val).ok_or_else(|| {
+                format!("unknown type {val:?}: expected oci, docker, image or registry")
+            })?);
         } else if options.insert(key.clone(), val.to_string()).is_some() {
             return Err(format!("option {key:?} is given twice"));
         }

@@ -144,7 +144,7 @@ fn layers(
 fn config(bytes: Vec<u8>, platform: Option<&Platform>, what: &str) -> Result<Vec<u8>, CliError> {
     // The exporter's own check, so a config it would refuse is refused here, before
     // the store is touched.
-    let mut map = strata_exporter::config::parse_config(&bytes, what)
+    let mut map = strata_exporter::parse_config(&bytes, what)
         .map_err(|e| CliError::failed(format!("config {what}: {}", strip_prefix(&e))))?;
     match platform {
         Some(p) => set_platform(&mut map, p),

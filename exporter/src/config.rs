@@ -12,11 +12,12 @@ use crate::history::HistoryEntry;
 use crate::time::{format_epoch, parse_rfc3339};
 
 /// The default `PATH` of a Unix image (BuildKit's `DefaultPathEnvUnix`).
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The config of an image nobody described: `platform`, `WorkingDir` "/", a default
 /// `PATH`, `rootfs.type` layers.
-pub fn empty_config(platform: &Platform) -> Map<String, Value> {
+pub(crate) fn empty_config(platform: &Platform) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("architecture".into(), json!(platform.architecture));
     m.insert("os".into(), json!(platform.os));
@@ -103,7 +104,7 @@ fn json_kind(v: &Value) -> &'static str {
 }
 
 /// The history entries of a config (empty when it has none).
-pub fn history_of(config: &Map<String, Value>) -> Vec<HistoryEntry> {
+pub(crate) fn history_of(config: &Map<String, Value>) -> Vec<HistoryEntry> {
     config
         .get("history")
         .and_then(Value::as_array)
@@ -119,7 +120,7 @@ pub fn history_of(config: &Map<String, Value>) -> Vec<HistoryEntry> {
 /// Patches `config` for export: `rootfs` = layers with `diff_ids`, `history` (times
 /// clamped to `source_date_epoch`, missing ones set to it), and `created` (clamped, or
 /// the last history time when absent). Every other field is left as it was.
-pub fn patch_config(
+pub(crate) fn patch_config(
     mut config: Map<String, Value>,
     diff_ids: &[Digest],
     mut history: Vec<HistoryEntry>,

@@ -43,7 +43,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// The source's refs and its platforms mapping (`refs.platforms`) do not match.
+    /// The source cannot form one image or one index (an image without a platform
+    /// among several, a platform twice), or BuildKit refs and their platforms mapping
+    /// (`refs.platforms`) do not match.
     #[error("invalid source: {0}")]
     InvalidSource(String),
     /// The chosen compression cannot be expressed with the chosen media types.

@@ -1,13 +1,9 @@
-//! The [`Exporter`] and [`ExporterInstance`] traits, the [`ExportContext`] every
-//! exporter is built from, and BuildKit's response keys.
+//! The [`Exporter`] and [`ExporterInstance`] traits and BuildKit's response keys.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use strata_content::{ContentStore, ImageStore, LeaseManager};
-use strata_differ::Comparer;
 
 use crate::error::Result;
 use crate::json::to_canonical_vec;
@@ -24,54 +20,14 @@ pub const RESPONSE_DESCRIPTOR: &str = "containerimage.descriptor";
 /// Response key: the image names, comma-separated.
 pub const RESPONSE_IMAGE_NAME: &str = "image.name";
 
-/// What exporters work with: the stores, the differ and the concurrency limit.
-#[derive(Clone)]
-pub struct ExportContext {
-    /// Where blobs are written.
-    pub content: Arc<dyn ContentStore>,
-    /// Leases holding an export's blobs until they are anchored.
-    pub leases: Arc<dyn LeaseManager>,
-    /// Where the `image` exporter records images.
-    pub images: Arc<dyn ImageStore>,
-    /// Computes layer diffs.
-    pub differ: Arc<dyn Comparer>,
-    /// How many layers are computed at the same time (at least 1).
-    pub jobs: usize,
-}
-
-impl ExportContext {
-    /// A context with `jobs` set to the machine's available parallelism.
-    pub fn new(
-        content: Arc<dyn ContentStore>,
-        leases: Arc<dyn LeaseManager>,
-        images: Arc<dyn ImageStore>,
-        differ: Arc<dyn Comparer>,
-    ) -> ExportContext {
-        let jobs = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
-        ExportContext {
-            content,
-            leases,
-            images,
-            differ,
-            jobs,
-        }
-    }
-
-    /// The same context with another concurrency limit.
-    pub fn with_jobs(mut self, jobs: usize) -> ExportContext {
-        self.jobs = jobs.max(1);
-        self
-    }
-}
-
-/// A kind of export target (`image`, `oci`, `docker`) that turns options into a
-/// configured instance.
+/// A kind of export target (`image`, `oci`, `docker`, `registry`) that turns options
+/// into a configured instance.
 #[async_trait]
 pub trait Exporter: Send + Sync {
-    /// Checks `options` (BuildKit's names) and returns an instance ready to export.
-    /// Unknown options are an error naming them.
+    /// Checks `options` (BuildKit's names, parsed by [`OutputOptions::parse`]) and
+    /// returns an instance ready to export. Unknown options are an error naming them.
+    ///
+    /// [`OutputOptions::parse`]: crate::OutputOptions::parse
     async fn resolve(&self, options: BTreeMap<String, String>)
         -> Result<Box<dyn ExporterInstance>>;
 }
@@ -79,7 +35,7 @@ pub trait Exporter: Send + Sync {
 /// A configured exporter.
 #[async_trait]
 pub trait ExporterInstance: Send + Sync {
-    /// The exporter's name (`image`, `oci`, `docker`).
+    /// The exporter's name (`image`, `oci`, `docker`, `registry`).
     fn name(&self) -> &str;
 
     /// Exports `source`, reporting to `progress`; returns BuildKit's response map

@@ -6,14 +6,14 @@ use serde_json::{Map, Value};
 use crate::time::format_rfc3339;
 
 /// Comment put on history entries synthesized from refs.
-pub const SYNTHESIZED_COMMENT: &str = "strata.exporter.image.v0";
+pub(crate) const SYNTHESIZED_COMMENT: &str = "strata.exporter.image.v0";
 
 /// One history entry, kept as JSON so fields we do not know survive untouched.
-pub type HistoryEntry = Map<String, Value>;
+pub(crate) type HistoryEntry = Map<String, Value>;
 
 /// What the exporter knows about one layer of the chain (base first).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LayerMeta {
+pub(crate) struct LayerMeta {
     /// The ref's description (history `created_by`).
     pub description: String,
     /// The ref's creation time, RFC 3339.
@@ -24,7 +24,7 @@ pub struct LayerMeta {
 
 impl LayerMeta {
     /// Meta for a layer created at `created`.
-    pub fn new(
+    pub(crate) fn new(
         description: impl Into<String>,
         created: std::time::SystemTime,
         empty: bool,
@@ -39,7 +39,7 @@ impl LayerMeta {
 
 /// The outcome of [`normalize`].
 #[derive(Clone, Debug, PartialEq)]
-pub struct Normalized {
+pub(crate) struct Normalized {
     /// The history to put in the config.
     pub history: Vec<HistoryEntry>,
     /// Indexes (into the layers given) of the layers the manifest keeps, in order.
@@ -49,7 +49,7 @@ pub struct Normalized {
 }
 
 /// True when the entry is marked `empty_layer`.
-pub fn is_empty_layer(h: &HistoryEntry) -> bool {
+pub(crate) fn is_empty_layer(h: &HistoryEntry) -> bool {
     h.get("empty_layer")
         .and_then(Value::as_bool)
         .unwrap_or(false)
@@ -62,7 +62,7 @@ pub fn is_empty_layer(h: &HistoryEntry) -> bool {
 /// - a non-empty entry without `created` gets its layer's creation time;
 /// - an empty layer is dropped and its entry marked `empty_layer`;
 /// - remaining entries without a time get a neighbour's (see `fill_missing_times`).
-pub fn normalize(mut history: Vec<HistoryEntry>, layers: &[LayerMeta]) -> Normalized {
+pub(crate) fn normalize(mut history: Vec<HistoryEntry>, layers: &[LayerMeta]) -> Normalized {
     let mut warnings = Vec::new();
     let non_empty = history.iter().filter(|h| !is_empty_layer(h)).count();
     if non_empty > layers.len() {

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// Serializes `value` to compact JSON with every object's keys sorted (by bytes).
-pub fn to_canonical_vec<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
+pub(crate) fn to_canonical_vec<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
     let value = serde_json::to_value(value)?;
     let mut out = Vec::new();
     write_value(&value, &mut out)?;

@@ -7,14 +7,24 @@
 //! manifests and an index are committed with containerd GC labels, under a lease that
 //! is released once the result is anchored.
 //!
-//! Four exporters implement [`Exporter`]: [`ImageExporter`] (content store + image
-//! records), [`OciExporter`] (OCI layout tar or directory), [`DockerExporter`]
-//! (docker-archive tar) and [`RegistryExporter`] (pushed to a registry by the
-//! [`Pusher`], which the `image` exporter also uses with `push=true`). Options use
-//! BuildKit's names (`name`, `compression`, `oci-mediatypes`, `source-date-epoch`,
-//! `annotation.*`, `tar`, `dest`, …) and the response map BuildKit's keys
-//! ([`RESPONSE_IMAGE_DIGEST`], …). Progress arrives as a stream of [`ProgressEvent`]s
-//! and as `tracing` spans.
+//! The pieces, in the order an export uses them:
+//!
+//! - [`Source`]: what to export, typed — per platform ([`PlatformSource`]) the top ref
+//!   and the image config. [`Source::from_buildkit`] adapts BuildKit's refs and
+//!   metadata map ([`CONFIG_KEY`], [`PLATFORMS_KEY`]).
+//! - [`OutputOptions::parse`]: BuildKit's option names (`name`, `compression`,
+//!   `oci-mediatypes`, `source-date-epoch`, `annotation.*`, `tar`, `dest`, `push`, …)
+//!   parsed and checked for an [`OutputKind`] without any store, so a CLI or frontend
+//!   can refuse bad options before it opens anything.
+//! - [`Exporter`]s, built from an [`ExportContext`] (stores, differ, job limit):
+//!   [`ImageExporter`] (content store + image records), [`OciExporter`] (OCI layout tar
+//!   or directory), [`DockerExporter`] (docker-archive tar) and [`RegistryExporter`]
+//!   (pushed by the [`Pusher`], which the `image` exporter also uses with
+//!   `push=true`). [`Exporter::resolve`] turns options into an [`ExporterInstance`].
+//! - [`ExporterInstance::export`] commits the image through the [`ImageWriter`] and
+//!   writes the output; it answers with BuildKit's response map
+//!   ([`RESPONSE_IMAGE_DIGEST`], …). Progress arrives as a stream of
+//!   [`ProgressEvent`]s and as `tracing` spans.
 //!
 //! ```no_run
 //! use std::collections::BTreeMap;
@@ -41,32 +51,52 @@
 //!     Ok(())
 //! }
 //! ```
+//!
+//! Options are checked the same way without a context:
+//!
+//! ```
+//! use strata_exporter::{OutputKind, OutputOptions};
+//!
+//! let options = [("tar", "False"), ("dest", "/tmp/layout")]
+//!     .map(|(k, v)| (k.to_string(), v.to_string()))
+//!     .into();
+//! let parsed = OutputOptions::parse(OutputKind::Oci, &options).unwrap();
+//! assert!(!parsed.destination.unwrap().tar); // Go's ParseBool spellings, as BuildKit
+//! assert!(OutputOptions::parse(OutputKind::Docker, &options).is_err()); // docker is a tar
+//! ```
 
-pub mod config;
-pub mod error;
-pub mod exporter;
-pub mod history;
-pub mod json;
-pub mod manifest;
-pub mod options;
-pub mod output;
-pub mod progress;
-pub mod push;
-pub mod source;
+#![deny(missing_docs)]
+
+mod config;
+mod context;
+mod error;
+mod exporter;
+mod history;
+mod json;
+mod manifest;
+mod options;
+mod output;
+mod progress;
+mod push;
+mod source;
 mod time;
-pub mod writer;
+mod writer;
 
+pub use config::parse_config;
+pub use context::ExportContext;
 pub use error::{Error, Result};
 pub use exporter::{
-    ExportContext, Exporter, ExporterInstance, RESPONSE_CONFIG_DIGEST, RESPONSE_DESCRIPTOR,
-    RESPONSE_IMAGE_DIGEST, RESPONSE_IMAGE_NAME,
+    Exporter, ExporterInstance, RESPONSE_CONFIG_DIGEST, RESPONSE_DESCRIPTOR, RESPONSE_IMAGE_DIGEST,
+    RESPONSE_IMAGE_NAME,
 };
-pub use options::{Annotations, ImageOptions, OutputOptions};
+pub use options::{Annotations, Destination, ImageOptions, OutputKind, OutputOptions, PushRequest};
 pub use output::docker::DockerExporter;
 pub use output::image::ImageExporter;
-pub use output::oci::{OciExporter, WriterFactory};
+pub use output::layout::WriterFactory;
+pub use output::oci::OciExporter;
 pub use output::registry::RegistryExporter;
 pub use progress::{Progress, ProgressEvent, ProgressTask};
 pub use push::{BlobOutcome, PushError, PushOptions, PushReport, Pusher};
-pub use source::{config_key_for, PlatformEntry, Platforms, Source, CONFIG_KEY, PLATFORMS_KEY};
+pub use source::buildkit::{config_key_for, PlatformEntry, Platforms, CONFIG_KEY, PLATFORMS_KEY};
+pub use source::{PlatformSource, Source};
 pub use writer::{CommittedImage, ImageWriter, LeaseGuard, PlatformImage};

@@ -8,14 +8,14 @@ use strata_content::{labels, media_types, Descriptor, Digest};
 
 /// Media types of one flavour (OCI or Docker schema2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MediaTypes {
+pub(crate) struct MediaTypes {
     /// True for OCI, false for Docker schema2.
     pub oci: bool,
 }
 
 impl MediaTypes {
     /// The manifest media type.
-    pub fn manifest(self) -> &'static str {
+    pub(crate) fn manifest(self) -> &'static str {
         if self.oci {
             media_types::OCI_MANIFEST
         } else {
@@ -24,7 +24,7 @@ impl MediaTypes {
     }
 
     /// The index / manifest list media type.
-    pub fn index(self) -> &'static str {
+    pub(crate) fn index(self) -> &'static str {
         if self.oci {
             media_types::OCI_INDEX
         } else {
@@ -33,7 +33,7 @@ impl MediaTypes {
     }
 
     /// The config media type.
-    pub fn config(self) -> &'static str {
+    pub(crate) fn config(self) -> &'static str {
         if self.oci {
             media_types::OCI_CONFIG
         } else {
@@ -43,12 +43,12 @@ impl MediaTypes {
 }
 
 /// The label key by which a blob references its `i`th child.
-pub fn gc_ref_label(i: usize) -> String {
+pub(crate) fn gc_ref_label(i: usize) -> String {
     format!("{}.{i}", labels::GC_REF_CONTENT)
 }
 
 /// The manifest JSON of `config` and `layers`.
-pub fn manifest_json(
+pub(crate) fn manifest_json(
     types: MediaTypes,
     config: &Descriptor,
     layers: &[Descriptor],
@@ -67,7 +67,7 @@ pub fn manifest_json(
 }
 
 /// The GC labels of a manifest: `.0` = config, `.N` = layer N (1-based).
-pub fn manifest_labels(config: &Digest, layers: &[Descriptor]) -> BTreeMap<String, String> {
+pub(crate) fn manifest_labels(config: &Digest, layers: &[Descriptor]) -> BTreeMap<String, String> {
     let mut l = BTreeMap::new();
     l.insert(gc_ref_label(0), config.to_string());
     for (i, layer) in layers.iter().enumerate() {
@@ -77,7 +77,7 @@ pub fn manifest_labels(config: &Digest, layers: &[Descriptor]) -> BTreeMap<Strin
 }
 
 /// The index / manifest list JSON of `manifests` (descriptors with platforms).
-pub fn index_json(
+pub(crate) fn index_json(
     types: MediaTypes,
     manifests: &[Descriptor],
     annotations: &BTreeMap<String, String>,
@@ -94,7 +94,7 @@ pub fn index_json(
 }
 
 /// The GC labels of an index: `.i` = manifest i.
-pub fn index_labels(manifests: &[Descriptor]) -> BTreeMap<String, String> {
+pub(crate) fn index_labels(manifests: &[Descriptor]) -> BTreeMap<String, String> {
     manifests
         .iter()
         .enumerate()

@@ -1,118 +1,85 @@
-//! Exporter options with BuildKit's names and meanings.
+//! Exporter options with BuildKit's names and meanings, parsed and checked without a
+//! store: [`OutputOptions::parse`] is a pure function of the output kind and the
+//! option map, so a CLI or frontend can validate `-o` before it opens anything.
+
+mod annotations;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 
-use strata_content::{Compression, Platform};
+use strata_content::Compression;
 
 use crate::error::{Error, Result};
 
-/// Annotations to put on the manifests, the index and their descriptors
-/// (`annotation[-<kind>][[platform]].<key>=<value>`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Annotations {
-    /// On the index (`annotation-index.<key>`).
-    pub index: BTreeMap<String, String>,
-    /// On the root descriptor, e.g. in an OCI layout's `index.json`
-    /// (`annotation-index-descriptor.<key>`).
-    pub index_descriptor: BTreeMap<String, String>,
-    /// On manifests (`annotation.<key>`, `annotation-manifest.<key>`); the `None` key
-    /// applies to every platform.
-    pub manifest: BTreeMap<Option<Platform>, BTreeMap<String, String>>,
-    /// On the manifest descriptors in the index (`annotation-manifest-descriptor.<key>`).
-    pub manifest_descriptor: BTreeMap<Option<Platform>, BTreeMap<String, String>>,
+pub use annotations::Annotations;
+
+/// Option: push the image to its names' registries (`image` exporter).
+pub(crate) const OPTION_PUSH: &str = "push";
+/// Option: push by digest only, without a tag.
+pub(crate) const OPTION_PUSH_BY_DIGEST: &str = "push-by-digest";
+/// Option: talk plain HTTP to the registry.
+pub(crate) const OPTION_REGISTRY_INSECURE: &str = "registry.insecure";
+
+/// Which exporter a set of options is for (BuildKit's `type=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OutputKind {
+    /// The content store plus an image record per name (`type=image`).
+    Image,
+    /// An OCI image layout, tar or directory (`type=oci`).
+    Oci,
+    /// A docker-archive tar (`type=docker`).
+    Docker,
+    /// Pushed to a registry, committed to the store on the way (`type=registry`).
+    Registry,
 }
 
-impl Annotations {
-    /// The manifest annotations for `platform` (unqualified ones, then qualified ones
-    /// overriding them).
-    pub fn manifest_for(&self, platform: Option<&Platform>) -> BTreeMap<String, String> {
-        merged(&self.manifest, platform)
-    }
+impl OutputKind {
+    /// Every kind, in the order `image`, `oci`, `docker`, `registry`.
+    pub const ALL: [OutputKind; 4] = [
+        OutputKind::Image,
+        OutputKind::Oci,
+        OutputKind::Docker,
+        OutputKind::Registry,
+    ];
 
-    /// The manifest-descriptor annotations for `platform`.
-    pub fn manifest_descriptor_for(&self, platform: Option<&Platform>) -> BTreeMap<String, String> {
-        merged(&self.manifest_descriptor, platform)
-    }
-
-    /// Parses one `annotation…` option; `Ok(false)` if `key` is not an annotation.
-    fn parse_option(&mut self, key: &str, value: &str) -> Result<bool> {
-        let Some(rest) = key.strip_prefix("annotation") else {
-            return Ok(false);
-        };
-        let invalid = |reason: &str| Error::InvalidOption {
-            key: key.to_string(),
-            value: value.to_string(),
-            reason: reason.to_string(),
-        };
-        // rest: ["-kind"] ["[platform]"] ".name"
-        let (kind, rest) = match rest.strip_prefix('-') {
-            Some(r) => {
-                let end = r.find(['.', '[']).unwrap_or(r.len());
-                (&r[..end], &r[end..])
-            }
-            None => ("manifest", rest),
-        };
-        let (platform, rest) = match rest.strip_prefix('[') {
-            Some(r) => {
-                let end = r
-                    .find(']')
-                    .ok_or_else(|| invalid("unterminated [platform] qualifier"))?;
-                let p = Platform::parse(&r[..end])
-                    .ok_or_else(|| invalid("the [platform] qualifier is not os/arch[/variant]"))?;
-                (Some(p), &r[end + 1..])
-            }
-            None => (None, rest),
-        };
-        let name = rest
-            .strip_prefix('.')
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| invalid("expected annotation[-kind][[platform]].<key>"))?;
-        let name = name.to_string();
-        let value = value.to_string();
-        match kind {
-            "manifest" => {
-                self.manifest
-                    .entry(platform)
-                    .or_default()
-                    .insert(name, value);
-            }
-            "manifest-descriptor" => {
-                self.manifest_descriptor
-                    .entry(platform)
-                    .or_default()
-                    .insert(name, value);
-            }
-            "index" | "index-descriptor" if platform.is_some() => {
-                return Err(invalid(
-                    "index annotations cannot have a platform qualifier",
-                ))
-            }
-            "index" => {
-                self.index.insert(name, value);
-            }
-            "index-descriptor" => {
-                self.index_descriptor.insert(name, value);
-            }
-            _ => return Err(invalid(
-                "unknown annotation kind (index, index-descriptor, manifest, manifest-descriptor)",
-            )),
+    /// The kind's name as `type=` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputKind::Image => "image",
+            OutputKind::Oci => "oci",
+            OutputKind::Docker => "docker",
+            OutputKind::Registry => "registry",
         }
-        Ok(true)
+    }
+
+    /// The kind named `name` (`image`, `oci`, `docker`, `registry`), if any.
+    pub fn from_name(name: &str) -> Option<OutputKind> {
+        OutputKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// True for the kinds that write files (`oci`, `docker`): they take `tar` and
+    /// `dest`.
+    pub fn writes_files(self) -> bool {
+        matches!(self, OutputKind::Oci | OutputKind::Docker)
+    }
+
+    /// True for the kinds that can push (`image` with `push=true`, `registry`
+    /// always): they take `push`, `push-by-digest` and `registry.insecure`.
+    pub fn can_push(self) -> bool {
+        matches!(self, OutputKind::Image | OutputKind::Registry)
+    }
+
+    /// The default of `oci-mediatypes`: Docker schema2 for `docker`, OCI otherwise.
+    fn default_oci_media_types(self) -> bool {
+        self != OutputKind::Docker
     }
 }
 
-fn merged(
-    map: &BTreeMap<Option<Platform>, BTreeMap<String, String>>,
-    platform: Option<&Platform>,
-) -> BTreeMap<String, String> {
-    let mut out = map.get(&None).cloned().unwrap_or_default();
-    if let Some(p) = platform {
-        if let Some(extra) = map.get(&Some(p.clone())) {
-            out.extend(extra.clone());
-        }
+impl fmt::Display for OutputKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
-    out
 }
 
 /// How to build the image: the options every exporter shares.
@@ -148,104 +115,167 @@ impl Default for ImageOptions {
     }
 }
 
-/// Where an OCI or docker output goes (`tar`, `dest`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct OutputOptions {
+/// Where an `oci` or `docker` output goes (`tar`, `dest`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Destination {
     /// Write a tar (`tar`, default true) rather than a directory.
     pub tar: bool,
-    /// The path of the tar or directory (`dest`).
+    /// The path of the tar or directory (`dest`); `None` streams the tar to the
+    /// exporter's writer.
     pub dest: Option<PathBuf>,
 }
 
-/// A boolean option, spelled as Go's `strconv.ParseBool` accepts (what BuildKit
-/// uses), or empty for true (`oci-mediatypes` alone); anything else is an error
-/// naming `key`.
-pub(crate) fn parse_bool(key: &str, value: &str) -> Result<bool> {
-    match value {
-        "" | "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(Error::InvalidOption {
-            key: key.to_string(),
-            value: value.to_string(),
-            reason: "expected true or false".to_string(),
-        }),
+impl Default for Destination {
+    fn default() -> Self {
+        Destination {
+            tar: true,
+            dest: None,
+        }
     }
 }
 
-/// Parses BuildKit-style options for exporter `exporter`. `with_output` accepts `tar`
-/// and `dest`; `default_oci` is the default of `oci-mediatypes`. Unknown options are
-/// an error naming them.
-pub(crate) fn parse(
-    exporter: &str,
-    options: &BTreeMap<String, String>,
-    with_output: bool,
-    default_oci: bool,
-) -> Result<(ImageOptions, OutputOptions)> {
-    let mut image = ImageOptions {
-        oci_media_types: default_oci,
-        ..ImageOptions::default()
-    };
-    let mut output = OutputOptions {
-        tar: true,
-        dest: None,
-    };
-    for (key, value) in options {
-        let invalid = |reason: String| Error::InvalidOption {
-            key: key.clone(),
-            value: value.clone(),
-            reason,
+/// What a push asks for (`push-by-digest`, `registry.insecure`); the exporter adds
+/// its own [`PushOptions`](crate::PushOptions) (credentials, concurrency, retries).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PushRequest {
+    /// Push by digest only, without a tag (`push-by-digest`).
+    pub by_digest: bool,
+    /// Plain HTTP (`registry.insecure`); `None` keeps the exporter's setting.
+    pub insecure: Option<bool>,
+}
+
+/// Every option of one output, parsed and checked.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use strata_exporter::{OutputKind, OutputOptions};
+///
+/// let options: BTreeMap<String, String> =
+///     [("dest", "/tmp/image.tar"), ("name", "example:latest"), ("tar", "True")]
+///         .map(|(k, v)| (k.to_string(), v.to_string()))
+///         .into();
+/// let parsed = OutputOptions::parse(OutputKind::Oci, &options).unwrap();
+/// assert_eq!(parsed.image.names, ["example:latest"]);
+/// assert!(parsed.destination.unwrap().tar);
+/// assert!(OutputOptions::parse(OutputKind::Image, &options).is_err()); // no dest there
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputOptions {
+    /// The exporter the options are for.
+    pub kind: OutputKind,
+    /// How to build the image.
+    pub image: ImageOptions,
+    /// Where the files go (`oci` and `docker` only).
+    pub destination: Option<Destination>,
+    /// The push to make: always for `registry`, with `push=true` for `image`.
+    pub push: Option<PushRequest>,
+}
+
+impl OutputOptions {
+    /// Parses BuildKit-style options for an output of `kind`, without touching any
+    /// store. Unknown options, values that cannot be used and combinations the output
+    /// cannot write are errors naming the option.
+    pub fn parse(kind: OutputKind, options: &BTreeMap<String, String>) -> Result<OutputOptions> {
+        let mut image = ImageOptions {
+            oci_media_types: kind.default_oci_media_types(),
+            ..ImageOptions::default()
         };
-        match key.as_str() {
-            "name" => {
-                image.names = value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|n| !n.is_empty())
-                    .map(str::to_string)
-                    .collect();
-            }
-            "oci-mediatypes" => image.oci_media_types = parse_bool(key, value)?,
-            "compression" => {
-                image.compression = Compression::parse(value)
-                    .ok_or_else(|| invalid("expected uncompressed, gzip or zstd".into()))?;
-            }
-            "compression-level" => {
-                image.compression_level = Some(
-                    value
-                        .parse::<i32>()
-                        .map_err(|e| invalid(format!("not an integer: {e}")))?,
-                );
-            }
-            "force-compression" => image.force_compression = parse_bool(key, value)?,
-            "source-date-epoch" => {
-                if !value.is_empty() {
-                    let epoch = value
-                        .parse::<i64>()
-                        .map_err(|e| invalid(format!("not a number of seconds: {e}")))?;
-                    if epoch < 0 {
-                        return Err(invalid("must not be negative".into()));
+        let mut destination = kind.writes_files().then(Destination::default);
+        let mut pushes = kind == OutputKind::Registry;
+        let mut push_request = PushRequest::default();
+        for (key, value) in options {
+            let invalid = |reason: String| Error::InvalidOption {
+                key: key.clone(),
+                value: value.clone(),
+                reason,
+            };
+            match (key.as_str(), destination.as_mut()) {
+                ("name", _) => {
+                    image.names = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_string)
+                        .collect();
+                }
+                ("oci-mediatypes", _) => image.oci_media_types = parse_bool(key, value)?,
+                ("compression", _) => {
+                    image.compression = Compression::parse(value)
+                        .ok_or_else(|| invalid("expected uncompressed, gzip or zstd".into()))?;
+                }
+                ("compression-level", _) => {
+                    image.compression_level = Some(
+                        value
+                            .parse::<i32>()
+                            .map_err(|e| invalid(format!("not an integer: {e}")))?,
+                    );
+                }
+                ("force-compression", _) => image.force_compression = parse_bool(key, value)?,
+                ("source-date-epoch", _) => {
+                    if !value.is_empty() {
+                        let epoch = value
+                            .parse::<i64>()
+                            .map_err(|e| invalid(format!("not a number of seconds: {e}")))?;
+                        if epoch < 0 {
+                            return Err(invalid("must not be negative".into()));
+                        }
+                        image.source_date_epoch = Some(epoch);
                     }
-                    image.source_date_epoch = Some(epoch);
                 }
-            }
-            "tar" if with_output => output.tar = parse_bool(key, value)?,
-            "dest" if with_output => {
-                if value.is_empty() {
-                    return Err(invalid("empty path".into()));
+                ("tar", Some(d)) => d.tar = parse_bool(key, value)?,
+                ("dest", Some(d)) => {
+                    if value.is_empty() {
+                        return Err(invalid("empty path".into()));
+                    }
+                    d.dest = Some(PathBuf::from(value));
                 }
-                output.dest = Some(PathBuf::from(value));
-            }
-            k if k.starts_with("annotation") => {
-                image.annotations.parse_option(key, value)?;
-            }
-            _ => {
-                return Err(Error::UnknownOption {
-                    exporter: exporter.to_string(),
-                    key: key.clone(),
-                })
+                (OPTION_PUSH, _) if kind.can_push() => {
+                    let wanted = parse_bool(key, value)?;
+                    if kind == OutputKind::Registry && !wanted {
+                        return Err(invalid("the registry exporter always pushes".into()));
+                    }
+                    pushes |= wanted;
+                }
+                (OPTION_PUSH_BY_DIGEST, _) if kind.can_push() => {
+                    push_request.by_digest = parse_bool(key, value)?;
+                }
+                (OPTION_REGISTRY_INSECURE, _) if kind.can_push() => {
+                    push_request.insecure = Some(parse_bool(key, value)?);
+                }
+                (k, _) if k.starts_with("annotation") => {
+                    image.annotations.parse_option(key, value)?;
+                }
+                _ => {
+                    return Err(Error::UnknownOption {
+                        exporter: kind.name().to_string(),
+                        key: key.clone(),
+                    })
+                }
             }
         }
+        check_compression(&image)?;
+        if let Some(d) = &destination {
+            check_destination(kind, d)?;
+        }
+        let push = pushes.then_some(push_request);
+        if push.is_some() && image.names.is_empty() {
+            return Err(Error::InvalidOption {
+                key: "name".into(),
+                value: String::new(),
+                reason: "pushing needs name=HOST/REPO[:TAG]".into(),
+            });
+        }
+        Ok(OutputOptions {
+            kind,
+            image,
+            destination,
+            push,
+        })
     }
+}
+
+/// The level must be one the compression has; zstd needs OCI media types.
+fn check_compression(image: &ImageOptions) -> Result<()> {
     if let Some(level) = image.compression_level {
         let range = match image.compression {
             Compression::Uncompressed => None,
@@ -273,12 +303,48 @@ pub(crate) fn parse(
             media_types: "Docker",
         });
     }
-    Ok((image, output))
+    Ok(())
+}
+
+/// The docker archive is a tar; a directory needs a path. (Whether a tar without
+/// `dest` has somewhere to go depends on the exporter's writer, checked there.)
+fn check_destination(kind: OutputKind, destination: &Destination) -> Result<()> {
+    if kind == OutputKind::Docker && !destination.tar {
+        return Err(Error::InvalidOption {
+            key: "tar".into(),
+            value: "false".into(),
+            reason: "the docker exporter only writes tars".into(),
+        });
+    }
+    if !destination.tar && destination.dest.is_none() {
+        return Err(Error::InvalidOption {
+            key: "dest".into(),
+            value: String::new(),
+            reason: "tar=false needs a destination directory".into(),
+        });
+    }
+    Ok(())
+}
+
+/// A boolean option, spelled as Go's `strconv.ParseBool` accepts (what BuildKit
+/// uses), or empty for true (`oci-mediatypes` alone); anything else is an error
+/// naming `key`.
+pub(crate) fn parse_bool(key: &str, value: &str) -> Result<bool> {
+    match value {
+        "" | "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(Error::InvalidOption {
+            key: key.to_string(),
+            value: value.to_string(),
+            reason: "expected true or false".to_string(),
+        }),
+    }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use strata_content::Platform;
 
     /// An exporter option map from `pairs` (for tests).
     pub(crate) fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -290,8 +356,8 @@ pub(crate) mod tests {
 
     #[test]
     fn parses_buildkit_options() {
-        let (img, out) = parse(
-            "oci",
+        let parsed = OutputOptions::parse(
+            OutputKind::Oci,
             &opts(&[
                 ("name", "a:1, b:2"),
                 ("oci-mediatypes", "false"),
@@ -306,10 +372,9 @@ pub(crate) mod tests {
                 ("tar", "false"),
                 ("dest", "/tmp/out"),
             ]),
-            true,
-            true,
         )
         .unwrap();
+        let (img, out) = (parsed.image, parsed.destination.unwrap());
         assert_eq!(img.names, vec!["a:1", "b:2"]);
         assert!(!img.oci_media_types && img.force_compression);
         assert_eq!(img.compression, Compression::Uncompressed);
@@ -370,14 +435,79 @@ pub(crate) mod tests {
             (&[("annotation.", "v")], "annotation."),
         ];
         for (pairs, named) in cases {
-            let err = parse("oci", &opts(pairs), true, true).unwrap_err();
+            let err = OutputOptions::parse(OutputKind::Oci, &opts(pairs)).unwrap_err();
             assert!(err.to_string().contains(named), "{err} should name {named}");
         }
         // tar/dest are unknown to the image exporter.
-        let err = parse("image", &opts(&[("dest", "/x")]), false, true).unwrap_err();
+        let err = OutputOptions::parse(OutputKind::Image, &opts(&[("dest", "/x")])).unwrap_err();
         assert!(matches!(err, Error::UnknownOption { ref key, .. } if key == "dest"));
         // zstd cannot be expressed with Docker media types.
-        let err = parse("docker", &opts(&[("compression", "zstd")]), true, false).unwrap_err();
+        let err = OutputOptions::parse(OutputKind::Docker, &opts(&[("compression", "zstd")]))
+            .unwrap_err();
         assert!(matches!(err, Error::UnsupportedCompression { .. }));
+    }
+
+    #[test]
+    fn push_options_are_parsed_for_the_kinds_that_push() {
+        let parsed = OutputOptions::parse(
+            OutputKind::Image,
+            &opts(&[
+                ("push", "true"),
+                ("push-by-digest", "true"),
+                ("registry.insecure", "true"),
+                ("name", "r/x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(parsed.image.names, vec!["r/x"]);
+        let t = parsed.push.unwrap();
+        assert!(t.by_digest && t.insecure == Some(true));
+        // Without push=true the image exporter does not push.
+        let parsed =
+            OutputOptions::parse(OutputKind::Image, &opts(&[("registry.insecure", "true")]))
+                .unwrap();
+        assert!(parsed.push.is_none());
+        // The registry exporter always does, and refuses push=false.
+        let parsed = OutputOptions::parse(OutputKind::Registry, &opts(&[("name", "r/x")])).unwrap();
+        assert!(parsed
+            .push
+            .is_some_and(|t| !t.by_digest && t.insecure.is_none()));
+        let err = OutputOptions::parse(
+            OutputKind::Registry,
+            &opts(&[("push", "false"), ("name", "r/x")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("push"), "{err}");
+        let err = OutputOptions::parse(OutputKind::Image, &opts(&[("push-by-digest", "maybe")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("push-by-digest"), "{err}");
+        // Pushing needs a name; the file outputs do not push.
+        let err = OutputOptions::parse(OutputKind::Registry, &opts(&[])).unwrap_err();
+        assert!(err.to_string().contains("name"), "{err}");
+        let err = OutputOptions::parse(OutputKind::Oci, &opts(&[("push", "true")])).unwrap_err();
+        assert!(matches!(err, Error::UnknownOption { ref key, .. } if key == "push"));
+    }
+
+    #[test]
+    fn destinations_are_checked_without_a_store() {
+        let err = OutputOptions::parse(OutputKind::Docker, &opts(&[("tar", "False")])).unwrap_err();
+        assert!(err.to_string().contains("only writes tars"), "{err}");
+        let err = OutputOptions::parse(OutputKind::Oci, &opts(&[("tar", "F")])).unwrap_err();
+        assert!(
+            err.to_string().contains("tar=false needs a destination"),
+            "{err}"
+        );
+        let parsed =
+            OutputOptions::parse(OutputKind::Oci, &opts(&[("tar", "False"), ("dest", "/d")]))
+                .unwrap();
+        assert_eq!(
+            parsed.destination,
+            Some(Destination {
+                tar: false,
+                dest: Some(PathBuf::from("/d"))
+            })
+        );
+        assert!(OutputOptions::parse(OutputKind::Docker, &opts(&[]))
+            .is_ok_and(|p| !p.image.oci_media_types && p.destination.is_some()));
     }
 }

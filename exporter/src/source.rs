@@ -1,174 +1,114 @@
-//! [`Source`]: what a frontend hands the exporter — refs and their metadata — with
-//! BuildKit's metadata keys.
+//! [`Source`]: what a frontend hands the exporter, typed — per platform the top ref
+//! and the image config. BuildKit's metadata map is read by the adapter
+//! [`Source::from_buildkit`] only.
 
-use std::collections::BTreeMap;
+pub(crate) mod buildkit;
 
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
 use strata_cache::ImmutableRef;
 use strata_content::Platform;
 
 use crate::error::{Error, Result};
 
-/// Metadata key of the image config (JSON) of a single-platform source.
-pub const CONFIG_KEY: &str = "containerimage.config";
-/// Metadata key of the platforms mapping of a multi-platform source (JSON
-/// `{"platforms":[{"id":…,"platform":{…}}]}`).
-pub const PLATFORMS_KEY: &str = "refs.platforms";
-
-/// The metadata key of the image config of platform `id`: `containerimage.config/<id>`.
-pub fn config_key_for(id: &str) -> String {
-    format!("{CONFIG_KEY}/{id}")
+/// One image of a [`Source`]: its platform, its top ref and its config.
+#[derive(Clone, Debug, Default)]
+pub struct PlatformSource {
+    /// The platform; `Some` makes the image an entry of an index (every image of a
+    /// multi-platform source has one), `None` exports a lone manifest.
+    pub platform: Option<Platform>,
+    /// The top of the layer chain; `None` exports an image without layers.
+    pub top: Option<ImmutableRef>,
+    /// The image config (JSON) to patch; `None` starts from an empty config for the
+    /// platform (or the host's).
+    pub config: Option<Vec<u8>>,
 }
 
-/// One entry of the platforms mapping: a ref id and the platform it is for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlatformEntry {
-    /// The key of the ref in [`Source::refs`].
-    pub id: String,
-    /// The platform of the image built from that ref.
-    pub platform: Platform,
+impl PlatformSource {
+    /// How errors name this image: its platform or `default`.
+    pub(crate) fn label(&self) -> String {
+        self.platform
+            .as_ref()
+            .map_or_else(|| "default".to_string(), |p| p.to_string())
+    }
 }
 
-/// The platforms mapping stored under [`PLATFORMS_KEY`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Platforms {
-    /// One entry per ref, in the order the index lists them.
-    pub platforms: Vec<PlatformEntry>,
-}
-
-/// What to export: one ref (or none, for an empty image), or refs keyed by platform
-/// id with a [`Platforms`] mapping; plus metadata such as image configs.
+/// What to export: one image without a platform (a manifest), or one image per
+/// platform (an index listing them in this order).
 ///
 /// ```
 /// use strata_exporter::Source;
 /// let src = Source::single(None, Some(br#"{"architecture":"amd64","os":"linux"}"#.to_vec()));
-/// assert!(src.refs.is_empty());
+/// assert_eq!(src.platform_count(), 1);
+/// assert!(!src.is_multi_platform());
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct Source {
-    /// The ref of a single-platform source (`None` with empty `refs` exports an image
-    /// without layers).
-    pub single_ref: Option<ImmutableRef>,
-    /// The refs of a multi-platform source, keyed by platform id.
-    pub refs: BTreeMap<String, ImmutableRef>,
-    /// Metadata: [`CONFIG_KEY`], `containerimage.config/<id>`, [`PLATFORMS_KEY`], …
-    pub metadata: BTreeMap<String, Vec<u8>>,
+    /// The images, in index order. Empty is an image without layers or config.
+    pub images: Vec<PlatformSource>,
 }
 
 impl Source {
     /// A single-platform source: `top` (or nothing) with an optional image config.
     pub fn single(top: Option<ImmutableRef>, config: Option<Vec<u8>>) -> Source {
-        let mut metadata = BTreeMap::new();
-        if let Some(c) = config {
-            metadata.insert(CONFIG_KEY.to_string(), c);
-        }
         Source {
-            single_ref: top,
-            refs: BTreeMap::new(),
-            metadata,
+            images: vec![PlatformSource {
+                platform: None,
+                top,
+                config,
+            }],
         }
     }
 
-    /// A multi-platform source: one `(platform, top ref, config)` per platform. The
-    /// platform id is the platform's `os/arch[/variant]` text.
+    /// A multi-platform source: one `(platform, top ref, config)` per platform, in
+    /// index order.
     pub fn multi_platform(
         entries: impl IntoIterator<Item = (Platform, ImmutableRef, Option<Vec<u8>>)>,
     ) -> Source {
-        let mut src = Source::default();
-        let mut mapping = Platforms::default();
-        for (platform, top, config) in entries {
-            let id = platform.to_string();
-            if let Some(c) = config {
-                src.metadata.insert(config_key_for(&id), c);
-            }
-            src.refs.insert(id.clone(), top);
-            mapping.platforms.push(PlatformEntry { id, platform });
+        Source {
+            images: entries
+                .into_iter()
+                .map(|(platform, top, config)| PlatformSource {
+                    platform: Some(platform),
+                    top: Some(top),
+                    config,
+                })
+                .collect(),
         }
-        // Serializing a struct of strings cannot fail.
-        let json = serde_json::to_vec(&mapping).unwrap_or_default();
-        src.metadata.insert(PLATFORMS_KEY.to_string(), json);
-        src
-    }
-
-    /// Sets one metadata entry (builder style).
-    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Source {
-        self.metadata.insert(key.into(), value.into());
-        self
     }
 
     /// Number of platforms this source exports (1 for a single-platform source).
     pub fn platform_count(&self) -> usize {
-        self.refs.len().max(1)
+        self.images.len().max(1)
     }
 
-    /// The images to build, after checking that refs and the mapping agree.
-    pub(crate) fn resolve(&self) -> Result<Vec<SourceImage>> {
-        if self.refs.is_empty() {
-            return Ok(vec![SourceImage {
-                id: None,
-                platform: None,
-                top: self.single_ref.clone(),
-                config: self.metadata.get(CONFIG_KEY).cloned(),
-            }]);
+    /// True when the images carry platforms: the export's root is an index.
+    pub fn is_multi_platform(&self) -> bool {
+        self.images.iter().any(|img| img.platform.is_some())
+    }
+
+    /// The images to build, after checking that they can form one image or one
+    /// index: several images each need a platform, and no platform twice.
+    pub(crate) fn checked_images(&self) -> Result<Vec<PlatformSource>> {
+        if self.images.is_empty() {
+            return Ok(vec![PlatformSource::default()]);
         }
-        let raw = self.metadata.get(PLATFORMS_KEY).ok_or_else(|| {
-            Error::InvalidSource(format!(
-                "{} refs ({}) but no {PLATFORMS_KEY:?} mapping",
-                self.refs.len(),
-                self.refs.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))
-        })?;
-        let mapping: Platforms = serde_json::from_slice(raw)
-            .map_err(|e| Error::InvalidSource(format!("{PLATFORMS_KEY:?} is not valid: {e}")))?;
-        if mapping.platforms.len() != self.refs.len() {
-            return Err(Error::InvalidSource(format!(
-                "{PLATFORMS_KEY:?} lists {} platforms but the source has {} refs",
-                mapping.platforms.len(),
-                self.refs.len()
-            )));
-        }
-        let mut out = Vec::new();
-        let mut seen = std::collections::BTreeSet::new();
-        for entry in mapping.platforms {
-            if !seen.insert(entry.id.clone()) {
-                return Err(Error::InvalidSource(format!(
-                    "{PLATFORMS_KEY:?} lists id {:?} twice",
-                    entry.id
-                )));
+        if self.is_multi_platform() || self.images.len() > 1 {
+            let mut seen = BTreeSet::new();
+            for (i, img) in self.images.iter().enumerate() {
+                let Some(platform) = &img.platform else {
+                    return Err(Error::InvalidSource(format!(
+                        "{} images but image {i} has no platform; every image of a multi-platform source needs one",
+                        self.images.len()
+                    )));
+                };
+                if !seen.insert(platform.clone()) {
+                    return Err(Error::InvalidSource(format!(
+                        "platform {platform} is listed twice"
+                    )));
+                }
             }
-            let top = self.refs.get(&entry.id).ok_or_else(|| {
-                Error::InvalidSource(format!(
-                    "{PLATFORMS_KEY:?} names id {:?} ({}) but the source has no ref with that id",
-                    entry.id, entry.platform
-                ))
-            })?;
-            out.push(SourceImage {
-                config: self.metadata.get(&config_key_for(&entry.id)).cloned(),
-                id: Some(entry.id),
-                platform: Some(entry.platform),
-                top: Some(top.clone()),
-            });
         }
-        Ok(out)
-    }
-}
-
-/// One image of a resolved source.
-#[derive(Clone, Debug)]
-pub(crate) struct SourceImage {
-    /// The platform id (multi-platform only).
-    pub id: Option<String>,
-    /// The platform (multi-platform only).
-    pub platform: Option<Platform>,
-    /// The top ref, if any.
-    pub top: Option<ImmutableRef>,
-    /// The image config bytes, if given.
-    pub config: Option<Vec<u8>>,
-}
-
-impl SourceImage {
-    /// How errors name this image: its platform id or `default`.
-    pub fn label(&self) -> String {
-        self.id.clone().unwrap_or_else(|| "default".to_string())
+        Ok(self.images.clone())
     }
 }

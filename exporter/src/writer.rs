@@ -12,22 +12,23 @@ use strata_content::{
     Compression, ContentStore, Descriptor, Digest, Info, LeaseManager, LeaseResource, Platform,
     WriterOptions,
 };
-use strata_differ::{CompareOptions, LayerBlob, ProgressFn};
 use tokio::sync::{OnceCell, Semaphore};
 use tracing::Instrument;
 
 use crate::config::{empty_config, history_of, parse_config, patch_config};
+use crate::context::ExportContext;
 use crate::error::{Error, Result};
-use crate::exporter::ExportContext;
 use crate::history::{normalize, LayerMeta};
 use crate::json::to_canonical_vec;
 use crate::manifest::{index_json, index_labels, manifest_json, manifest_labels, MediaTypes};
 use crate::options::ImageOptions;
-use crate::progress::{Progress, ProgressTask};
-use crate::source::{Source, SourceImage};
+use crate::progress::Progress;
+use crate::source::{PlatformSource, Source};
+
+mod layers;
 
 /// The diffID of an empty layer: an empty tar (two 512-byte zero blocks).
-pub fn empty_layer_diff_id() -> Digest {
+pub(crate) fn empty_layer_diff_id() -> Digest {
     Digest::sha256_of(&[0u8; 1024])
 }
 
@@ -150,6 +151,7 @@ impl CommittedImage {
     }
 }
 
+/// The blobs being computed in one commit, keyed by ref and blob key.
 type Inflight = Mutex<HashMap<(String, BlobKey), Arc<OnceCell<BlobInfo>>>>;
 
 /// Commits [`Source`]s as images in the context's content store.
@@ -182,8 +184,8 @@ impl ImageWriter {
                 media_types: "Docker",
             });
         }
-        let images = source.resolve()?;
-        let multi = !source.refs.is_empty();
+        let images = source.checked_images()?;
+        let multi = source.is_multi_platform();
         let configs = images
             .iter()
             .map(|img| match &img.config {
@@ -277,182 +279,6 @@ impl ImageWriter {
         })
     }
 
-    async fn export_chain(
-        &self,
-        img: &SourceImage,
-        key: BlobKey,
-        opts: &ImageOptions,
-        lease: &str,
-        inflight: &Inflight,
-        progress: &Progress,
-    ) -> Result<Vec<(ImmutableRef, BlobInfo)>> {
-        let Some(top) = &img.top else {
-            return Ok(Vec::new());
-        };
-        let chain = top.chain();
-        let blobs = try_join_all(
-            chain
-                .iter()
-                .map(|r| self.layer_blob(r, key, opts, lease, inflight, progress)),
-        )
-        .await?;
-        Ok(chain.into_iter().zip(blobs).collect())
-    }
-
-    /// The blob of one link, computed once per commit even when several platforms
-    /// share the ref.
-    async fn layer_blob(
-        &self,
-        r: &ImmutableRef,
-        key: BlobKey,
-        opts: &ImageOptions,
-        lease: &str,
-        inflight: &Inflight,
-        progress: &Progress,
-    ) -> Result<BlobInfo> {
-        let cell = {
-            let mut map = inflight
-                .lock()
-                .map_err(|_| Error::Interrupted("layer table poisoned".into()))?;
-            map.entry((r.id().to_string(), key))
-                .or_insert_with(|| Arc::new(OnceCell::new()))
-                .clone()
-        };
-        cell.get_or_try_init(|| self.compute_blob(r, key, opts, lease, progress))
-            .await
-            .cloned()
-    }
-
-    async fn compute_blob(
-        &self,
-        r: &ImmutableRef,
-        key: BlobKey,
-        opts: &ImageOptions,
-        lease: &str,
-        progress: &Progress,
-    ) -> Result<BlobInfo> {
-        let task = progress.start(
-            format!("layer:{}", r.id()),
-            format!("exporting layer {}", r.id()),
-        );
-        let result = self
-            .compute_blob_inner(r, key, opts, lease, &task)
-            .instrument(task.span().clone())
-            .await;
-        match &result {
-            Ok(info) => {
-                task.update(info.size, Some(info.size));
-                task.complete();
-            }
-            Err(e) => task.fail(e),
-        }
-        result
-    }
-
-    async fn compute_blob_inner(
-        &self,
-        r: &ImmutableRef,
-        key: BlobKey,
-        opts: &ImageOptions,
-        lease: &str,
-        task: &ProgressTask,
-    ) -> Result<BlobInfo> {
-        // Reuse a blob recorded on the ref when the store still has it.
-        if let Some(info) = self.cached_blob(r, key, lease).await? {
-            tracing::debug!(snapshot = r.id(), digest = %info.digest, "reusing layer blob");
-            return Ok(info);
-        }
-        // A blob of the same tree in another compression: used as it is (BuildKit's
-        // default, when the media types can express it), or converted with
-        // force-compression (no tree walk either way).
-        let mut other = None;
-        for c in [
-            Compression::Gzip,
-            Compression::Zstd,
-            Compression::Uncompressed,
-        ] {
-            if c == key.compression {
-                continue;
-            }
-            let k = BlobKey {
-                compression: c,
-                source_date_epoch: key.source_date_epoch,
-            };
-            if let Some(info) = self.cached_blob(r, k, lease).await? {
-                other = Some((c, info));
-                break;
-            }
-        }
-        let copts = |task: &ProgressTask| {
-            let t = task.clone();
-            let progress_fn: ProgressFn = Arc::new(move |n| t.update(n, None));
-            CompareOptions {
-                compression: key.compression,
-                level: opts.compression_level,
-                source_date_epoch: key.source_date_epoch,
-                threads: None,
-                media_type: None,
-                // The differ names the ingest, and aborts it on errors and drops.
-                reference: None,
-                lease: Some(lease.to_string()),
-                labels: BTreeMap::new(),
-                progress: Some(progress_fn),
-            }
-        };
-        if let Some((c, info)) = other {
-            if !opts.force_compression && (opts.oci_media_types || c != Compression::Zstd) {
-                tracing::debug!(snapshot = r.id(), digest = %info.digest, compression = %c, "reusing layer blob");
-                return Ok(info);
-            }
-            let _permit = self
-                .jobs
-                .acquire()
-                .await
-                .map_err(|_| Error::Interrupted("job limiter closed".into()))?;
-            let src = Descriptor::new(info.media_type.clone(), info.digest.clone(), info.size);
-            let store = self.ctx.content.with_lease(lease);
-            let blob = strata_differ::convert_layer(store, &src, &copts(task)).await;
-            let converted = blob_info(blob?);
-            r.set_blob(key, converted.clone()).await?;
-            return Ok(converted);
-        }
-        let _permit = self
-            .jobs
-            .acquire()
-            .await
-            .map_err(|_| Error::Interrupted("job limiter closed".into()))?;
-        let lower = match r.parent() {
-            Some(p) => p.mounts().await?,
-            None => Vec::new(),
-        };
-        let upper = r.mounts().await?;
-        let blob = self.ctx.differ.compare(&lower, &upper, &copts(task)).await;
-        let info = blob_info(blob?);
-        r.set_blob(key, info.clone()).await?;
-        Ok(info)
-    }
-
-    /// The blob recorded on `r` for `key`, if the store still has it; it is added to
-    /// the lease before the store is asked, so it cannot be collected in between.
-    async fn cached_blob(
-        &self,
-        r: &ImmutableRef,
-        key: BlobKey,
-        lease: &str,
-    ) -> Result<Option<BlobInfo>> {
-        let Some(info) = r.blob(key) else {
-            return Ok(None);
-        };
-        // Lease first, then look: a GC running between a successful look-up and the
-        // lease would otherwise remove the blob we are about to reference.
-        self.hold(lease, &info.digest).await?;
-        match self.ctx.content.info(&info.digest).await {
-            Ok(_) => Ok(Some(info)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     async fn hold(&self, lease: &str, digest: &Digest) -> Result<()> {
         let res = LeaseResource {
             id: digest.to_string(),
@@ -469,7 +295,7 @@ impl ImageWriter {
         &self,
         store: &Arc<dyn ContentStore>,
         lease: &str,
-        img: &SourceImage,
+        img: &PlatformSource,
         config: Map<String, Value>,
         chain: &[(ImmutableRef, BlobInfo)],
         opts: &ImageOptions,
@@ -627,16 +453,6 @@ impl ImageWriter {
         }
         self.hold(lease, &digest).await?;
         Ok(desc)
-    }
-}
-
-/// What a ref records about the layer blob computed for it.
-fn blob_info(blob: LayerBlob) -> BlobInfo {
-    BlobInfo {
-        diff_id: blob.diff_id,
-        digest: blob.descriptor.digest,
-        media_type: blob.descriptor.media_type,
-        size: blob.descriptor.size,
     }
 }
 

@@ -370,40 +370,65 @@ async fn bad_input_gets_typed_errors_naming_the_problem() {
 
     let amd = Platform::parse("linux/amd64").unwrap();
     let arm = Platform::parse("linux/arm64").unwrap();
-    let mut two =
-        Source::multi_platform([(amd.clone(), top.clone(), None), (arm, top.clone(), None)]);
-    let bad_cfg = two
-        .clone()
-        .with_metadata("containerimage.config/linux/arm64", b"[]".to_vec());
+    let two = Source::multi_platform([
+        (amd.clone(), top.clone(), None),
+        (arm.clone(), top.clone(), None),
+    ]);
+    let bad_cfg = Source::multi_platform([
+        (amd.clone(), top.clone(), None),
+        (arm.clone(), top.clone(), Some(b"[]".to_vec())),
+    ]);
     let err = inst.export(bad_cfg, Progress::discard()).await.unwrap_err();
     assert!(
         matches!(err, Error::InvalidConfig { ref platform, .. } if platform == "linux/arm64"),
         "{err}"
     );
 
-    let mut mismatched = two.clone();
-    mismatched.metadata.insert(
-        "refs.platforms".into(),
-        br#"{"platforms":[{"id":"linux/amd64","platform":{"os":"linux","architecture":"amd64"}}]}"#
-            .to_vec(),
+    // BuildKit's metadata map: refs and the platforms mapping must agree.
+    let refs: BTreeMap<String, _> = [
+        ("linux/amd64".to_string(), top.clone()),
+        ("linux/arm64".to_string(), top.clone()),
+    ]
+    .into();
+    let mismatched = Source::from_buildkit(
+        None,
+        refs.clone(),
+        [(
+            "refs.platforms".to_string(),
+            br#"{"platforms":[{"id":"linux/amd64","platform":{"os":"linux","architecture":"amd64"}}]}"#
+                .to_vec(),
+        )]
+        .into(),
     );
-    let err = inst
-        .export(mismatched, Progress::discard())
-        .await
-        .unwrap_err();
+    let err = mismatched.unwrap_err();
     assert!(
         matches!(err, Error::InvalidSource(ref m) if m.contains("1 platforms") && m.contains("2 refs")),
         "{err}"
     );
 
-    let mut unmapped = two.clone();
-    unmapped.metadata.remove("refs.platforms");
+    let unmapped = Source::from_buildkit(None, refs, BTreeMap::new());
+    let err = unmapped.unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidSource(ref m) if m.contains("refs.platforms")),
+        "{err}"
+    );
+
+    // A typed source whose images cannot form an index.
+    let mut unplatformed = two.clone();
+    unplatformed.images[1].platform = None;
     let err = inst
-        .export(unmapped, Progress::discard())
+        .export(unplatformed, Progress::discard())
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::InvalidSource(ref m) if m.contains("refs.platforms")),
+        matches!(err, Error::InvalidSource(ref m) if m.contains("no platform")),
+        "{err}"
+    );
+    let twice =
+        Source::multi_platform([(amd.clone(), top.clone(), None), (amd, top.clone(), None)]);
+    let err = inst.export(twice, Progress::discard()).await.unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidSource(ref m) if m.contains("twice")),
         "{err}"
     );
 
@@ -422,7 +447,6 @@ async fn bad_input_gets_typed_errors_naming_the_problem() {
         .resolve(opts(&[("dest", dest.to_str().unwrap())]))
         .await
         .unwrap();
-    two.metadata.insert("x".into(), vec![]);
     let err = docker.export(two, Progress::discard()).await.unwrap_err();
     assert!(
         matches!(err, Error::TooManyPlatforms { count: 2, .. }),
@@ -549,4 +573,64 @@ async fn layer_computations_are_bounded_by_jobs() {
             "{max} compares at once with jobs={jobs}"
         );
     }
+}
+
+#[tokio::test]
+async fn buildkit_metadata_gives_the_same_image_as_the_typed_source() {
+    let fx = Fixture::new().await;
+    fx.chain("k", "amd64").await;
+    let top = fx.load("k-top").await;
+    let amd = Platform::parse("linux/amd64").unwrap();
+    let arm = Platform::parse("linux/arm64").unwrap();
+    let arm_config = br#"{"architecture":"arm64","os":"linux","config":{"User":"k"}}"#.to_vec();
+    let image = ImageExporter::new(fx.ctx());
+    let inst = image.resolve(BTreeMap::new()).await.unwrap();
+
+    let typed = Source::multi_platform([
+        (amd.clone(), top.clone(), None),
+        (arm.clone(), top.clone(), Some(arm_config.clone())),
+    ]);
+    let from_typed = inst.export(typed, Progress::discard()).await.unwrap();
+
+    let refs: BTreeMap<String, _> = [
+        ("a".to_string(), top.clone()),
+        ("b".to_string(), top.clone()),
+    ]
+    .into();
+    let mapping = serde_json::json!({"platforms": [
+        {"id": "a", "platform": amd},
+        {"id": "b", "platform": arm},
+    ]});
+    let metadata: BTreeMap<String, Vec<u8>> = [
+        (
+            "refs.platforms".to_string(),
+            serde_json::to_vec(&mapping).unwrap(),
+        ),
+        (strata_exporter::config_key_for("b"), arm_config.clone()),
+    ]
+    .into();
+    let adapted = Source::from_buildkit(None, refs, metadata).unwrap();
+    let from_buildkit = inst.export(adapted, Progress::discard()).await.unwrap();
+    assert_eq!(
+        from_typed[RESPONSE_IMAGE_DIGEST],
+        from_buildkit[RESPONSE_IMAGE_DIGEST]
+    );
+
+    // Without refs: the single ref and the config under containerimage.config.
+    let single = Source::from_buildkit(
+        Some(top.clone()),
+        BTreeMap::new(),
+        [(strata_exporter::CONFIG_KEY.to_string(), arm_config.clone())].into(),
+    )
+    .unwrap();
+    let a = inst.export(single, Progress::discard()).await.unwrap();
+    let b = inst
+        .export(
+            Source::single(Some(top), Some(arm_config)),
+            Progress::discard(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(a[RESPONSE_IMAGE_DIGEST], b[RESPONSE_IMAGE_DIGEST]);
+    assert_eq!(a[RESPONSE_CONFIG_DIGEST], b[RESPONSE_CONFIG_DIGEST]);
 }

@@ -3,42 +3,38 @@
 //! one image, so a source with several platforms is an error (as in BuildKit).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::json;
 
+use crate::context::ExportContext;
 use crate::error::{Error, Result};
-use crate::exporter::{ExportContext, Exporter, ExporterInstance};
+use crate::exporter::{Exporter, ExporterInstance};
 use crate::json::to_canonical_vec;
-use crate::options;
-use crate::output::oci::{
-    blob_path, check_destination, Entry, LayoutInstance, LayoutKind, WriterFactory,
+use crate::options::OutputKind;
+use crate::output::layout::{blob_path, Entry, LayoutExporter, LayoutFormat, WriterFactory};
+use crate::writer::CommittedImage;
+
+/// The OCI layout with docker's `manifest.json` and `repositories` in front; one image.
+static DOCKER_ARCHIVE: LayoutFormat = LayoutFormat {
+    kind: OutputKind::Docker,
+    max_platforms: Some(1),
+    extra_entries: archive_entries,
 };
-use crate::writer::{CommittedImage, ImageWriter};
 
 /// Exports a docker-archive tar.
-pub struct DockerExporter {
-    ctx: ExportContext,
-    writer: Arc<ImageWriter>,
-    sink: Option<WriterFactory>,
-}
+pub struct DockerExporter(LayoutExporter);
 
 impl DockerExporter {
     /// A `docker` exporter over `ctx`; the tar goes to the `dest` option.
     pub fn new(ctx: ExportContext) -> DockerExporter {
-        DockerExporter {
-            writer: Arc::new(ImageWriter::new(ctx.clone())),
-            ctx,
-            sink: None,
-        }
+        DockerExporter(LayoutExporter::new(&DOCKER_ARCHIVE, ctx))
     }
 
     /// Streams the tar to writers from `sink` (e.g. `docker load`'s stdin) when no
     /// `dest` is given.
-    pub fn with_writer(mut self, sink: WriterFactory) -> DockerExporter {
-        self.sink = Some(sink);
-        self
+    pub fn with_writer(self, sink: WriterFactory) -> DockerExporter {
+        DockerExporter(self.0.with_writer(sink))
     }
 }
 
@@ -48,29 +44,13 @@ impl Exporter for DockerExporter {
         &self,
         options: BTreeMap<String, String>,
     ) -> Result<Box<dyn ExporterInstance>> {
-        let (opts, output) = options::parse("docker", &options, true, false)?;
-        if !output.tar {
-            return Err(Error::InvalidOption {
-                key: "tar".into(),
-                value: "false".into(),
-                reason: "the docker exporter only writes tars".into(),
-            });
-        }
-        check_destination(&output, self.sink.is_some())?;
-        Ok(Box::new(LayoutInstance {
-            kind: LayoutKind::Docker,
-            ctx: self.ctx.clone(),
-            writer: self.writer.clone(),
-            sink: self.sink.clone(),
-            opts,
-            output,
-        }))
+        self.0.resolve(&options)
     }
 }
 
 /// `repo:tag` as docker shows it: `docker.io/library/` dropped, `:latest` added when
 /// the name has no tag or digest.
-pub(crate) fn repo_tag(name: &str) -> String {
+fn repo_tag(name: &str) -> String {
     let short = name
         .strip_prefix("docker.io/library/")
         .or_else(|| name.strip_prefix("docker.io/"))
@@ -84,7 +64,7 @@ pub(crate) fn repo_tag(name: &str) -> String {
 }
 
 /// `manifest.json` and `repositories` for the single image of `committed`.
-pub(crate) fn archive_entries(committed: &CommittedImage, names: &[String]) -> Result<Vec<Entry>> {
+fn archive_entries(committed: &CommittedImage, names: &[String]) -> Result<Vec<Entry>> {
     let [image] = committed.images.as_slice() else {
         return Err(Error::TooManyPlatforms {
             exporter: "docker".into(),

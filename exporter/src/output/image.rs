@@ -8,10 +8,13 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use strata_content::{Image, Labels};
 
+use crate::context::ExportContext;
 use crate::error::Result;
-use crate::exporter::{response, ExportContext, Exporter, ExporterInstance};
-use crate::options::{self, ImageOptions};
+use crate::exporter::{response, Exporter, ExporterInstance};
+use crate::options::{ImageOptions, OutputKind, OutputOptions};
+use crate::output::registry::PushTarget;
 use crate::progress::Progress;
+use crate::push::PushOptions;
 use crate::source::Source;
 use crate::writer::ImageWriter;
 
@@ -37,20 +40,14 @@ impl Exporter for ImageExporter {
         &self,
         options: BTreeMap<String, String>,
     ) -> Result<Box<dyn ExporterInstance>> {
-        let (options, push) = crate::output::registry::take_push_options(
-            options,
-            false,
-            &crate::push::PushOptions::default(),
-        )?;
-        let (opts, _) = options::parse("image", &options, false, true)?;
-        if let Some(push) = &push {
-            push.check_names(&opts)?;
-        }
+        let parsed = OutputOptions::parse(OutputKind::Image, &options)?;
         Ok(Box::new(ImageInstance {
             ctx: self.ctx.clone(),
             writer: self.writer.clone(),
-            opts,
-            push,
+            push: parsed
+                .push
+                .map(|request| PushTarget::new(&request, &PushOptions::default())),
+            opts: parsed.image,
         }))
     }
 }
@@ -60,7 +57,7 @@ struct ImageInstance {
     writer: Arc<ImageWriter>,
     opts: ImageOptions,
     /// Where to push after naming (`push=true`).
-    push: Option<crate::output::registry::PushTarget>,
+    push: Option<PushTarget>,
 }
 
 #[async_trait]

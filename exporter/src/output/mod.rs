@@ -1,8 +1,9 @@
 //! The exporters: `image` (content store + image records), `oci` (OCI layout, tar or
-//! directory) and `docker` (docker-archive tar).
+//! directory), `docker` (docker-archive tar), sharing `layout`, and `registry`.
 
 mod blob_file;
-pub mod docker;
-pub mod image;
-pub mod oci;
-pub mod registry;
+pub(crate) mod docker;
+pub(crate) mod image;
+pub(crate) mod layout;
+pub(crate) mod oci;
+pub(crate) mod registry;

@@ -7,20 +7,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::error::{Error, Result};
-use crate::exporter::{response, ExportContext, Exporter, ExporterInstance};
-use crate::options::{self, ImageOptions};
+use crate::context::ExportContext;
+use crate::error::Result;
+use crate::exporter::{response, Exporter, ExporterInstance};
+use crate::options::{ImageOptions, OutputKind, OutputOptions, PushRequest};
 use crate::progress::Progress;
 use crate::push::{PushOptions, Pusher};
 use crate::source::Source;
 use crate::writer::{CommittedImage, ImageWriter};
-
-/// Option: push the image to its names' registries (`image` exporter).
-pub const OPTION_PUSH: &str = "push";
-/// Option: push by digest only, without a tag.
-pub const OPTION_PUSH_BY_DIGEST: &str = "push-by-digest";
-/// Option: talk plain HTTP to the registry.
-pub const OPTION_REGISTRY_INSECURE: &str = "registry.insecure";
 
 /// Where and how an export is pushed: the options shared by the `registry` exporter
 /// and the `image` exporter's `push=true`.
@@ -30,57 +24,17 @@ pub(crate) struct PushTarget {
     opts: PushOptions,
 }
 
-/// Removes the push options from `options`. `always` (the `registry` exporter) pushes
-/// whatever `push` says is refused; otherwise a push happens only with `push=true`.
-/// Returns the remaining options and the push target, if any.
-pub(crate) fn take_push_options(
-    mut options: BTreeMap<String, String>,
-    always: bool,
-    defaults: &PushOptions,
-) -> Result<(BTreeMap<String, String>, Option<PushTarget>)> {
-    let push = match options.remove(OPTION_PUSH) {
-        Some(v) => {
-            let push = options::parse_bool(OPTION_PUSH, &v)?;
-            if always && !push {
-                return Err(Error::InvalidOption {
-                    key: OPTION_PUSH.into(),
-                    value: v,
-                    reason: "the registry exporter always pushes".into(),
-                });
-            }
-            push
-        }
-        None => always,
-    };
-    let by_digest = match options.remove(OPTION_PUSH_BY_DIGEST) {
-        Some(v) => options::parse_bool(OPTION_PUSH_BY_DIGEST, &v)?,
-        None => false,
-    };
-    let insecure = match options.remove(OPTION_REGISTRY_INSECURE) {
-        Some(v) => options::parse_bool(OPTION_REGISTRY_INSECURE, &v)?,
-        None => defaults.insecure,
-    };
-    let target = push.then(|| PushTarget {
-        by_digest,
-        opts: PushOptions {
-            insecure,
-            ..defaults.clone()
-        },
-    });
-    Ok((options, target))
-}
-
 impl PushTarget {
-    /// Refuses a push without a name to push to.
-    pub(crate) fn check_names(&self, opts: &ImageOptions) -> Result<()> {
-        if opts.names.is_empty() {
-            return Err(Error::InvalidOption {
-                key: "name".into(),
-                value: String::new(),
-                reason: "pushing needs name=HOST/REPO[:TAG]".into(),
-            });
+    /// The push `request` asks for, with the exporter's `defaults` for the rest;
+    /// `registry.insecure` overrides `defaults.insecure`.
+    pub(crate) fn new(request: &PushRequest, defaults: &PushOptions) -> PushTarget {
+        PushTarget {
+            by_digest: request.by_digest,
+            opts: PushOptions {
+                insecure: request.insecure.unwrap_or(defaults.insecure),
+                ..defaults.clone()
+            },
         }
-        Ok(())
     }
 
     /// Pushes `committed` to each of `names`, in order; the first failure stops.
@@ -152,19 +106,14 @@ impl Exporter for RegistryExporter {
         &self,
         options: BTreeMap<String, String>,
     ) -> Result<Box<dyn ExporterInstance>> {
-        let (options, target) = take_push_options(options, true, &self.push)?;
-        let (opts, _) = options::parse("registry", &options, false, true)?;
-        let target = target.ok_or_else(|| Error::InvalidOption {
-            key: OPTION_PUSH.into(),
-            value: "false".into(),
-            reason: "the registry exporter always pushes".into(),
-        })?;
-        target.check_names(&opts)?;
+        let parsed = OutputOptions::parse(OutputKind::Registry, &options)?;
+        // The registry kind always has a push; parse refuses push=false.
+        let request = parsed.push.unwrap_or_default();
         Ok(Box::new(RegistryInstance {
             ctx: self.ctx.clone(),
             writer: self.writer.clone(),
-            opts,
-            target,
+            target: PushTarget::new(&request, &self.push),
+            opts: parsed.image,
         }))
     }
 }
@@ -197,34 +146,22 @@ impl ExporterInstance for RegistryInstance {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::options::tests::opts;
 
     #[test]
-    fn push_options_are_taken_out() {
-        let d = PushOptions::default();
-        let (rest, t) = take_push_options(
-            opts(&[
-                ("push", "true"),
-                ("push-by-digest", "true"),
-                ("registry.insecure", "true"),
-                ("name", "r/x"),
-            ]),
-            false,
-            &d,
-        )
-        .unwrap();
-        assert_eq!(rest, opts(&[("name", "r/x")]));
-        let t = t.unwrap();
-        assert!(t.by_digest && t.opts.insecure);
-        // Without push=true the image exporter does not push.
-        let (_, t) = take_push_options(opts(&[("registry.insecure", "true")]), false, &d).unwrap();
-        assert!(t.is_none());
-        // The registry exporter always does, and refuses push=false.
-        let (_, t) = take_push_options(opts(&[]), true, &d).unwrap();
-        assert!(t.is_some_and(|t| !t.by_digest && !t.opts.insecure));
-        let err = take_push_options(opts(&[("push", "false")]), true, &d).unwrap_err();
-        assert!(err.to_string().contains("push"), "{err}");
-        let err = take_push_options(opts(&[("push-by-digest", "maybe")]), false, &d).unwrap_err();
-        assert!(err.to_string().contains("push-by-digest"), "{err}");
+    fn the_request_overrides_only_insecure() {
+        let defaults = PushOptions {
+            jobs: 7,
+            ..PushOptions::default()
+        };
+        let t = PushTarget::new(
+            &PushRequest {
+                by_digest: true,
+                insecure: Some(true),
+            },
+            &defaults,
+        );
+        assert!(t.by_digest && t.opts.insecure && t.opts.jobs == 7);
+        let t = PushTarget::new(&PushRequest::default(), &defaults);
+        assert!(!t.by_digest && !t.opts.insecure);
     }
 }

@@ -1,0 +1,437 @@
+//! What the `oci` and `docker` outputs share: the OCI image layout (`oci-layout`,
+//! `index.json`, `blobs/`), an exporter and instance parameterized by the
+//! [`LayoutFormat`], and the writers of the archive as a deterministic tar (to a file
+//! or a caller's writer) or as a directory.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::json;
+use strata_content::{media_types, ContentStore, Descriptor, ReaderAt};
+
+use crate::context::ExportContext;
+use crate::error::{Error, Result};
+use crate::exporter::{response, ExporterInstance};
+use crate::json::to_canonical_vec;
+use crate::options::{Destination, ImageOptions, OutputKind, OutputOptions};
+use crate::output::blob_file::place_blob_file;
+use crate::progress::Progress;
+use crate::source::Source;
+use crate::writer::{CommittedImage, ImageWriter};
+
+/// Opens the writer a tar output is streamed to (called once per export).
+pub type WriterFactory = Arc<dyn Fn() -> std::io::Result<Box<dyn Write + Send>> + Send + Sync>;
+
+/// Annotation naming a layout entry (the tag part of the image name).
+pub(crate) const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// Annotation carrying the full image name (containerd's).
+pub(crate) const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
+
+/// What one layout output writes besides the OCI layout.
+pub(crate) struct LayoutFormat {
+    /// The output (`oci` or `docker`): its name and options.
+    pub kind: OutputKind,
+    /// The most platforms the archive holds (`None`: any number).
+    pub max_platforms: Option<usize>,
+    /// Files written before the layout's own (docker's `manifest.json`, …).
+    pub extra_entries: fn(&CommittedImage, &[String]) -> Result<Vec<Entry>>,
+}
+
+/// An exporter writing a layout in `format`, to `dest` or to writers from `sink`.
+pub(crate) struct LayoutExporter {
+    format: &'static LayoutFormat,
+    ctx: ExportContext,
+    writer: Arc<ImageWriter>,
+    sink: Option<WriterFactory>,
+}
+
+impl LayoutExporter {
+    /// An exporter over `ctx` writing to the `dest` option.
+    pub(crate) fn new(format: &'static LayoutFormat, ctx: ExportContext) -> LayoutExporter {
+        LayoutExporter {
+            format,
+            writer: Arc::new(ImageWriter::new(ctx.clone())),
+            ctx,
+            sink: None,
+        }
+    }
+
+    /// Streams tars to writers from `sink` when no `dest` is given.
+    pub(crate) fn with_writer(mut self, sink: WriterFactory) -> LayoutExporter {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Parses `options` for the format's kind; a tar needs `dest` or a writer.
+    pub(crate) fn resolve(
+        &self,
+        options: &BTreeMap<String, String>,
+    ) -> Result<Box<dyn ExporterInstance>> {
+        let parsed = OutputOptions::parse(self.format.kind, options)?;
+        let output = parsed.destination.unwrap_or_default();
+        if output.dest.is_none() && self.sink.is_none() {
+            return Err(Error::InvalidOption {
+                key: "dest".into(),
+                value: String::new(),
+                reason: "a destination path is required (no writer was given)".into(),
+            });
+        }
+        Ok(Box::new(LayoutInstance {
+            format: self.format,
+            ctx: self.ctx.clone(),
+            writer: self.writer.clone(),
+            sink: self.sink.clone(),
+            opts: parsed.image,
+            output,
+        }))
+    }
+}
+
+struct LayoutInstance {
+    format: &'static LayoutFormat,
+    ctx: ExportContext,
+    writer: Arc<ImageWriter>,
+    sink: Option<WriterFactory>,
+    opts: ImageOptions,
+    output: Destination,
+}
+
+#[async_trait]
+impl ExporterInstance for LayoutInstance {
+    fn name(&self) -> &str {
+        self.format.kind.name()
+    }
+
+    async fn export(&self, source: Source, progress: Progress) -> Result<BTreeMap<String, String>> {
+        if let Some(max) = self.format.max_platforms {
+            if source.platform_count() > max {
+                return Err(Error::TooManyPlatforms {
+                    exporter: self.format.kind.name().into(),
+                    count: source.platform_count(),
+                });
+            }
+        }
+        let committed = self.writer.commit(&source, &self.opts, &progress).await?;
+        let mut entries = layout_entries(&committed, &self.opts.names)?;
+        entries.splice(
+            0..0,
+            (self.format.extra_entries)(&committed, &self.opts.names)?,
+        );
+        let task = progress.start(
+            format!("sending:{}", committed.descriptor.digest),
+            "sending tarball".to_string(),
+        );
+        let mtime = self.opts.source_date_epoch.unwrap_or(0).max(0) as u64;
+        let res = match (&self.output.dest, self.output.tar) {
+            (Some(dir), false) => write_dir(self.ctx.content.clone(), entries, dir).await,
+            (Some(path), true) => {
+                write_tar_file(self.ctx.content.clone(), entries, path, mtime).await
+            }
+            (None, _) => match &self.sink {
+                Some(sink) => {
+                    let w = sink().map_err(|e| Error::io("opening the output writer", e))?;
+                    write_tar(self.ctx.content.clone(), entries, w, mtime).await
+                }
+                None => Err(Error::Interrupted("no destination".into())),
+            },
+        };
+        if let Err(e) = res {
+            task.fail(&e);
+            return Err(e);
+        }
+        task.complete();
+        let out = response(&committed, &self.opts.names);
+        // The caller has the result; nothing in the store needs to be kept for it.
+        committed.lease.release().await?;
+        Ok(out)
+    }
+}
+
+/// One file of an archive.
+pub(crate) enum Entry {
+    /// A small file built in memory.
+    Bytes(String, Vec<u8>),
+    /// A blob streamed from the store.
+    Blob(String, Descriptor),
+}
+
+impl Entry {
+    fn path(&self) -> &str {
+        match self {
+            Entry::Bytes(p, _) | Entry::Blob(p, _) => p,
+        }
+    }
+}
+
+/// The path of a blob inside a layout.
+pub(crate) fn blob_path(desc: &Descriptor) -> String {
+    format!("blobs/{}/{}", desc.digest.algorithm(), desc.digest.hex())
+}
+
+/// The tag part of a name (`repo:tag` → `tag`), or the name itself.
+fn ref_name(name: &str) -> String {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    match last.split_once(':') {
+        Some((_, tag)) if !name.contains('@') => tag.to_string(),
+        _ => name.to_string(),
+    }
+}
+
+/// `oci-layout`, `index.json` (one entry per name, or one unnamed) and every blob.
+pub(crate) fn layout_entries(committed: &CommittedImage, names: &[String]) -> Result<Vec<Entry>> {
+    let mut manifests = Vec::new();
+    if names.is_empty() {
+        manifests.push(committed.descriptor.clone());
+    }
+    for name in names {
+        let mut d = committed.descriptor.clone();
+        d.annotations
+            .insert(ANNOTATION_IMAGE_NAME.to_string(), name.clone());
+        d.annotations
+            .insert(ANNOTATION_REF_NAME.to_string(), ref_name(name));
+        manifests.push(d);
+    }
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": media_types::OCI_INDEX,
+        "manifests": manifests,
+    });
+    let index = to_canonical_vec(&index).map_err(|source| Error::Encode {
+        what: "the layout's index.json".into(),
+        source,
+    })?;
+    let mut entries = vec![
+        Entry::Bytes(
+            "oci-layout".into(),
+            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+        ),
+        Entry::Bytes("index.json".into(), index),
+    ];
+    for blob in committed.blobs() {
+        entries.push(Entry::Blob(blob_path(&blob), blob));
+    }
+    Ok(entries)
+}
+
+/// Reads a blob synchronously (on a blocking thread) from an async [`ReaderAt`].
+struct BlobRead {
+    reader: Box<dyn ReaderAt>,
+    offset: u64,
+    handle: tokio::runtime::Handle,
+}
+
+impl Read for BlobRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self
+            .handle
+            .block_on(self.reader.read_at(buf, self.offset))
+            .map_err(std::io::Error::other)?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// Writes `entries` as a deterministic tar (sorted as given, fixed owners, modes and
+/// `mtime`) to `sink`, streaming blobs from `store`.
+pub(crate) async fn write_tar(
+    store: Arc<dyn ContentStore>,
+    entries: Vec<Entry>,
+    sink: Box<dyn Write + Send>,
+    mtime: u64,
+) -> Result<()> {
+    // Open readers up front (async), then stream on a blocking thread.
+    let mut opened = Vec::new();
+    for e in entries {
+        let reader = match &e {
+            Entry::Blob(_, d) => Some(store.reader(d).await?),
+            Entry::Bytes(..) => None,
+        };
+        opened.push((e, reader));
+    }
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let mut tar = tar::Builder::new(sink);
+        let mut dirs = std::collections::BTreeSet::new();
+        for (entry, reader) in opened {
+            let path = entry.path().to_string();
+            // Parent directories first, once each.
+            let mut parent = String::new();
+            for comp in path.split('/').take(path.split('/').count() - 1) {
+                parent.push_str(comp);
+                parent.push('/');
+                if dirs.insert(parent.clone()) {
+                    let mut h = header(tar::EntryType::Directory, 0o755, 0, mtime);
+                    tar.append_data(&mut h, &parent, std::io::empty())
+                        .map_err(|e| Error::io(format!("writing {parent} to the tar"), e))?;
+                }
+            }
+            let res = match (entry, reader) {
+                (Entry::Bytes(_, bytes), _) => {
+                    let mut h = header(tar::EntryType::Regular, 0o644, bytes.len() as u64, mtime);
+                    tar.append_data(&mut h, &path, bytes.as_slice())
+                }
+                (Entry::Blob(_, desc), Some(reader)) => {
+                    let mut h = header(tar::EntryType::Regular, 0o644, desc.size, mtime);
+                    let body = BlobRead {
+                        reader,
+                        offset: 0,
+                        handle: handle.clone(),
+                    }
+                    .take(desc.size);
+                    tar.append_data(&mut h, &path, body)
+                }
+                (Entry::Blob(..), None) => unreachable!("readers are opened for every blob"),
+            };
+            res.map_err(|e| Error::io(format!("writing {path} to the tar"), e))?;
+        }
+        let mut sink = tar
+            .into_inner()
+            .map_err(|e| Error::io("finishing the tar", e))?;
+        sink.flush().map_err(|e| Error::io("flushing the tar", e))?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| Error::Interrupted(format!("tar writer: {e}")))?
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(mtime);
+    h.set_size(size);
+    h
+}
+
+/// Writes the tar to `path` through a temporary file renamed into place, so a failed
+/// or cancelled export leaves no partial archive.
+pub(crate) async fn write_tar_file(
+    store: Arc<dyn ContentStore>,
+    entries: Vec<Entry>,
+    path: &Path,
+    mtime: u64,
+) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".strata-export-")
+        .tempfile_in(&dir)
+        .map_err(|e| Error::io(format!("creating a temporary file in {}", dir.display()), e))?;
+    let file = tmp
+        .reopen()
+        .map_err(|e| Error::io(format!("opening {}", tmp.path().display()), e))?;
+    let sink: Box<dyn Write + Send> = Box::new(std::io::BufWriter::new(file));
+    write_tar(store, entries, sink, mtime).await?;
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| Error::io(format!("syncing {}", tmp.path().display()), e))?;
+        tmp.persist(&path)
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e.error))?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| Error::Interrupted(format!("tar writer: {e}")))?
+}
+
+/// Writes the layout as a directory; `index.json` last, so a reader never sees an
+/// index pointing at missing blobs. A blob already present with the right size is kept
+/// (content-addressed: same name, same bytes). A blob the store keeps as a local file is
+/// reflinked, hard-linked or kernel-copied (see [`blob_file`](super::blob_file): a hard
+/// link shares the store's file, so a dest blob must not be edited in place); other
+/// stores' blobs are streamed through their reader.
+pub(crate) async fn write_dir(
+    store: Arc<dyn ContentStore>,
+    entries: Vec<Entry>,
+    dir: &Path,
+) -> Result<()> {
+    let mut deferred = Vec::new();
+    for entry in entries {
+        let path = dir.join(entry.path());
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+        }
+        match entry {
+            Entry::Bytes(name, bytes) => deferred.push((name, bytes)),
+            Entry::Blob(_, desc) => {
+                if let Ok(meta) = tokio::fs::metadata(&path).await {
+                    if meta.len() == desc.size {
+                        continue; // content-addressed: same name, same bytes
+                    }
+                }
+                let reader = store.reader(&desc).await?;
+                let tmp = path.with_extension("partial");
+                match reader.local_path() {
+                    // A file whose length is not the recorded size is streamed (and
+                    // checked) like any other store's blob, never shared.
+                    Some(src) if reader.size() == desc.size => {
+                        let src = src.to_path_buf();
+                        let dest = path.clone();
+                        let placement =
+                            tokio::task::spawn_blocking(move || place_blob_file(&src, &tmp, &dest))
+                                .await
+                                .map_err(|e| {
+                                    Error::Interrupted(format!("placing {}: {e}", path.display()))
+                                })??;
+                        tracing::debug!(digest = %desc.digest, ?placement, "layout blob placed");
+                    }
+                    _ => copy_from_reader(reader.as_ref(), &desc, &tmp, &path).await?,
+                }
+            }
+        }
+    }
+    // index.json (and the docker files) after every blob.
+    deferred.sort_by_key(|(name, _)| name == "index.json");
+    for (name, bytes) in deferred {
+        let path = dir.join(&name);
+        tokio::fs::write(&path, bytes)
+            .await
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Streams `desc` from `reader` into `tmp`, syncs it and renames it to `path`.
+async fn copy_from_reader(
+    reader: &dyn ReaderAt,
+    desc: &Descriptor,
+    tmp: &Path,
+    path: &Path,
+) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut file = tokio::fs::File::create(tmp)
+        .await
+        .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    while offset < desc.size {
+        let n = reader.read_at(&mut buf, offset).await?;
+        if n == 0 {
+            return Err(Error::InvalidContent {
+                digest: desc.digest.to_string(),
+                reason: format!("ended at {offset} of {} bytes", desc.size),
+            });
+        }
+        let n = n.min((desc.size - offset) as usize);
+        file.write_all(&buf[..n])
+            .await
+            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+        offset += n as u64;
+    }
+    file.sync_all()
+        .await
+        .map_err(|e| Error::io(format!("syncing {}", tmp.display()), e))?;
+    tokio::fs::rename(tmp, path)
+        .await
+        .map_err(|e| Error::io(format!("renaming to {}", path.display()), e))
+}
