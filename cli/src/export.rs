@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use strata_containerd::ContainerdSnapshotter;
 use strata_content::MemoryStore;
 use strata_differ::WalkingDiffer;
 use strata_exporter::{
     DockerExporter, ExportContext, Exporter, ExporterInstance, ImageExporter, OciExporter,
     Progress, RegistryExporter, Source, WriterFactory, RESPONSE_DESCRIPTOR, RESPONSE_IMAGE_DIGEST,
 };
-use strata_snapshotter::{ContainerdSnapshotter, DirectorySnapshotter, ImmutableRef, Snapshotter};
+use strata_snapshotter::{DirectorySnapshotter, ImmutableRef, Snapshotter};
 
 use crate::chain;
 use crate::error::CliError;

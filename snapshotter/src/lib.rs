@@ -63,8 +63,6 @@ mod metadata;
 pub mod mount;
 pub mod snapshotter;
 
-#[cfg(feature = "containerd")]
-pub use backend::containerd::ContainerdSnapshotter;
 pub use backend::directory::DirectorySnapshotter;
 pub use backend::native::NativeSnapshotter;
 pub use backend::overlay::OverlaySnapshotter;
