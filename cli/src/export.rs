@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use strata_cache::{DirectoryChain, DirectoryError, ImmutableRef, LayerDir};
+use strata_containerd::ContainerdSnapshotter;
 use strata_differ::WalkingDiffer;
 use strata_exporter::{
     Destination, DockerExporter, ExportContext, Exporter, ExporterInstance, ImageExporter,
     OciExporter, OutputKind, OutputOptions, Progress, RegistryExporter, Source, WriterFactory,
     RESPONSE_DESCRIPTOR, RESPONSE_IMAGE_DIGEST,
 };
-use strata_snapshotter::{ContainerdSnapshotter, DirectorySnapshotter, Snapshotter};
+use strata_snapshotter::{DirectorySnapshotter, Snapshotter};
 
 use crate::error::CliError;
 use crate::output::{parse_output, OutputSpec};

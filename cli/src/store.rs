@@ -10,10 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use strata_content::{
-    ContainerdConnection, ContainerdStore, ContentStore, GarbageCollector, ImageStore,
-    LeaseManager, LocalStore,
-};
+use strata_containerd::{ContainerdConnection, ContainerdStore};
+use strata_content::{ContentStore, GarbageCollector, ImageStore, LeaseManager, LocalStore};
 
 use crate::error::CliError;
 

@@ -57,9 +57,11 @@ pub(crate) fn from_nanos(n: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(u64::try_from(n).unwrap_or(0))
 }
 
-/// The id of a lease being created: `requested`, or a new UUID; an empty id is an
-/// `InvalidArgument`.
-pub(crate) fn new_lease_id(requested: Option<&str>) -> Result<String> {
+/// The id of a lease being created, by the rules every backend follows: `requested`,
+/// or a new UUID when none is requested; an empty id is an `InvalidArgument`. For
+/// [`LeaseManager::create_lease`](crate::LeaseManager::create_lease) implementations
+/// outside this crate (the containerd backend).
+pub fn new_lease_id(requested: Option<&str>) -> Result<String> {
     match requested {
         Some("") => Err(Error::InvalidArgument("empty lease id".into())),
         Some(id) => Ok(id.to_string()),

@@ -44,13 +44,12 @@ mod gc;
 pub mod helpers;
 pub mod store;
 
-#[cfg(feature = "containerd")]
-pub use backend::containerd::{ContainerdConnection, ContainerdStore};
 pub use backend::local::LocalStore;
 pub use backend::memory::MemoryStore;
 pub use descriptor::{media_types, Compression, Descriptor, Platform};
 pub use digest::{Digest, Digester};
 pub use error::{Error, Result};
+pub use fields::new_lease_id;
 pub use fsck::{fsck, FsckReport};
 pub use helpers::{copy, open_writer, read_blob, write_blob, BlockingReader, ReaderAtStream};
 pub use store::{

@@ -62,8 +62,6 @@ pub mod mount;
 pub mod snapshotter;
 mod unique;
 
-#[cfg(feature = "containerd")]
-pub use backend::containerd::ContainerdSnapshotter;
 pub use backend::directory::DirectorySnapshotter;
 pub use backend::native::NativeSnapshotter;
 pub use backend::overlay::OverlaySnapshotter;

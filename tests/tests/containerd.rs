@@ -16,17 +16,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use strata_cache::ImmutableRef;
+use strata_containerd::{ContainerdConnection, ContainerdSnapshotter, ContainerdStore};
 use strata_content::{
-    media_types, write_blob, ContainerdConnection, ContainerdStore, ContentStore, Descriptor,
-    Digest, Error, GarbageCollector, ImageStore, Labels, LeaseManager,
+    media_types, write_blob, ContentStore, Descriptor, Digest, Error, GarbageCollector, ImageStore,
+    Labels, LeaseManager,
 };
 use strata_differ::WalkingDiffer;
 use strata_exporter::{
     ExportContext, Exporter, ImageExporter, Progress, Source, RESPONSE_IMAGE_DIGEST,
 };
-use strata_snapshotter::{
-    ContainerdSnapshotter, DirectorySnapshotter, OverlaySnapshotter, Snapshotter, TempMount,
-};
+use strata_snapshotter::{DirectorySnapshotter, OverlaySnapshotter, Snapshotter, TempMount};
 use strata_tests::servers::Containerd;
 
 /// containerd's GC scheduler collects on its own shortly after startup and after every

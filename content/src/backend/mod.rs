@@ -1,6 +1,4 @@
 //! Content-store backends, one file each.
 
-#[cfg(feature = "containerd")]
-pub mod containerd;
 pub mod local;
 pub mod memory;

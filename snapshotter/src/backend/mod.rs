@@ -7,8 +7,6 @@
 //! that records it; a removed one is renamed to `snapshots/rm-*` inside the transaction
 //! that forgets it, then deleted. Leftovers of a crash are cleaned up on open.
 
-#[cfg(feature = "containerd")]
-pub mod containerd;
 pub mod directory;
 pub mod native;
 pub mod overlay;

@@ -3,9 +3,9 @@
 //! [`ContainerdSnapshotter`] drives one of containerd's snapshotters (`native`,
 //! `overlayfs`, …) in one containerd namespace, so a chain a containerd user prepared
 //! and committed (with `ctr snapshots prepare/commit`, or by unpacking an image) can be
-//! loaded as an [`ImmutableRef`](crate::ImmutableRef) by key and exported. The mounts it
+//! loaded as an `ImmutableRef` by key and exported. The mounts it
 //! returns are containerd's own (`bind` for native, `overlay` for overlayfs), which
-//! [`TempMount`](crate::TempMount) mounts for strata's differ to read.
+//! `TempMount` mounts for strata's differ to read.
 //!
 //! containerd keeps the snapshots and their metadata; this type keeps nothing. Errors
 //! are containerd's gRPC codes as typed errors naming the key: `NotFound`,
@@ -14,24 +14,23 @@
 //! `InvalidArgument`. Field paths are checked here so a bad one is refused before
 //! containerd sees it; `walk` lists the namespace's snapshots and filters them here.
 
-use std::collections::HashMap;
-use std::time::SystemTime;
-
 use async_trait::async_trait;
-use containerd_client::services::v1::snapshots as api;
-use containerd_client::tonic::{self, Code};
-use strata_content::ContainerdConnection;
+use strata_snapshotter::{Error, Filter, Info, Kind, Labels, Mount, Result, Snapshotter, Usage};
+use tonic::Code;
 
-use crate::error::{Error, Result};
-use crate::mount::Mount;
-use crate::snapshotter::{Filter, Info, Kind, Labels, Snapshotter, Usage};
+use crate::connection::{all_messages, ContainerdConnection};
+use crate::convert::{
+    field_mask, labels_to, mounts_from_api, size_from, snapshot_error, snapshot_info_from_api,
+    snapshot_info_to_api,
+};
+use crate::proto::snapshots;
 
 /// containerd's snapshotter `snapshotter` (e.g. `native`, `overlayfs`) in the
 /// connection's namespace.
 ///
 /// ```no_run
-/// use strata_content::ContainerdConnection;
-/// use strata_snapshotter::{ContainerdSnapshotter, Snapshotter};
+/// use strata_containerd::{ContainerdConnection, ContainerdSnapshotter};
+/// use strata_snapshotter::Snapshotter;
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// let conn = ContainerdConnection::connect("/run/containerd/containerd.sock", "default").await?;
 /// let snapshots = ContainerdSnapshotter::new(conn, "overlayfs");
@@ -58,41 +57,9 @@ impl ContainerdSnapshotter {
         &self.snapshotter
     }
 
-    fn client(&self) -> api::snapshots_client::SnapshotsClient<tonic::transport::Channel> {
-        api::snapshots_client::SnapshotsClient::new(self.conn.channel())
-            .max_decoding_message_size(16 << 20)
-    }
-
     /// A typed error for the gRPC status of an operation `what` on snapshot `key`.
     fn err(&self, key: &str, what: &str, status: tonic::Status) -> Error {
-        let msg = status.message().to_string();
-        match status.code() {
-            Code::NotFound => Error::NotFound(format!("{key}: {what}: {msg}")),
-            Code::AlreadyExists => Error::AlreadyExists(format!("{key}: {what}: {msg}")),
-            Code::FailedPrecondition => Error::FailedPrecondition {
-                key: key.to_string(),
-                reason: format!("{what}: {msg}"),
-            },
-            // containerd answers "parent is not committed" (a view or active parent)
-            // with InvalidArgument; in strata's contract that is the parent's state.
-            Code::InvalidArgument
-                if msg.contains("not committed") || msg.contains("not active") =>
-            {
-                Error::FailedPrecondition {
-                    key: key.to_string(),
-                    reason: format!("{what}: {msg}"),
-                }
-            }
-            Code::InvalidArgument => Error::InvalidArgument(format!("{key}: {what}: {msg}")),
-            code => Error::io(
-                format!(
-                    "containerd at {} ({} snapshotter): {what} {key:?}: {code:?}",
-                    self.conn.socket().display(),
-                    self.snapshotter
-                ),
-                std::io::Error::other(msg),
-            ),
-        }
+        snapshot_error(self.conn.socket(), &self.snapshotter, key, what, status)
     }
 
     fn check_key(key: &str) -> Result<()> {
@@ -103,55 +70,14 @@ impl ContainerdSnapshotter {
     }
 }
 
-fn time_from(ts: Option<prost_types::Timestamp>) -> SystemTime {
-    ts.and_then(|t| SystemTime::try_from(t).ok())
-        .unwrap_or(SystemTime::UNIX_EPOCH)
-}
-
-fn labels_to(labels: &Labels) -> HashMap<String, String> {
-    labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-}
-
-fn info_from_api(info: api::Info) -> Result<Info> {
-    let kind = match api::Kind::try_from(info.kind) {
-        Ok(api::Kind::View) => Kind::View,
-        Ok(api::Kind::Active) => Kind::Active,
-        Ok(api::Kind::Committed) => Kind::Committed,
-        _ => {
-            return Err(Error::InvalidArgument(format!(
-                "snapshot {:?} has an unknown kind {}",
-                info.name, info.kind
-            )))
-        }
-    };
-    Ok(Info {
-        kind,
-        parent: (!info.parent.is_empty()).then_some(info.parent),
-        name: info.name,
-        labels: info.labels.into_iter().collect(),
-        created_at: time_from(info.created_at),
-        updated_at: time_from(info.updated_at),
-    })
-}
-
-fn mounts_from_api(mounts: Vec<containerd_client::types::Mount>) -> Vec<Mount> {
-    mounts
-        .into_iter()
-        .map(|m| Mount {
-            mount_type: m.r#type,
-            source: m.source,
-            options: m.options,
-        })
-        .collect()
-}
-
 #[async_trait]
 impl Snapshotter for ContainerdSnapshotter {
     async fn stat(&self, key: &str) -> Result<Info> {
         Self::check_key(key)?;
         let resp = self
-            .client()
-            .stat(self.conn.request(api::StatSnapshotRequest {
+            .conn
+            .snapshots()
+            .stat(self.conn.request(snapshots::StatSnapshotRequest {
                 snapshotter: self.snapshotter.clone(),
                 key: key.to_string(),
             }))
@@ -161,7 +87,7 @@ impl Snapshotter for ContainerdSnapshotter {
         let info = resp
             .info
             .ok_or_else(|| Error::NotFound(format!("{key}: stat returned nothing")))?;
-        info_from_api(info)
+        snapshot_info_from_api(info)
     }
 
     async fn update(&self, info: Info, fieldpaths: &[String]) -> Result<Info> {
@@ -175,20 +101,12 @@ impl Snapshotter for ContainerdSnapshotter {
             }
         }
         let resp = self
-            .client()
-            .update(self.conn.request(api::UpdateSnapshotRequest {
+            .conn
+            .snapshots()
+            .update(self.conn.request(snapshots::UpdateSnapshotRequest {
                 snapshotter: self.snapshotter.clone(),
-                info: Some(api::Info {
-                    name: info.name.clone(),
-                    parent: info.parent.clone().unwrap_or_default(),
-                    kind: api::Kind::Unknown as i32,
-                    created_at: None,
-                    updated_at: None,
-                    labels: labels_to(&info.labels),
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: fieldpaths.to_vec(),
-                }),
+                info: Some(snapshot_info_to_api(&info)),
+                update_mask: field_mask(fieldpaths),
             }))
             .await
             .map_err(|s| self.err(&key, "update", s))?
@@ -196,14 +114,15 @@ impl Snapshotter for ContainerdSnapshotter {
         let info = resp
             .info
             .ok_or_else(|| Error::NotFound(format!("{key}: update returned nothing")))?;
-        info_from_api(info)
+        snapshot_info_from_api(info)
     }
 
     async fn usage(&self, key: &str) -> Result<Usage> {
         Self::check_key(key)?;
         let resp = self
-            .client()
-            .usage(self.conn.request(api::UsageRequest {
+            .conn
+            .snapshots()
+            .usage(self.conn.request(snapshots::UsageRequest {
                 snapshotter: self.snapshotter.clone(),
                 key: key.to_string(),
             }))
@@ -211,8 +130,8 @@ impl Snapshotter for ContainerdSnapshotter {
             .map_err(|s| self.err(key, "usage", s))?
             .into_inner();
         Ok(Usage {
-            size: resp.size.max(0) as u64,
-            inodes: resp.inodes.max(0) as u64,
+            size: size_from(resp.size),
+            inodes: size_from(resp.inodes),
         })
     }
 
@@ -227,8 +146,9 @@ impl Snapshotter for ContainerdSnapshotter {
             });
         }
         let resp = self
-            .client()
-            .mounts(self.conn.request(api::MountsRequest {
+            .conn
+            .snapshots()
+            .mounts(self.conn.request(snapshots::MountsRequest {
                 snapshotter: self.snapshotter.clone(),
                 key: key.to_string(),
             }))
@@ -241,8 +161,9 @@ impl Snapshotter for ContainerdSnapshotter {
     async fn prepare(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>> {
         Self::check_key(key)?;
         let resp = self
-            .client()
-            .prepare(self.conn.request(api::PrepareSnapshotRequest {
+            .conn
+            .snapshots()
+            .prepare(self.conn.request(snapshots::PrepareSnapshotRequest {
                 snapshotter: self.snapshotter.clone(),
                 key: key.to_string(),
                 parent: parent.unwrap_or_default().to_string(),
@@ -257,8 +178,9 @@ impl Snapshotter for ContainerdSnapshotter {
     async fn view(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>> {
         Self::check_key(key)?;
         let resp = self
-            .client()
-            .view(self.conn.request(api::ViewSnapshotRequest {
+            .conn
+            .snapshots()
+            .view(self.conn.request(snapshots::ViewSnapshotRequest {
                 snapshotter: self.snapshotter.clone(),
                 key: key.to_string(),
                 parent: parent.unwrap_or_default().to_string(),
@@ -283,8 +205,9 @@ impl Snapshotter for ContainerdSnapshotter {
                 reason: format!("only active snapshots can be committed; {key:?} is {kind:?}"),
             });
         }
-        self.client()
-            .commit(self.conn.request(api::CommitSnapshotRequest {
+        self.conn
+            .snapshots()
+            .commit(self.conn.request(snapshots::CommitSnapshotRequest {
                 snapshotter: self.snapshotter.clone(),
                 name: name.to_string(),
                 key: key.to_string(),
@@ -303,8 +226,9 @@ impl Snapshotter for ContainerdSnapshotter {
 
     async fn remove(&self, key: &str) -> Result<()> {
         Self::check_key(key)?;
-        self.client()
-            .remove(self.conn.request(api::RemoveSnapshotRequest {
+        self.conn
+            .snapshots()
+            .remove(self.conn.request(snapshots::RemoveSnapshotRequest {
                 snapshotter: self.snapshotter.clone(),
                 key: key.to_string(),
             }))
@@ -314,28 +238,24 @@ impl Snapshotter for ContainerdSnapshotter {
     }
 
     async fn walk(&self, filter: &Filter) -> Result<Vec<Info>> {
-        let mut stream = self
-            .client()
-            .list(self.conn.request(api::ListSnapshotsRequest {
+        let stream = self
+            .conn
+            .snapshots()
+            .list(self.conn.request(snapshots::ListSnapshotsRequest {
                 snapshotter: self.snapshotter.clone(),
                 filters: Vec::new(),
             }))
             .await
             .map_err(|s| self.err("*", "walk", s))?
             .into_inner();
+        let responses = all_messages(stream)
+            .await
+            .map_err(|s| self.err("*", "walk", s))?;
         let mut out = Vec::new();
-        loop {
-            match stream.message().await {
-                Ok(Some(resp)) => {
-                    for info in resp.info {
-                        let info = info_from_api(info)?;
-                        if filter.matches(&info) {
-                            out.push(info);
-                        }
-                    }
-                }
-                Ok(None) => break,
-                Err(s) => return Err(self.err("*", "walk", s)),
+        for info in responses.into_iter().flat_map(|r| r.info) {
+            let info = snapshot_info_from_api(info)?;
+            if filter.matches(&info) {
+                out.push(info);
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
