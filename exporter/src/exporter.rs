@@ -6,10 +6,10 @@ use async_trait::async_trait;
 use base64::Engine as _;
 
 use crate::error::Result;
-use crate::json::to_canonical_vec;
 use crate::progress::Progress;
 use crate::source::Source;
 use crate::writer::CommittedImage;
+use strata_oci::to_canonical_vec;
 
 /// Response key: the digest of the root (manifest or index).
 pub const RESPONSE_IMAGE_DIGEST: &str = "containerimage.digest";

@@ -72,7 +72,6 @@ mod context;
 mod error;
 mod exporter;
 mod history;
-mod json;
 mod manifest;
 mod options;
 mod output;

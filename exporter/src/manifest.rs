@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
-use strata_content::{labels, media_types, Descriptor, Digest};
+use strata_oci::labels::gc_ref_label;
+use strata_oci::{media_types, Descriptor, Digest};
 
 /// Media types of one flavour (OCI or Docker schema2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,11 +41,6 @@ impl MediaTypes {
             media_types::DOCKER_CONFIG
         }
     }
-}
-
-/// The label key by which a blob references its `i`th child.
-pub(crate) fn gc_ref_label(i: usize) -> String {
-    format!("{}.{i}", labels::GC_REF_CONTENT)
 }
 
 /// The manifest JSON of `config` and `layers`.

@@ -19,11 +19,11 @@ use crate::config::{empty_config, history_of, parse_config, patch_config};
 use crate::context::ExportContext;
 use crate::error::{Error, Result};
 use crate::history::{normalize, LayerMeta};
-use crate::json::to_canonical_vec;
 use crate::manifest::{index_json, index_labels, manifest_json, manifest_labels, MediaTypes};
 use crate::options::ImageOptions;
 use crate::progress::Progress;
 use crate::source::{PlatformSource, Source};
+use strata_oci::to_canonical_vec;
 
 mod layers;
 

@@ -10,10 +10,10 @@ use serde_json::json;
 use crate::context::ExportContext;
 use crate::error::{Error, Result};
 use crate::exporter::{Exporter, ExporterInstance};
-use crate::json::to_canonical_vec;
 use crate::options::OutputKind;
 use crate::output::layout::{blob_path, Entry, LayoutExporter, LayoutFormat, WriterFactory};
 use crate::writer::CommittedImage;
+use strata_oci::to_canonical_vec;
 
 /// The OCI layout with docker's `manifest.json` and `repositories` in front; one image.
 static DOCKER_ARCHIVE: LayoutFormat = LayoutFormat {

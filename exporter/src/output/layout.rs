@@ -9,13 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde_json::json;
-use strata_content::{media_types, ContentStore, Descriptor, ReaderAt};
+use strata_content::{ContentStore, ReaderAt};
+use strata_oci::{layout, to_canonical_vec, Descriptor};
 
 use crate::context::ExportContext;
 use crate::error::{Error, Result};
 use crate::exporter::{response, ExporterInstance};
-use crate::json::to_canonical_vec;
 use crate::options::{Destination, ImageOptions, OutputKind, OutputOptions};
 use crate::output::blob_file::place_blob_file;
 use crate::progress::Progress;
@@ -24,11 +23,6 @@ use crate::writer::{CommittedImage, ImageWriter};
 
 /// Opens the writer a tar output is streamed to (called once per export).
 pub type WriterFactory = Arc<dyn Fn() -> std::io::Result<Box<dyn Write + Send>> + Send + Sync>;
-
-/// Annotation naming a layout entry (the tag part of the image name).
-pub(crate) const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
-/// Annotation carrying the full image name (containerd's).
-pub(crate) const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
 
 /// What one layout output writes besides the OCI layout.
 pub(crate) struct LayoutFormat {
@@ -168,16 +162,7 @@ impl Entry {
 
 /// The path of a blob inside a layout.
 pub(crate) fn blob_path(desc: &Descriptor) -> String {
-    format!("blobs/{}/{}", desc.digest.algorithm(), desc.digest.hex())
-}
-
-/// The tag part of a name (`repo:tag` → `tag`), or the name itself.
-fn ref_name(name: &str) -> String {
-    let last = name.rsplit('/').next().unwrap_or(name);
-    match last.split_once(':') {
-        Some((_, tag)) if !name.contains('@') => tag.to_string(),
-        _ => name.to_string(),
-    }
+    layout::blob_path(&desc.digest)
 }
 
 /// `oci-layout`, `index.json` (one entry per name, or one unnamed) and every blob.
@@ -187,28 +172,22 @@ pub(crate) fn layout_entries(committed: &CommittedImage, names: &[String]) -> Re
         manifests.push(committed.descriptor.clone());
     }
     for name in names {
-        let mut d = committed.descriptor.clone();
-        d.annotations
-            .insert(ANNOTATION_IMAGE_NAME.to_string(), name.clone());
-        d.annotations
-            .insert(ANNOTATION_REF_NAME.to_string(), ref_name(name));
-        manifests.push(d);
+        manifests.push(layout::index_entry(
+            &committed.descriptor,
+            name,
+            layout::RefName::Tag,
+        ));
     }
-    let index = json!({
-        "schemaVersion": 2,
-        "mediaType": media_types::OCI_INDEX,
-        "manifests": manifests,
-    });
-    let index = to_canonical_vec(&index).map_err(|source| Error::Encode {
+    let index = to_canonical_vec(&layout::index(&manifests)).map_err(|source| Error::Encode {
         what: "the layout's index.json".into(),
         source,
     })?;
     let mut entries = vec![
         Entry::Bytes(
-            "oci-layout".into(),
-            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+            layout::LAYOUT_FILE.into(),
+            layout::LAYOUT_FILE_CONTENT.to_vec(),
         ),
-        Entry::Bytes("index.json".into(), index),
+        Entry::Bytes(layout::INDEX_FILE.into(), index),
     ];
     for blob in committed.blobs() {
         entries.push(Entry::Blob(blob_path(&blob), blob));
