@@ -51,13 +51,13 @@ pub(crate) const S_IFMT: u32 = libc::S_IFMT;
 
 impl Stat {
     /// `lstat` of `path`, never following a final symlink.
-    pub fn lstat(path: &Path) -> Result<Stat> {
+    pub(crate) fn lstat(path: &Path) -> Result<Stat> {
         let m = fs::symlink_metadata(path).map_err(|e| io_err(path, e))?;
         Ok(Stat::from_metadata(&m))
     }
 
     /// `lstat` of `path`, `None` when it does not exist.
-    pub fn lstat_opt(path: &Path) -> Result<Option<Stat>> {
+    pub(crate) fn lstat_opt(path: &Path) -> Result<Option<Stat>> {
         match fs::symlink_metadata(path) {
             Ok(m) => Ok(Some(Stat::from_metadata(&m))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -66,7 +66,7 @@ impl Stat {
     }
 
     /// The fields of `m`.
-    pub fn from_metadata(m: &fs::Metadata) -> Stat {
+    pub(crate) fn from_metadata(m: &fs::Metadata) -> Stat {
         Stat {
             mode: m.mode(),
             uid: m.uid(),
@@ -82,27 +82,27 @@ impl Stat {
     }
 
     /// The file type bits.
-    pub fn kind(&self) -> u32 {
+    pub(crate) fn kind(&self) -> u32 {
         self.mode & S_IFMT
     }
     /// A directory.
-    pub fn is_dir(&self) -> bool {
+    pub(crate) fn is_dir(&self) -> bool {
         self.kind() == libc::S_IFDIR
     }
     /// A regular file.
-    pub fn is_file(&self) -> bool {
+    pub(crate) fn is_file(&self) -> bool {
         self.kind() == libc::S_IFREG
     }
     /// A symlink.
-    pub fn is_symlink(&self) -> bool {
+    pub(crate) fn is_symlink(&self) -> bool {
         self.kind() == libc::S_IFLNK
     }
     /// An overlay whiteout: a character device with device number 0/0.
-    pub fn is_overlay_whiteout(&self) -> bool {
+    pub(crate) fn is_overlay_whiteout(&self) -> bool {
         self.kind() == libc::S_IFCHR && self.rdev == 0
     }
     /// A regular file with more than one name.
-    pub fn is_hardlinked(&self) -> bool {
+    pub(crate) fn is_hardlinked(&self) -> bool {
         self.is_file() && self.nlink > 1
     }
 }
@@ -240,7 +240,7 @@ pub(crate) enum Change<'a> {
 
 impl<'a> Change<'a> {
     /// The path the item is about.
-    pub fn path(&self) -> &'a Path {
+    pub(crate) fn path(&self) -> &'a Path {
         match *self {
             Change::Entry(p) | Change::Whiteout(p) | Change::Opaque(p) => p,
         }
@@ -303,12 +303,12 @@ impl ChangeSet {
     }
 
     /// The items, in layer order once the set is finished.
-    pub fn iter(&self) -> impl Iterator<Item = Change<'_>> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Change<'_>> {
         self.items.iter().map(|item| self.change(item))
     }
 
     /// How many items.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.items.len()
     }
 

@@ -23,7 +23,7 @@ const CHANNEL_DEPTH: usize = 8;
 
 /// The media type a blob of `opts` gets: `opts.media_type`, or the OCI layer type of
 /// its compression.
-pub fn layer_media_type(opts: &CompareOptions) -> String {
+pub(crate) fn layer_media_type(opts: &CompareOptions) -> String {
     opts.media_type.clone().unwrap_or_else(|| {
         opts.compression
             .layer_media_type(true)
@@ -127,7 +127,7 @@ impl Write for TarSink {
 /// (its labels are updated). If `produce` or the store fails, the ingest is aborted:
 /// nothing is committed and the error is returned (a store error takes precedence
 /// over the producer's broken pipe it caused).
-pub async fn write_layer<F>(
+pub(crate) async fn write_layer<F>(
     store: Arc<dyn ContentStore>,
     opts: &CompareOptions,
     produce: F,
@@ -384,7 +384,7 @@ pub fn empty_layer(compression: Compression, level: Option<i32>) -> Result<(Laye
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::open_layer;
+    use crate::layer_reader::open_layer;
     use std::io::Read;
     use strata_content::{Filter, MemoryStore};
 

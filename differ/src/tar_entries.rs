@@ -47,7 +47,7 @@ pub(crate) struct LayerTarWriter<W: Write> {
 
 impl<W: Write> LayerTarWriter<W> {
     /// A writer onto `out`, clamping mtimes to `source_date_epoch` when given.
-    pub fn new(out: W, source_date_epoch: Option<i64>) -> Self {
+    pub(crate) fn new(out: W, source_date_epoch: Option<i64>) -> Self {
         LayerTarWriter {
             out,
             source_date_epoch,
@@ -59,7 +59,7 @@ impl<W: Write> LayerTarWriter<W> {
 
     /// Writes every change of `set`, reading entries from `source_root`, then the
     /// end-of-archive marker. Returns the sink.
-    pub fn write_all(mut self, source_root: &Path, set: &ChangeSet) -> Result<W> {
+    pub(crate) fn write_all(mut self, source_root: &Path, set: &ChangeSet) -> Result<W> {
         for change in set.iter() {
             self.write_change(source_root, change)?;
         }
@@ -67,7 +67,7 @@ impl<W: Write> LayerTarWriter<W> {
     }
 
     /// Writes the end-of-archive marker and returns the sink.
-    pub fn finish(mut self) -> Result<W> {
+    pub(crate) fn finish(mut self) -> Result<W> {
         self.out.write_all(&[0u8; 2 * BLOCK]).map_err(sink_err)?;
         self.out.flush().map_err(sink_err)?;
         Ok(self.out)
