@@ -58,9 +58,12 @@ mod apply;
 mod changes;
 mod compression;
 mod convert;
+mod empty_layer;
 mod error;
+mod file_metadata;
 mod layer_reader;
 mod layer_writer;
+mod pax;
 mod tar_entries;
 mod walking_differ;
 
@@ -73,8 +76,8 @@ use strata_snapshotter::Mount;
 
 pub use compression::Encoder;
 pub use convert::convert_layer;
+pub use empty_layer::{empty_layer, EMPTY_TAR_SIZE};
 pub use error::{Error, Result};
-pub use layer_writer::{empty_layer, EMPTY_TAR_SIZE};
 pub use walking_differ::WalkingDiffer;
 
 /// A callback told the number of (compressed) bytes written so far, for progress.
