@@ -347,12 +347,8 @@ fn measure_encoder(tars: &[PathBuf], compression: &str, threads: usize) -> Resul
         .ok_or_else(|| format!("unknown compression {compression}"))?;
     let mut total = 0;
     for tar in tars {
-        let mut enc = strata_differ::compression::Encoder::new(
-            CountingSink(0),
-            compression,
-            None,
-            Some(threads),
-        )?;
+        let mut enc =
+            strata_differ::Encoder::new(CountingSink(0), compression, None, Some(threads))?;
         io::copy(&mut fs::File::open(tar)?, &mut enc)?;
         total += enc.finish()?.0;
     }

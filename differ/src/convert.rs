@@ -13,8 +13,8 @@ use crate::{CompareOptions, Error, LayerBlob, Result};
 /// `opts.compression` at `opts.level`, in one streaming pass: the source is
 /// decompressed and its digest verified while it is read, the tar is hashed once
 /// (diffID, by the reader) and written as a new blob exactly as
-/// [`write_layer`](crate::write_layer) does (labels, lease, media type, progress from
-/// `opts`). If the source carries a `containerd.io/uncompressed`
+/// [`Comparer::compare`](crate::Comparer::compare) writes one (labels, lease, media
+/// type, progress from `opts`). If the source carries a `containerd.io/uncompressed`
 /// label that disagrees with the tar actually read, the conversion fails with
 /// [`Error::CorruptLayer`] and nothing is committed.
 pub async fn convert_layer(

@@ -62,3 +62,11 @@ pub enum Error {
     #[error("unsupported media type {0:?}")]
     UnsupportedMediaType(String),
 }
+
+/// An `Error::Io` naming `path`.
+pub(crate) fn io_err(path: &std::path::Path, source: io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}

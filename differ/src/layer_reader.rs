@@ -136,7 +136,7 @@ impl Decoder {
 /// (digest or size mismatch, corrupt stream, store failure). Call
 /// [`LayerReader::finish`] after the tar has been consumed: it reads what is left,
 /// verifies the blob's digest and returns the diffID.
-pub struct LayerReader {
+pub(crate) struct LayerReader {
     decoder: Decoder,
     /// Hashes the tar; `None` for an uncompressed layer, whose tar is the blob
     /// already hashed (and verified) underneath, so its diffID is its digest.
@@ -150,7 +150,10 @@ pub struct LayerReader {
 /// Opens the layer `desc` in `store` for reading its uncompressed tar. The compression
 /// comes from the media type (`UnsupportedMediaType` otherwise); a missing blob is
 /// `Content(NotFound)` naming it. Must be called within a tokio runtime.
-pub async fn open_layer(store: Arc<dyn ContentStore>, desc: &Descriptor) -> Result<LayerReader> {
+pub(crate) async fn open_layer(
+    store: Arc<dyn ContentStore>,
+    desc: &Descriptor,
+) -> Result<LayerReader> {
     let compression = Compression::from_layer_media_type(&desc.media_type)
         .ok_or_else(|| Error::UnsupportedMediaType(desc.media_type.clone()))?;
     let reader = store.reader(desc).await?;
@@ -203,7 +206,7 @@ impl LayerReader {
     /// The typed error behind an `io::Error` this reader (or a parser reading from it)
     /// returned: the recorded verification/store failure if there was one, else a
     /// [`Error::CorruptLayer`] naming the blob.
-    pub fn typed_error(&self, err: io::Error) -> Error {
+    pub(crate) fn typed_error(&self, err: io::Error) -> Error {
         if let Ok(mut slot) = self.failure.lock() {
             if let Some(e) = slot.take() {
                 return e;
@@ -223,7 +226,7 @@ impl LayerReader {
     /// Reads the rest of the layer (the tar's trailing padding and the compressed
     /// stream's end), verifies the blob's size and digest, and returns the diffID and
     /// the uncompressed size.
-    pub fn finish(mut self) -> Result<(Digest, u64)> {
+    pub(crate) fn finish(mut self) -> Result<(Digest, u64)> {
         if let Err(e) = io::copy(&mut self, &mut io::sink()) {
             return Err(self.typed_error(e));
         }

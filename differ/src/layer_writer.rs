@@ -8,12 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use strata_content::{
-    labels, Compression, ContentStore, ContentWriter, Descriptor, Digest, Digester, Info,
-    WriterOptions,
+    labels, ContentStore, ContentWriter, Descriptor, Digest, Digester, Info, WriterOptions,
 };
 use tokio::sync::mpsc;
 
-use crate::compression::{compress_to_vec, Encoder};
+use crate::compression::Encoder;
 use crate::{CompareOptions, Error, LayerBlob, Result};
 
 /// Bytes of compressed output sent to the store per message.
@@ -23,7 +22,7 @@ const CHANNEL_DEPTH: usize = 8;
 
 /// The media type a blob of `opts` gets: `opts.media_type`, or the OCI layer type of
 /// its compression.
-pub fn layer_media_type(opts: &CompareOptions) -> String {
+pub(crate) fn layer_media_type(opts: &CompareOptions) -> String {
     opts.media_type.clone().unwrap_or_else(|| {
         opts.compression
             .layer_media_type(true)
@@ -127,7 +126,7 @@ impl Write for TarSink {
 /// (its labels are updated). If `produce` or the store fails, the ingest is aborted:
 /// nothing is committed and the error is returned (a store error takes precedence
 /// over the producer's broken pipe it caused).
-pub async fn write_layer<F>(
+pub(crate) async fn write_layer<F>(
     store: Arc<dyn ContentStore>,
     opts: &CompareOptions,
     produce: F,
@@ -359,34 +358,12 @@ async fn ensure_labels(
     Ok(())
 }
 
-/// The size of an empty layer's tar: two 512-byte zero blocks (the end-of-archive
-/// marker), as `tar` and containerd write it.
-pub const EMPTY_TAR_SIZE: usize = 1024;
-
-/// The blob of an empty layer (a tar of [`EMPTY_TAR_SIZE`] zero bytes) in `compression`
-/// at `level`: its descriptor (OCI media type), diffID and bytes. Deterministic, so
-/// exporters can recognize and drop empty layers by digest.
-pub fn empty_layer(compression: Compression, level: Option<i32>) -> Result<(LayerBlob, Vec<u8>)> {
-    let tar = [0u8; EMPTY_TAR_SIZE];
-    let bytes = compress_to_vec(&tar, compression, level, Some(1))
-        .map_err(|e| Error::Content(strata_content::Error::io("compressing the empty layer", e)))?;
-    let media_type = compression
-        .layer_media_type(true)
-        .unwrap_or(strata_content::media_types::OCI_LAYER);
-    let blob = LayerBlob {
-        descriptor: Descriptor::new(media_type, Digest::sha256_of(&bytes), bytes.len() as u64),
-        diff_id: Digest::sha256_of(&tar),
-        uncompressed_size: EMPTY_TAR_SIZE as u64,
-    };
-    Ok((blob, bytes))
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::open_layer;
+    use crate::layer_reader::open_layer;
     use std::io::Read;
-    use strata_content::{Filter, MemoryStore};
+    use strata_content::{Compression, Filter, MemoryStore};
 
     /// A small real tar (files and a directory) built with the `tar` crate.
     pub(crate) fn sample_tar(files: usize, file_size: usize) -> Vec<u8> {
@@ -413,7 +390,8 @@ pub(crate) mod tests {
         builder.into_inner().expect("tar")
     }
 
-    fn opts(compression: Compression) -> CompareOptions {
+    /// Options writing a `compression` layer with two threads.
+    pub(crate) fn opts(compression: Compression) -> CompareOptions {
         CompareOptions {
             compression,
             threads: Some(2),
@@ -569,33 +547,6 @@ pub(crate) mod tests {
             held.iter()
                 .any(|r| r.kind == "content" && r.id == blob.descriptor.digest.as_str()),
             "{held:?}"
-        );
-    }
-
-    #[test]
-    fn empty_layer_matches_a_written_empty_tar() {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        for compression in [
-            Compression::Uncompressed,
-            Compression::Gzip,
-            Compression::Zstd,
-        ] {
-            let (blob, bytes) = empty_layer(compression, None).expect("empty");
-            let store: Arc<dyn ContentStore> = Arc::new(MemoryStore::new());
-            let written = rt
-                .block_on(write_bytes(store, &opts(compression), vec![0u8; 1024]))
-                .expect("write");
-            assert_eq!(blob, written);
-            assert_eq!(bytes.len() as u64, blob.descriptor.size);
-        }
-        // The well-known diffID of an empty layer.
-        assert_eq!(
-            empty_layer(Compression::Gzip, None)
-                .expect("empty")
-                .0
-                .diff_id
-                .as_str(),
-            "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
         );
     }
 

@@ -7,41 +7,63 @@
 //! walking both trees (containerd's double walk) or, for an overlay snapshot on top of
 //! its parent, by reading only the overlay's upperdir; writes them as an OCI layer tar
 //! (PAX headers, whiteouts, opaque markers, hardlinks, xattrs, devices; sorted and
-//! deterministic) straight into [`write_layer`], which hashes, compresses and commits
-//! it; and unpacks layers with whiteouts honoured and escaping entries refused.
+//! deterministic) that is hashed (the diffID), compressed and committed as it is
+//! written ([`CompareOptions`] says how, [`LayerBlob`] is the result); and unpacks
+//! layers with whiteouts honoured and escaping entries refused.
+//!
+//! Besides: [`convert_layer`] recompresses a stored layer, [`empty_layer`] is the blob
+//! of a layer without changes, and [`Encoder`] is the compressing writer every layer
+//! goes through (its bytes never depend on the thread count). Errors are one
+//! [`Error`] type.
+//!
+//! The layer between two trees, applied onto a copy of the lower one:
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::fs;
 //! use std::sync::Arc;
 //! use strata_content::MemoryStore;
 //! use strata_differ::{Applier, CompareOptions, Comparer, WalkingDiffer};
 //! use strata_snapshotter::Mount;
 //!
-//! let tree = tempfile::tempdir()?;
-//! std::fs::write(tree.path().join("hello.txt"), b"hello")?;
-//! let differ = WalkingDiffer::new(Arc::new(MemoryStore::new()));
+//! let (lower, upper, copy) = (tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?);
+//! for dir in [&lower, &copy] {
+//!     fs::write(dir.path().join("kept.txt"), "kept")?;
+//!     fs::write(dir.path().join("gone.txt"), "gone")?;
+//! }
+//! fs::write(upper.path().join("kept.txt"), "kept")?;
+//! fs::write(upper.path().join("new.txt"), "new")?;
 //!
-//! // No lower mounts: a base layer holding the whole tree.
+//! let differ = WalkingDiffer::new(Arc::new(MemoryStore::new()));
 //! let layer = differ
-//!     .compare(&[], &[Mount::bind(tree.path(), true)], &CompareOptions::default())
+//!     .compare(
+//!         &[Mount::bind(lower.path(), true)],
+//!         &[Mount::bind(upper.path(), true)],
+//!         &CompareOptions::default(),
+//!     )
 //!     .await?;
 //!
-//! let copy = tempfile::tempdir()?;
 //! let diff_id = differ.apply(&layer.descriptor, &[Mount::bind(copy.path(), false)]).await?;
 //! assert_eq!(diff_id, layer.diff_id);
-//! assert_eq!(std::fs::read(copy.path().join("hello.txt"))?, b"hello");
+//! assert_eq!(fs::read_to_string(copy.path().join("new.txt"))?, "new");
+//! assert!(!copy.path().join("gone.txt").exists());
 //! # Ok(())
 //! # }
 //! ```
 
+#![deny(missing_docs)]
+
 mod apply;
 mod changes;
-pub mod compression;
+mod compression;
 mod convert;
-pub mod error;
+mod empty_layer;
+mod error;
+mod file_metadata;
 mod layer_reader;
 mod layer_writer;
+mod pax;
 mod tar_entries;
 mod walking_differ;
 
@@ -52,10 +74,10 @@ use async_trait::async_trait;
 use strata_content::{Compression, Descriptor, Digest};
 use strata_snapshotter::Mount;
 
+pub use compression::Encoder;
 pub use convert::convert_layer;
+pub use empty_layer::{empty_layer, EMPTY_TAR_SIZE};
 pub use error::{Error, Result};
-pub use layer_reader::{open_layer, LayerReader};
-pub use layer_writer::{empty_layer, layer_media_type, write_layer, EMPTY_TAR_SIZE};
 pub use walking_differ::WalkingDiffer;
 
 /// A callback told the number of (compressed) bytes written so far, for progress.

@@ -20,8 +20,10 @@ use std::path::{Path, PathBuf};
 
 use tar::{EntryType, Header};
 
-use crate::changes::{io_err, xattrs, Change, ChangeSet, Stat};
-use crate::error::{Error, Result};
+use crate::changes::{Change, ChangeSet};
+use crate::error::{io_err, Error, Result};
+use crate::file_metadata::{xattrs, Stat};
+use crate::pax::{format_pax_time, pax_header_name, pax_record};
 
 /// The prefix of whiteout names.
 pub(crate) const WHITEOUT_PREFIX: &str = ".wh.";
@@ -47,7 +49,7 @@ pub(crate) struct LayerTarWriter<W: Write> {
 
 impl<W: Write> LayerTarWriter<W> {
     /// A writer onto `out`, clamping mtimes to `source_date_epoch` when given.
-    pub fn new(out: W, source_date_epoch: Option<i64>) -> Self {
+    pub(crate) fn new(out: W, source_date_epoch: Option<i64>) -> Self {
         LayerTarWriter {
             out,
             source_date_epoch,
@@ -59,7 +61,7 @@ impl<W: Write> LayerTarWriter<W> {
 
     /// Writes every change of `set`, reading entries from `source_root`, then the
     /// end-of-archive marker. Returns the sink.
-    pub fn write_all(mut self, source_root: &Path, set: &ChangeSet) -> Result<W> {
+    pub(crate) fn write_all(mut self, source_root: &Path, set: &ChangeSet) -> Result<W> {
         for change in set.iter() {
             self.write_change(source_root, change)?;
         }
@@ -67,7 +69,7 @@ impl<W: Write> LayerTarWriter<W> {
     }
 
     /// Writes the end-of-archive marker and returns the sink.
-    pub fn finish(mut self) -> Result<W> {
+    pub(crate) fn finish(mut self) -> Result<W> {
         self.out.write_all(&[0u8; 2 * BLOCK]).map_err(sink_err)?;
         self.out.flush().map_err(sink_err)?;
         Ok(self.out)
@@ -343,53 +345,6 @@ fn set_bytes(field: &mut [u8], src: &[u8]) {
     }
 }
 
-/// Go's `archive/tar` PAX header name: `<dir>/PaxHeaders.0/<base>`, ASCII, ≤ 100 bytes.
-fn pax_header_name(name: &[u8]) -> Vec<u8> {
-    let trimmed = name.strip_suffix(b"/").unwrap_or(name);
-    let (dir, base) = match trimmed.iter().rposition(|&b| b == b'/') {
-        Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
-        None => (&b"."[..], trimmed),
-    };
-    let mut out = Vec::new();
-    out.extend_from_slice(dir);
-    out.extend_from_slice(b"/PaxHeaders.0/");
-    out.extend_from_slice(base);
-    out.retain(|b| b.is_ascii() && *b != 0);
-    out.truncate(100);
-    out
-}
-
-/// One PAX record: `"<len> <key>=<value>\n"`, where `<len>` counts itself.
-fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
-    let body = key.len() + value.len() + 3; // ' ', '=', '\n'
-    let mut len = body + 1;
-    while len != body + len.to_string().len() {
-        len = body + len.to_string().len();
-    }
-    let mut rec = Vec::with_capacity(len);
-    rec.extend_from_slice(len.to_string().as_bytes());
-    rec.push(b' ');
-    rec.extend_from_slice(key);
-    rec.push(b'=');
-    rec.extend_from_slice(value);
-    rec.push(b'\n');
-    rec
-}
-
-/// A PAX time: seconds with up to nine fraction digits, trailing zeros trimmed.
-fn format_pax_time(sec: i64, nsec: i64) -> String {
-    if nsec == 0 {
-        return sec.to_string();
-    }
-    let (sign, sec, nsec) = if sec < 0 {
-        ("-", -(sec + 1), 1_000_000_000 - nsec)
-    } else {
-        ("", sec, nsec)
-    };
-    let frac = format!("{nsec:09}");
-    format!("{sign}{sec}.{}", frac.trim_end_matches('0'))
-}
-
 /// Refuses a layer path any of whose names looks like a whiteout.
 fn check_reserved(rel: &Path) -> Result<()> {
     for c in rel.components() {
@@ -421,33 +376,8 @@ fn sink_err(e: io::Error) -> Error {
 }
 
 #[cfg(test)]
-pub(crate) mod tests_support {
-    /// One PAX record, for tests elsewhere in the crate.
-    pub(crate) fn record(key: &[u8], value: &[u8]) -> Vec<u8> {
-        super::pax_record(key, value)
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pax_record_length_counts_itself() {
-        let r = pax_record(b"path", b"x");
-        assert_eq!(r, b"9 path=x\n");
-        let long = vec![b'a'; 95];
-        let r = pax_record(b"path", &long);
-        assert_eq!(r.len(), 105);
-        assert!(r.starts_with(b"105 path="));
-    }
-
-    #[test]
-    fn pax_times() {
-        assert_eq!(format_pax_time(5, 0), "5");
-        assert_eq!(format_pax_time(5, 500_000_000), "5.5");
-        assert_eq!(format_pax_time(-1, 500_000_000), "-0.5");
-    }
 
     #[test]
     fn a_file_that_shrinks_after_stat_is_tree_changed() {

@@ -11,15 +11,17 @@ use strata_snapshotter::{Mount, MountLayout, TempMount};
 use crate::apply::{apply_tar, ApplyFailure};
 use crate::changes::{double_walk, overlay_changes, upperdir_is_plain};
 use crate::error::{Error, Result};
+use crate::layer_reader::open_layer;
+use crate::layer_writer::write_layer;
 use crate::tar_entries::LayerTarWriter;
-use crate::{open_layer, write_layer, Applier, CompareOptions, Comparer, LayerBlob};
+use crate::{Applier, CompareOptions, Comparer, LayerBlob};
 
 /// Computes layers by walking trees (containerd's walking differ), with a fast path
 /// for overlay snapshots that reads only the upperdir, and applies layers onto trees.
 ///
 /// `compare` mounts what needs mounting ([`TempMount`]), detects the changes and
-/// writes the tar on a blocking thread inside [`write_layer`], so the blob is hashed,
-/// compressed and committed in one pass; on any error nothing is committed.
+/// writes the tar on a blocking thread straight into the content store's ingest, so the
+/// blob is hashed, compressed and committed in one pass; on any error nothing is committed.
 /// `apply` unpacks a layer, verifying the blob's digest, and returns its diffID.
 #[derive(Clone)]
 pub struct WalkingDiffer {

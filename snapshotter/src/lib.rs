@@ -10,8 +10,8 @@
 //! out as [`Mount`] lists, exactly as containerd does; [`MountLayout`] says which
 //! directories they are, and [`TempMount`] makes them readable as one directory.
 //!
-//! Backends (in [`backend`]), all sharing one SQLite metadata database per root so a
-//! reopened snapshotter sees the same snapshots:
+//! Backends, all sharing one SQLite metadata database per root so a reopened
+//! snapshotter sees the same snapshots:
 //! - [`NativeSnapshotter`]: one full directory per snapshot; prepare copies the parent
 //!   (reflinks where possible), preserving ownership, modes, xattrs, hardlinks, devices
 //!   and times.
@@ -20,8 +20,40 @@
 //! - [`DirectorySnapshotter`]: existing directories registered as a chain of committed
 //!   snapshots, without copying.
 //!
+//! Names for temporary snapshots come from [`unique_suffix`]; [`left_by_dead_process`]
+//! tells what a crashed process left behind. Errors are one [`Error`] type, with
+//! containerd's kinds (not found, already exists, failed precondition, ...).
+//!
 //! With the `conformance` feature, `conformance::run` checks any backend against the
 //! containerd semantics every backend here passes.
+//!
+//! A layer written in an active snapshot, committed, and read back through a view:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use strata_snapshotter::{Kind, Labels, NativeSnapshotter, Snapshotter, TempMount};
+//!
+//! let root = tempfile::tempdir()?;
+//! let snapshots = NativeSnapshotter::open(root.path())?;
+//!
+//! let mounts = snapshots.prepare("base-active", None, Labels::new()).await?;
+//! let tree = TempMount::mount(&mounts)?;
+//! std::fs::write(tree.path().join("hello"), "hi")?;
+//! drop(tree);
+//! snapshots.commit("base", "base-active", Labels::new()).await?;
+//! assert_eq!(snapshots.stat("base").await?.kind, Kind::Committed);
+//!
+//! let view = snapshots.view("base-view", Some("base"), Labels::new()).await?;
+//! let tree = TempMount::mount(&view)?;
+//! assert_eq!(std::fs::read_to_string(tree.path().join("hello"))?, "hi");
+//! drop(tree);
+//! snapshots.remove("base-view").await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Existing directories become a chain of committed snapshots without copying:
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -50,16 +82,16 @@
 //! # }
 //! ```
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
-pub mod backend;
+mod backend;
 #[cfg(feature = "conformance")]
 pub mod conformance;
-pub mod error;
+mod error;
 mod fsutil;
 mod metadata;
-pub mod mount;
-pub mod snapshotter;
+mod mount;
+mod snapshotter;
 mod unique;
 
 pub use backend::directory::DirectorySnapshotter;

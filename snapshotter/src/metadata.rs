@@ -130,7 +130,7 @@ impl RawRecord {
 
 impl Metadata {
     /// Opens (creating if needed) the database at `path`.
-    pub fn open(path: &Path) -> Result<Metadata> {
+    pub(crate) fn open(path: &Path) -> Result<Metadata> {
         let ctx = |what: &str| format!("{what} {}", path.display());
         let conn = Connection::open(path).map_err(|e| db_err(&ctx("opening"), e))?;
         conn.busy_timeout(Duration::from_secs(30))
@@ -165,7 +165,7 @@ impl Metadata {
     }
 
     /// Runs `f` in one immediate (write-locking) transaction; commits when it succeeds.
-    pub fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.lock();
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -177,7 +177,7 @@ impl Metadata {
     }
 
     /// Runs `f` on a read-only snapshot of the database.
-    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let conn = self.lock();
         f(&conn)
     }

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use super::deflate_block::BlockDeflater;
 
 /// Input bytes per independently compressed block.
-pub const BLOCK_SIZE: usize = 1024 * 1024;
+pub(crate) const BLOCK_SIZE: usize = 1024 * 1024;
 
 /// One block to compress.
 struct Job {
@@ -75,7 +75,7 @@ fn header(level: u32) -> [u8; 10] {
 /// A [`Write`] that gzips into `W`. With `threads` > 1 its blocks are compressed by the
 /// process-wide workers (one per core), up to 2 × `threads` at a time (fewer while
 /// other encoders share the workers); with 0 or 1, inline on the caller's thread.
-pub struct ParallelGzEncoder<W: Write> {
+pub(crate) struct ParallelGzEncoder<W: Write> {
     out: Option<W>,
     level: u32,
     /// Input of the block being filled.
@@ -197,7 +197,7 @@ fn work(rx: &Mutex<mpsc::Receiver<Task>>) {
 
 impl<W: Write> ParallelGzEncoder<W> {
     /// A gzip encoder at `level` (0–9) using `threads` compression threads.
-    pub fn new(out: W, level: u32, threads: usize) -> Self {
+    pub(super) fn new(out: W, level: u32, threads: usize) -> Self {
         let level = level.min(9);
         let pool = (threads > 1).then(|| {
             ACTIVE_ENCODERS.fetch_add(1, Ordering::Relaxed);
@@ -328,7 +328,7 @@ impl<W: Write> ParallelGzEncoder<W> {
     }
 
     /// Compresses what is left, writes the trailer and returns the inner writer.
-    pub fn finish(mut self) -> io::Result<W> {
+    pub(super) fn finish(mut self) -> io::Result<W> {
         self.finished = true;
         self.dispatch(true)?;
         while self.pool.as_ref().is_some_and(|p| p.in_flight > 0) {

@@ -11,20 +11,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use strata_content::Compression;
 
-pub use gzip::{ParallelGzEncoder, BLOCK_SIZE as GZIP_BLOCK_SIZE};
+use gzip::ParallelGzEncoder;
+#[cfg(test)]
+use gzip::BLOCK_SIZE as GZIP_BLOCK_SIZE;
 
 /// The default gzip level (BuildKit's and Go's default).
-pub const DEFAULT_GZIP_LEVEL: i32 = 6;
+pub(crate) const DEFAULT_GZIP_LEVEL: i32 = 6;
 
 /// The size of a multithreaded zstd job (input bytes compressed by one worker).
 const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
 /// The default zstd level (BuildKit's default).
-pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+pub(crate) const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
 /// The level to use for `compression` when the caller asked for `level`, clamped to
 /// the range the format supports (gzip 0–9, zstd 1–22; ignored for uncompressed).
-pub fn effective_level(compression: Compression, level: Option<i32>) -> i32 {
+pub(crate) fn effective_level(compression: Compression, level: Option<i32>) -> i32 {
     match compression {
         Compression::Uncompressed => 0,
         Compression::Gzip => level.unwrap_or(DEFAULT_GZIP_LEVEL).clamp(0, 9),
@@ -33,7 +35,7 @@ pub fn effective_level(compression: Compression, level: Option<i32>) -> i32 {
 }
 
 /// The compression threads to use: `threads`, or the machine's cores; at least 1.
-pub fn effective_threads(threads: Option<usize>) -> usize {
+pub(crate) fn effective_threads(threads: Option<usize>) -> usize {
     threads
         .unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -52,7 +54,7 @@ static ZSTD_ENCODERS: AtomicUsize = AtomicUsize::new(0);
 /// (each worker holds its own job buffers and match state). The bytes do not depend
 /// on it.
 #[derive(Debug)]
-pub struct ZstdShare {
+pub(crate) struct ZstdShare {
     workers: usize,
 }
 
@@ -71,8 +73,13 @@ impl Drop for ZstdShare {
     }
 }
 
-/// A streaming compressor writing into `W`; call [`Encoder::finish`] to end the stream.
-pub enum Encoder<W: Write> {
+/// A streaming compressor writing into `W`: gzip (parallel, pigz-style), zstd
+/// (multithreaded) or none; call [`Encoder::finish`] to end the stream. The bytes
+/// depend only on the input, the compression and the level, never on the thread count.
+pub struct Encoder<W: Write>(Compressor<W>);
+
+/// The encoder of each compression.
+enum Compressor<W: Write> {
     /// Pass-through.
     Uncompressed(W),
     /// Parallel gzip.
@@ -92,10 +99,10 @@ impl<W: Write> Encoder<W> {
     ) -> io::Result<Self> {
         let level = effective_level(compression, level);
         let threads = effective_threads(threads);
-        Ok(match compression {
-            Compression::Uncompressed => Encoder::Uncompressed(out),
+        Ok(Encoder(match compression {
+            Compression::Uncompressed => Compressor::Uncompressed(out),
             Compression::Gzip => {
-                Encoder::Gzip(Box::new(ParallelGzEncoder::new(out, level as u32, threads)))
+                Compressor::Gzip(Box::new(ParallelGzEncoder::new(out, level as u32, threads)))
             }
             Compression::Zstd => {
                 let mut enc = zstd::stream::write::Encoder::new(out, level)?;
@@ -111,20 +118,20 @@ impl<W: Write> Encoder<W> {
                 // A content checksum, as the zstd CLI and Go's klauspost encoder
                 // (containerd, BuildKit) write by default.
                 enc.include_checksum(true)?;
-                Encoder::Zstd(enc, share)
+                Compressor::Zstd(enc, share)
             }
-        })
+        }))
     }
 
     /// Ends the stream and returns the inner writer.
     pub fn finish(self) -> io::Result<W> {
-        match self {
-            Encoder::Uncompressed(mut w) => {
+        match self.0 {
+            Compressor::Uncompressed(mut w) => {
                 w.flush()?;
                 Ok(w)
             }
-            Encoder::Gzip(g) => (*g).finish(),
-            Encoder::Zstd(z, _share) => {
+            Compressor::Gzip(g) => (*g).finish(),
+            Compressor::Zstd(z, _share) => {
                 let mut w = z.finish()?;
                 w.flush()?;
                 Ok(w)
@@ -135,34 +142,34 @@ impl<W: Write> Encoder<W> {
 
 impl<W: Write> Write for Encoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Encoder::Uncompressed(w) => w.write(buf),
-            Encoder::Gzip(g) => g.write(buf),
-            Encoder::Zstd(z, _) => z.write(buf),
+        match &mut self.0 {
+            Compressor::Uncompressed(w) => w.write(buf),
+            Compressor::Gzip(g) => g.write(buf),
+            Compressor::Zstd(z, _) => z.write(buf),
         }
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        match self {
-            Encoder::Uncompressed(w) => w.write_all(buf),
-            Encoder::Gzip(g) => g.write_all(buf),
-            Encoder::Zstd(z, _) => z.write_all(buf),
+        match &mut self.0 {
+            Compressor::Uncompressed(w) => w.write_all(buf),
+            Compressor::Gzip(g) => g.write_all(buf),
+            Compressor::Zstd(z, _) => z.write_all(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Encoder::Uncompressed(w) => w.flush(),
-            Encoder::Gzip(g) => g.flush(),
+        match &mut self.0 {
+            Compressor::Uncompressed(w) => w.flush(),
+            Compressor::Gzip(g) => g.flush(),
             // A zstd flush would end a block early and make the bytes depend on the
             // caller's flush calls.
-            Encoder::Zstd(..) => Ok(()),
+            Compressor::Zstd(..) => Ok(()),
         }
     }
 }
 
 /// Compresses `data` in memory (for small blobs such as the empty layer).
-pub fn compress_to_vec(
+pub(crate) fn compress_to_vec(
     data: &[u8],
     compression: Compression,
     level: Option<i32>,

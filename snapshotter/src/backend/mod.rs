@@ -7,9 +7,9 @@
 //! that records it; a removed one is renamed to `snapshots/rm-*` inside the transaction
 //! that forgets it, then deleted. Leftovers of a crash are cleaned up on open.
 
-pub mod directory;
-pub mod native;
-pub mod overlay;
+pub(crate) mod directory;
+pub(crate) mod native;
+pub(crate) mod overlay;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -43,7 +43,7 @@ where
 
 impl Core {
     /// Opens (creating) the root: `metadata.db` and `snapshots/`.
-    pub fn open(root: &Path) -> Result<Arc<Core>> {
+    pub(crate) fn open(root: &Path) -> Result<Arc<Core>> {
         let snapshots = root.join("snapshots");
         fs::create_dir_all(&snapshots)
             .map_err(|e| Error::io(format!("creating {}", snapshots.display()), e))?;
@@ -57,12 +57,12 @@ impl Core {
     }
 
     /// The root directory.
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
     /// The directory of the snapshot with id `id`.
-    pub fn snapshot_dir(&self, id: i64) -> PathBuf {
+    pub(crate) fn snapshot_dir(&self, id: i64) -> PathBuf {
         self.root.join("snapshots").join(id.to_string())
     }
 
@@ -92,7 +92,7 @@ impl Core {
     /// Creates snapshot `key`: checks the key and parent, lets `populate` fill a
     /// staging directory (given the parent's record), then records the snapshot and
     /// renames the staging directory to `snapshots/<id>` in one transaction.
-    pub fn create_with_dir(
+    pub(crate) fn create_with_dir(
         &self,
         key: &str,
         kind: Kind,
@@ -135,7 +135,7 @@ impl Core {
     }
 
     /// Removes snapshot `key` and its directory (if it has one under `snapshots/`).
-    pub fn remove(&self, key: &str) -> Result<()> {
+    pub(crate) fn remove(&self, key: &str) -> Result<()> {
         let trash = self
             .root
             .join("snapshots")
@@ -159,13 +159,13 @@ impl Core {
     }
 
     /// The record of `key`; `NotFound` naming it.
-    pub fn get(&self, key: &str) -> Result<Record> {
+    pub(crate) fn get(&self, key: &str) -> Result<Record> {
         self.meta.read(|c| metadata::get(c, key))
     }
 
     /// The record of `key` (which must be active or a view) and its ancestors, nearest
     /// first; `FailedPrecondition` for a committed snapshot (it has no mounts).
-    pub fn mountable(&self, key: &str) -> Result<(Record, Vec<Record>)> {
+    pub(crate) fn mountable(&self, key: &str) -> Result<(Record, Vec<Record>)> {
         self.meta.read(|c| {
             let rec = metadata::get(c, key)?;
             if rec.info.kind == Kind::Committed {
@@ -180,24 +180,24 @@ impl Core {
     }
 
     /// containerd's `Stat`.
-    pub fn stat(&self, key: &str) -> Result<Info> {
+    pub(crate) fn stat(&self, key: &str) -> Result<Info> {
         Ok(self.get(key)?.info)
     }
 
     /// containerd's `Update` (labels only).
-    pub fn update(&self, info: &Info, fieldpaths: &[String]) -> Result<Info> {
+    pub(crate) fn update(&self, info: &Info, fieldpaths: &[String]) -> Result<Info> {
         self.meta.write(|tx| metadata::update(tx, info, fieldpaths))
     }
 
     /// containerd's `Commit`: metadata only; the directory keeps its id.
-    pub fn commit(&self, name: &str, key: &str, labels: &Labels) -> Result<()> {
+    pub(crate) fn commit(&self, name: &str, key: &str, labels: &Labels) -> Result<()> {
         self.meta
             .write(|tx| metadata::commit(tx, name, key, labels))
             .map(|_| ())
     }
 
     /// containerd's `Walk`, sorted by name.
-    pub fn walk(&self, filter: &Filter) -> Result<Vec<Info>> {
+    pub(crate) fn walk(&self, filter: &Filter) -> Result<Vec<Info>> {
         self.meta.read(|c| metadata::walk(c, filter))
     }
 }

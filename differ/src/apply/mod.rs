@@ -6,6 +6,8 @@
 //! the root: `..` components, absolute names, or a parent that is a symlink. Directory
 //! mtimes are set once all entries are in place.
 
+mod confined;
+
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs;
@@ -18,9 +20,11 @@ use std::path::{Path, PathBuf};
 use strata_content::{Digest, Digester};
 use tar::EntryType;
 
-use crate::changes::{io_err, Stat};
-use crate::error::{Error, Result};
+use crate::error::{io_err, Error, Result};
+use crate::file_metadata::Stat;
+use crate::pax::{parse_pax, parse_pax_time};
 use crate::tar_entries::{OPAQUE_MARKER, WHITEOUT_PREFIX};
+use confined::normalize;
 
 /// Hashes everything read through it.
 #[cfg(test)]
@@ -237,7 +241,7 @@ impl ApplyState {
             };
             self.remember(&parent)?;
             if *base == OPAQUE_MARKER.as_bytes() {
-                for name in crate::changes::read_dir_sorted(&parent)? {
+                for name in crate::file_metadata::read_dir_sorted(&parent)? {
                     let mut rel = rel_parent.clone();
                     if !rel.is_empty() {
                         rel.push(b'/');
@@ -274,7 +278,7 @@ impl ApplyState {
                     fs::create_dir(&path).map_err(|e| io_err(&path, e))?;
                 } else {
                     // The entry's xattrs replace the directory's.
-                    for (name, _) in crate::changes::xattrs(&path)? {
+                    for (name, _) in crate::file_metadata::xattrs(&path)? {
                         if !meta.xattrs.iter().any(|(k, _)| *k == name.as_bytes()) {
                             xattr::remove(&path, &name).map_err(|e| io_err(&path, e))?;
                         }
@@ -409,70 +413,6 @@ impl ApplyState {
         }
         Ok(())
     }
-
-    /// The existing directory `root/comps`, `None` when a component is missing or not
-    /// a directory; a symlinked component escapes.
-    fn existing_dir(&self, comps: &[&[u8]], raw: &[u8]) -> Result<Option<PathBuf>> {
-        let mut p = self.root.clone();
-        for c in comps {
-            p.push(OsStr::from_bytes(c));
-            match Stat::lstat_opt(&p) {
-                Ok(Some(st)) if st.is_dir() => {}
-                Ok(Some(st)) if st.is_symlink() => {
-                    return Err(Error::PathEscapes {
-                        entry: String::from_utf8_lossy(raw).into_owned(),
-                        reason: format!("parent {} is a symlink", p.display()),
-                    })
-                }
-                Ok(_) => return Ok(None),
-                Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOTDIR) => {
-                    return Ok(None)
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(Some(p))
-    }
-
-    /// The directory `root/comps`, checking that no component is a symlink or a
-    /// non-directory; missing ones are created (0755) when `create`.
-    fn safe_dir(&mut self, comps: &[&[u8]], raw: &[u8], create: bool) -> Result<PathBuf> {
-        let mut p = self.root.clone();
-        for c in comps {
-            p.push(OsStr::from_bytes(c));
-            match Stat::lstat_opt(&p)? {
-                Some(st) if st.is_dir() => {}
-                Some(st) if st.is_symlink() => {
-                    return Err(Error::PathEscapes {
-                        entry: String::from_utf8_lossy(raw).into_owned(),
-                        reason: format!("parent {} is a symlink", p.display()),
-                    })
-                }
-                Some(_) => {
-                    return Err(io_err(
-                        &p,
-                        io::Error::new(io::ErrorKind::NotADirectory, "a parent is not a directory"),
-                    ))
-                }
-                None if create => {
-                    if let Some(up) = p.parent() {
-                        let up = up.to_path_buf();
-                        self.remember(&up)?;
-                    }
-                    fs::create_dir(&p).map_err(|e| io_err(&p, e))?;
-                    fs::set_permissions(&p, fs::Permissions::from_mode(0o755))
-                        .map_err(|e| io_err(&p, e))?;
-                }
-                None => {
-                    return Err(io_err(
-                        &p,
-                        io::Error::new(io::ErrorKind::NotFound, "hardlink target missing"),
-                    ))
-                }
-            }
-        }
-        Ok(p)
-    }
 }
 
 /// Copies an entry's data into `f`, telling stream errors from file errors.
@@ -516,80 +456,12 @@ impl Extensions {
     }
 }
 
-/// Parses PAX records (`"<len> <key>=<value>\n"`, `<len>` counting the whole record),
-/// by length, so values may hold any bytes.
-fn parse_pax(mut data: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut out = Vec::new();
-    while !data.is_empty() {
-        if data.iter().all(|&b| b == 0) {
-            break;
-        }
-        let sp = data.iter().position(|&b| b == b' ')?;
-        let len: usize = std::str::from_utf8(&data[..sp]).ok()?.parse().ok()?;
-        if len <= sp + 1 || len > data.len() || data[len - 1] != b'\n' {
-            return None;
-        }
-        let record = &data[sp + 1..len - 1];
-        let eq = record.iter().position(|&b| b == b'=')?;
-        out.push((record[..eq].to_vec(), record[eq + 1..].to_vec()));
-        data = &data[len..];
-    }
-    Some(out)
-}
-
 /// A GNU long name without its trailing NULs.
 fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
     while v.last() == Some(&0) {
         v.pop();
     }
     v
-}
-
-/// Splits a tar name into its components, dropping `.` and empty ones; refuses
-/// absolute names and `..`.
-fn normalize(raw: &[u8]) -> Result<Vec<&[u8]>> {
-    let escapes = |reason: &str| Error::PathEscapes {
-        entry: String::from_utf8_lossy(raw).into_owned(),
-        reason: reason.to_string(),
-    };
-    if raw.first() == Some(&b'/') {
-        return Err(escapes("absolute path"));
-    }
-    let mut out = Vec::new();
-    for c in raw.split(|&b| b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => return Err(escapes("\"..\" component")),
-            c => out.push(c),
-        }
-    }
-    Ok(out)
-}
-
-/// Parses a PAX time `[-]sec[.frac]`.
-fn parse_pax_time(v: &[u8]) -> Option<(i64, i64)> {
-    let s = std::str::from_utf8(v).ok()?;
-    let (neg, s) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s),
-    };
-    let (sec, frac) = s.split_once('.').unwrap_or((s, ""));
-    let sec: i64 = sec.parse().ok()?;
-    let mut digits: String = frac.chars().take(9).collect();
-    if !digits.chars().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    while digits.len() < 9 {
-        digits.push('0');
-    }
-    let nsec: i64 = digits.parse().ok()?;
-    if !neg {
-        Some((sec, nsec))
-    } else if nsec == 0 {
-        Some((-sec, 0))
-    } else {
-        Some((-sec - 1, 1_000_000_000 - nsec))
-    }
 }
 
 /// Removes `path` and everything under it, never following symlinks.
@@ -617,28 +489,6 @@ fn set_times(path: &Path, sec: i64, nsec: i64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pax_times_parse() {
-        assert_eq!(parse_pax_time(b"5"), Some((5, 0)));
-        assert_eq!(parse_pax_time(b"5.5"), Some((5, 500_000_000)));
-        assert_eq!(parse_pax_time(b"-0.5"), Some((-1, 500_000_000)));
-        assert_eq!(parse_pax_time(b"x"), None);
-    }
-
-    #[test]
-    fn names_that_escape_are_refused() {
-        assert!(matches!(normalize(b"../x"), Err(Error::PathEscapes { .. })));
-        assert!(matches!(
-            normalize(b"a/../../x"),
-            Err(Error::PathEscapes { .. })
-        ));
-        assert!(matches!(
-            normalize(b"/etc/passwd"),
-            Err(Error::PathEscapes { .. })
-        ));
-        assert_eq!(normalize(b"./a//b/").unwrap(), vec![&b"a"[..], &b"b"[..]]);
-    }
 
     /// A tar with one entry whose raw name (and link name) are written as given.
     fn raw_tar(name: &[u8], ty: EntryType, link: &[u8], data: &[u8]) -> Vec<u8> {
@@ -731,19 +581,5 @@ mod tests {
         assert!(!root.path().join("gone").exists());
         assert!(!root.path().join("d/sub").exists());
         assert_eq!(fs::read(root.path().join("d/new")).unwrap(), b"n");
-    }
-
-    #[test]
-    fn pax_records_are_parsed_by_length() {
-        let mut data =
-            crate::tar_entries::tests_support::record(b"SCHILY.xattr.user.a", b"x\ny=z\n");
-        data.extend(crate::tar_entries::tests_support::record(b"path", b"a b"));
-        let recs = parse_pax(&data).unwrap();
-        assert_eq!(
-            recs[0],
-            (b"SCHILY.xattr.user.a".to_vec(), b"x\ny=z\n".to_vec())
-        );
-        assert_eq!(recs[1], (b"path".to_vec(), b"a b".to_vec()));
-        assert!(parse_pax(b"99 path=x\n").is_none());
     }
 }
