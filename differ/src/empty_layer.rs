@@ -10,6 +10,12 @@ use crate::{Error, LayerBlob, Result};
 /// marker), as `tar` and containerd write it.
 pub const EMPTY_TAR_SIZE: usize = 1024;
 
+/// The diffID of an empty layer: the digest of a tar of [`EMPTY_TAR_SIZE`] zero bytes,
+/// whatever the compression of its blob.
+pub fn empty_layer_diff_id() -> Digest {
+    Digest::sha256_of(&[0u8; EMPTY_TAR_SIZE])
+}
+
 /// The blob of an empty layer (a tar of [`EMPTY_TAR_SIZE`] zero bytes) in `compression`
 /// at `level`: its descriptor (OCI media type), diffID and bytes. Deterministic, so
 /// exporters can recognize and drop empty layers by digest.
@@ -22,7 +28,7 @@ pub fn empty_layer(compression: Compression, level: Option<i32>) -> Result<(Laye
         .unwrap_or(strata_content::media_types::OCI_LAYER);
     let blob = LayerBlob {
         descriptor: Descriptor::new(media_type, Digest::sha256_of(&bytes), bytes.len() as u64),
-        diff_id: Digest::sha256_of(&tar),
+        diff_id: empty_layer_diff_id(),
         uncompressed_size: EMPTY_TAR_SIZE as u64,
     };
     Ok((blob, bytes))

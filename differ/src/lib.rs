@@ -76,7 +76,7 @@ use strata_snapshotter::Mount;
 
 pub use compression::Encoder;
 pub use convert::convert_layer;
-pub use empty_layer::{empty_layer, EMPTY_TAR_SIZE};
+pub use empty_layer::{empty_layer, empty_layer_diff_id, EMPTY_TAR_SIZE};
 pub use error::{Error, Result};
 pub use walking_differ::WalkingDiffer;
 

@@ -27,11 +27,6 @@ use strata_oci::to_canonical_vec;
 
 mod layers;
 
-/// The diffID of an empty layer: an empty tar (two 512-byte zero blocks).
-pub(crate) fn empty_layer_diff_id() -> Digest {
-    Digest::sha256_of(&[0u8; 1024])
-}
-
 /// A lease held for the duration of an export; deleted by [`LeaseGuard::release`] or,
 /// if the export is dropped, in the background when the guard is dropped.
 pub struct LeaseGuard {
@@ -302,7 +297,7 @@ impl ImageWriter {
         types: MediaTypes,
         progress: &Progress,
     ) -> Result<PlatformImage> {
-        let empty = empty_layer_diff_id();
+        let empty = strata_differ::empty_layer_diff_id();
         let metas: Vec<LayerMeta> = chain
             .iter()
             .map(|(r, b)| LayerMeta::new(r.description(), r.created_at(), b.diff_id == empty))
