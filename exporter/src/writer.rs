@@ -454,10 +454,7 @@ impl ImageWriter {
     }
 
     async fn hold(&self, lease: &str, digest: &Digest) -> Result<()> {
-        let res = LeaseResource {
-            id: digest.to_string(),
-            kind: "content".to_string(),
-        };
+        let res = LeaseResource::content(digest);
         match self.ctx.leases.add_resource(lease, res).await {
             Err(e) if !e.is_already_exists() => Err(e.into()),
             _ => Ok(()),

@@ -49,7 +49,7 @@ use futures::SinkExt;
 use crate::descriptor::Descriptor;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::store::{
+use crate::{
     ContentStore, ContentWriter, Filter, GarbageCollector, GcReport, Image, ImageStore, Info,
     Labels, Lease, LeaseManager, LeaseResource, ReaderAt, Status, WriterOptions,
 };
@@ -658,13 +658,7 @@ impl ContentStore for ContainerdStore {
             // Inside a lease, deleting only releases the blob from the lease.
             self.info(digest).await?;
             return self
-                .delete_resource(
-                    lease,
-                    LeaseResource {
-                        id: digest.to_string(),
-                        kind: "content".into(),
-                    },
-                )
+                .delete_resource(lease, LeaseResource::content(digest))
                 .await;
         }
         self.conn
@@ -1134,8 +1128,8 @@ impl LeaseManager for ContainerdStore {
         // The same id rules as the other backends; generated ids are prefixed, since a
         // containerd is shared with other clients.
         let id = match id {
-            Some(_) => crate::fields::new_lease_id(id)?,
-            None => format!("strata-{}", crate::fields::new_lease_id(None)?),
+            Some(_) => crate::lease::new_lease_id(id)?,
+            None => format!("strata-{}", crate::lease::new_lease_id(None)?),
         };
         let resp = self
             .conn
@@ -1203,7 +1197,7 @@ impl LeaseManager for ContainerdStore {
                 id: lease.to_string(),
                 resource: Some(api::Resource {
                     id: resource.id,
-                    r#type: resource.kind,
+                    r#type: resource.kind.to_string(),
                 }),
             }))
             .await
@@ -1222,7 +1216,7 @@ impl LeaseManager for ContainerdStore {
                 id: lease.to_string(),
                 resource: Some(api::Resource {
                     id: resource.id,
-                    r#type: resource.kind,
+                    r#type: resource.kind.to_string(),
                 }),
             }))
             .await
@@ -1240,14 +1234,16 @@ impl LeaseManager for ContainerdStore {
             .await
             .map_err(|s| self.err(format!("resources of lease {lease:?}"), s))?
             .into_inner();
-        let mut out: Vec<LeaseResource> = resp
+        let mut out = resp
             .resources
             .into_iter()
-            .map(|r| LeaseResource {
-                id: r.id,
-                kind: r.r#type,
+            .map(|r| {
+                Ok(LeaseResource {
+                    kind: r.r#type.parse()?,
+                    id: r.id,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<LeaseResource>>>()?;
         out.sort();
         Ok(out)
     }

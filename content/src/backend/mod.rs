@@ -1,6 +1,6 @@
-//! Content-store backends, one file each.
+//! Content-store backends, one folder each (one file per concept).
 
 #[cfg(feature = "containerd")]
-pub mod containerd;
-pub mod local;
-pub mod memory;
+pub(crate) mod containerd;
+pub(crate) mod local;
+pub(crate) mod memory;
