@@ -69,4 +69,4 @@ pub use output::registry::RegistryExporter;
 pub use progress::{Progress, ProgressEvent, ProgressTask};
 pub use push::{BlobOutcome, PushError, PushOptions, PushReport, Pusher};
 pub use source::{config_key_for, PlatformEntry, Platforms, Source, CONFIG_KEY, PLATFORMS_KEY};
-pub use writer::{CommittedImage, ImageWriter, LeaseGuard, PlatformImage};
+pub use writer::{CommittedImage, ImageWriter, PlatformImage};

@@ -129,11 +129,25 @@ impl ExporterInstance for LayoutInstance {
             });
         }
         let committed = self.writer.commit(&source, &self.opts, &progress).await?;
-        let mut entries = layout_entries(&committed, &self.opts.names)?;
+        let written = self.write(&committed, &progress).await;
+        // The caller has the result (or the error); nothing in the store needs to be
+        // kept for it.
+        committed.lease.release_after(written).await
+    }
+}
+
+impl LayoutInstance {
+    /// Writes the layout (or archive) of `committed` to the destination; the response.
+    async fn write(
+        &self,
+        committed: &CommittedImage,
+        progress: &Progress,
+    ) -> Result<BTreeMap<String, String>> {
+        let mut entries = layout_entries(committed, &self.opts.names)?;
         if self.kind == LayoutKind::Docker {
             entries.splice(
                 0..0,
-                crate::output::docker::archive_entries(&committed, &self.opts.names)?,
+                crate::output::docker::archive_entries(committed, &self.opts.names)?,
             );
         }
         let task = progress.start(
@@ -159,10 +173,7 @@ impl ExporterInstance for LayoutInstance {
             return Err(e);
         }
         task.complete();
-        let out = response(&committed, &self.opts.names);
-        // The caller has the result; nothing in the store needs to be kept for it.
-        committed.lease.release().await?;
-        Ok(out)
+        Ok(response(committed, &self.opts.names))
     }
 }
 
