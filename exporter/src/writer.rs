@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 use futures::future::try_join_all;
 use serde_json::{Map, Value};
 use strata_content::{
-    Compression, ContentStore, Descriptor, Digest, Info, LeaseGuard, LeaseResource, Platform,
-    WriterOptions,
+    write_blob, Compression, ContentStore, Descriptor, Digest, LeaseGuard, LeaseResource, Platform,
 };
 use strata_differ::{CompareOptions, LayerBlob, ProgressFn};
 use strata_snapshotter::{BlobInfo, BlobKey, ImmutableRef};
@@ -537,45 +536,7 @@ impl ImageWriter {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        let mut abort = AbortIngest {
-            store: store.clone(),
-            reference: Some(reference.clone()),
-        };
-        let opened = store
-            .writer(WriterOptions {
-                reference,
-                expected: Some(desc.clone()),
-            })
-            .await;
-        let committed = match opened {
-            Ok(mut w) => {
-                w.write(&bytes).await?;
-                let res = w
-                    .commit(bytes.len() as u64, Some(&digest), labels.clone())
-                    .await;
-                abort.reference = None;
-                res
-            }
-            Err(e) => {
-                abort.reference = None;
-                Err(e)
-            }
-        };
-        match committed {
-            Ok(_) => {}
-            Err(e) if e.is_already_exists() => {
-                let mut info: Info = self.ctx.content.info(&digest).await?;
-                if !labels.is_empty() {
-                    let paths = labels
-                        .keys()
-                        .map(|k| format!("labels.{k}"))
-                        .collect::<Vec<_>>();
-                    info.labels.extend(labels);
-                    self.ctx.content.update(info, &paths).await?;
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
+        write_blob(store.as_ref(), &reference, &bytes, &desc, labels).await?;
         self.hold(lease, &digest).await?;
         Ok(desc)
     }
@@ -588,25 +549,5 @@ fn blob_info(blob: LayerBlob) -> BlobInfo {
         digest: blob.descriptor.digest,
         media_type: blob.descriptor.media_type,
         size: blob.descriptor.size,
-    }
-}
-
-/// Aborts an ingest left behind when a write is dropped half-way.
-struct AbortIngest {
-    store: Arc<dyn ContentStore>,
-    reference: Option<String>,
-}
-
-impl Drop for AbortIngest {
-    fn drop(&mut self) {
-        let Some(reference) = self.reference.take() else {
-            return;
-        };
-        let store = self.store.clone();
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let _ = store.abort(&reference).await;
-            });
-        }
     }
 }

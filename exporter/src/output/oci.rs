@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::json;
-use strata_content::{media_types, ContentStore, Descriptor, ReaderAt};
+use strata_content::{media_types, BlockingReader, ContentStore, Descriptor, ReaderAt};
 
 use crate::error::{Error, Result};
 use crate::exporter::{response, ExportContext, Exporter, ExporterInstance};
@@ -243,24 +243,6 @@ pub(crate) fn layout_entries(committed: &CommittedImage, names: &[String]) -> Re
     Ok(entries)
 }
 
-/// Reads a blob synchronously (on a blocking thread) from an async [`ReaderAt`].
-struct BlobRead {
-    reader: Box<dyn ReaderAt>,
-    offset: u64,
-    handle: tokio::runtime::Handle,
-}
-
-impl Read for BlobRead {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self
-            .handle
-            .block_on(self.reader.read_at(buf, self.offset))
-            .map_err(std::io::Error::other)?;
-        self.offset += n as u64;
-        Ok(n)
-    }
-}
-
 /// Writes `entries` as a deterministic tar (sorted as given, fixed owners, modes and
 /// `mtime`) to `sink`, streaming blobs from `store`.
 pub(crate) async fn write_tar(
@@ -302,12 +284,7 @@ pub(crate) async fn write_tar(
                 }
                 (Entry::Blob(_, desc), Some(reader)) => {
                     let mut h = header(tar::EntryType::Regular, 0o644, desc.size, mtime);
-                    let body = BlobRead {
-                        reader,
-                        offset: 0,
-                        handle: handle.clone(),
-                    }
-                    .take(desc.size);
+                    let body = BlockingReader::new(reader, handle.clone()).take(desc.size);
                     tar.append_data(&mut h, &path, body)
                 }
                 (Entry::Blob(..), None) => unreachable!("readers are opened for every blob"),
