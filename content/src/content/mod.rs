@@ -15,7 +15,7 @@ use async_trait::async_trait;
 
 use crate::descriptor::Descriptor;
 use crate::digest::Digest;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::label::Labels;
 
 /// What the store knows about one committed blob.
@@ -157,4 +157,46 @@ pub trait ContentStore: Send + Sync {
     /// A view of this store whose commits (and ingests) are added to lease `lease`
     /// atomically with the commit, and whose `delete` removes from the lease only.
     fn with_lease(&self, lease: &str) -> Arc<dyn ContentStore>;
+}
+
+/// What a commit verifies: the size and digest given to [`ContentWriter::commit`] or,
+/// failing those, the ones the writer was opened with. Shared by the backends.
+pub(crate) struct CommitExpectation {
+    size: Option<u64>,
+    digest: Option<Digest>,
+}
+
+impl CommitExpectation {
+    /// `size` (0: not given) and `digest` as passed to `commit`; `opened` as passed in
+    /// [`WriterOptions::expected`].
+    pub(crate) fn new(size: u64, digest: Option<&Digest>, opened: Option<&Descriptor>) -> Self {
+        CommitExpectation {
+            size: if size != 0 {
+                Some(size)
+            } else {
+                opened.map(|d| d.size).filter(|s| *s != 0)
+            },
+            digest: digest.cloned().or_else(|| opened.map(|d| d.digest.clone())),
+        }
+    }
+
+    /// A mismatch error naming the ingest `reference` and both values when what was
+    /// written is not what was expected (the size is checked first).
+    pub(crate) fn verify(&self, reference: &str, size: u64, digest: &Digest) -> Result<()> {
+        if let Some(expected) = self.size.filter(|s| *s != size) {
+            return Err(Error::SizeMismatch {
+                subject: format!("ingest {reference}"),
+                expected,
+                actual: size,
+            });
+        }
+        match &self.digest {
+            Some(expected) if expected != digest => Err(Error::DigestMismatch {
+                subject: format!("ingest {reference}"),
+                expected: expected.to_string(),
+                actual: digest.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
 }

@@ -14,7 +14,7 @@ use super::db::{labels_json, sql, write_tx};
 use super::files::{fsync_dir, io_err, try_flock};
 use super::leases::add_resource;
 use super::{Inner, LocalStore};
-use crate::content::{ContentWriter, Info, Status, WriterOptions};
+use crate::content::{CommitExpectation, ContentWriter, Info, Status, WriterOptions};
 use crate::descriptor::Descriptor;
 use crate::digest::{Digest, Digester};
 use crate::error::{Error, Result};
@@ -190,14 +190,7 @@ impl ContentWriter for LocalWriter {
         expected: Option<&Digest>,
         labels: Labels,
     ) -> Result<Info> {
-        let expected_digest = expected
-            .cloned()
-            .or_else(|| self.expected.as_ref().map(|d| d.digest.clone()));
-        let expected_size = if size != 0 {
-            Some(size)
-        } else {
-            self.expected.as_ref().map(|d| d.size).filter(|s| *s != 0)
-        };
+        let check = CommitExpectation::new(size, expected, self.expected.as_ref());
         let (file, dg) = self.data.take().ok_or_else(|| {
             Error::FailedPrecondition(format!(
                 "ingest {}: an earlier write failed mid-way",
@@ -213,23 +206,7 @@ impl ContentWriter for LocalWriter {
             let actual_size = dg.len();
             let mut conn = store.inner.conn();
             let inner = &store.inner;
-            let mismatch = if expected_size.is_some_and(|s| s != actual_size) {
-                Some(Error::SizeMismatch {
-                    subject: format!("ingest {reference}"),
-                    expected: expected_size.unwrap_or(0),
-                    actual: actual_size,
-                })
-            } else {
-                match &expected_digest {
-                    Some(e) if *e != actual => Some(Error::DigestMismatch {
-                        subject: format!("ingest {reference}"),
-                        expected: e.to_string(),
-                        actual: actual.to_string(),
-                    }),
-                    _ => None,
-                }
-            };
-            if let Some(err) = mismatch {
+            if let Err(err) = check.verify(&reference, actual_size, &actual) {
                 drop(file);
                 let tx = write_tx(&mut conn)?;
                 remove_ingest(&tx, inner, &reference)?;

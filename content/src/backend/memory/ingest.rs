@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use super::{Blob, MemoryStore, State};
-use crate::content::{ContentWriter, Info, Status, WriterOptions};
+use crate::content::{CommitExpectation, ContentWriter, Info, Status, WriterOptions};
 use crate::descriptor::Descriptor;
 use crate::digest::{Digest, Digester};
 use crate::error::{Error, Result};
@@ -127,14 +127,7 @@ impl ContentWriter for MemoryWriter {
     ) -> Result<Info> {
         let actual = self.digester.digest();
         let actual_size = self.data.len() as u64;
-        let expected_size = if size != 0 {
-            Some(size)
-        } else {
-            self.expected.as_ref().map(|d| d.size).filter(|s| *s != 0)
-        };
-        let expected_digest = expected
-            .cloned()
-            .or_else(|| self.expected.as_ref().map(|d| d.digest.clone()));
+        let check = CommitExpectation::new(size, expected, self.expected.as_ref());
         let mut st = self.store.lock();
         self.done = true;
         let fail = |st: &mut State, e: Error| {
@@ -144,29 +137,8 @@ impl ContentWriter for MemoryWriter {
             }
             Err(e)
         };
-        if let Some(es) = expected_size {
-            if es != actual_size {
-                return fail(
-                    &mut st,
-                    Error::SizeMismatch {
-                        subject: format!("ingest {}", self.reference),
-                        expected: es,
-                        actual: actual_size,
-                    },
-                );
-            }
-        }
-        if let Some(ed) = &expected_digest {
-            if *ed != actual {
-                return fail(
-                    &mut st,
-                    Error::DigestMismatch {
-                        subject: format!("ingest {}", self.reference),
-                        expected: ed.to_string(),
-                        actual: actual.to_string(),
-                    },
-                );
-            }
+        if let Err(e) = check.verify(&self.reference, actual_size, &actual) {
+            return fail(&mut st, e);
         }
         if let Some(lease) = &self.store.lease {
             match st.lease_mut(lease) {
