@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine as _;
 use strata_cache::{DirectoryChain, DirectoryError, ImmutableRef, LayerDir};
@@ -261,14 +260,6 @@ pub async fn run(
         Arc::new(WalkingDiffer::new(store.content.clone())),
     )
     .with_jobs(args.jobs);
-    let leases_before: Vec<String> = store
-        .leases
-        .list_leases()
-        .await
-        .map_err(|e| CliError::context("reading leases", e))?
-        .into_iter()
-        .map(|l| l.id)
-        .collect();
     let instance: Box<dyn ExporterInstance> = exporter(spec.kind, ctx, to_stdout)
         .resolve(opts)
         .await
@@ -286,7 +277,7 @@ pub async fn run(
     let response = match result {
         Ok(r) => r,
         Err(e) => {
-            cleanup_failed(&store, &leases_before).await;
+            collect_failed(&store).await;
             return Err(CliError::context(
                 format!("export to {} failed", spec.kind),
                 e,
@@ -408,17 +399,10 @@ async fn containerd_chain(
     Ok(top)
 }
 
-/// After a failed export: wait (briefly) for its lease to be released, then collect
-/// what it wrote. GC never removes leased or referenced content, so this is safe while
-/// other exports run.
-async fn cleanup_failed(store: &Store, before: &[String]) {
-    for _ in 0..40 {
-        match store.leases.list_leases().await {
-            Ok(leases) if leases.iter().all(|l| before.contains(&l.id)) => break,
-            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(_) => break,
-        }
-    }
+/// After a failed export (which released its lease before returning the error):
+/// collect what it wrote. GC never removes leased or referenced content, so this is safe
+/// while other exports run.
+async fn collect_failed(store: &Store) {
     if let Err(e) = store.gc.garbage_collect().await {
         tracing::warn!(error = %e, "collecting the blobs of the failed export");
     }

@@ -80,13 +80,7 @@ impl ContentStore for ContainerdStore {
             // Inside a lease, deleting only releases the blob from the lease.
             self.info(digest).await?;
             return self
-                .delete_resource(
-                    lease,
-                    LeaseResource {
-                        id: digest.to_string(),
-                        kind: "content".into(),
-                    },
-                )
+                .delete_resource(lease, LeaseResource::content(digest))
                 .await;
         }
         self.conn

@@ -54,15 +54,15 @@ pub(crate) fn lease_from_api(lease: leases::Lease) -> Lease {
 pub(crate) fn resource_to_api(resource: LeaseResource) -> leases::Resource {
     leases::Resource {
         id: resource.id,
-        r#type: resource.kind,
+        r#type: resource.kind.to_string(),
     }
 }
 
-pub(crate) fn resource_from_api(resource: leases::Resource) -> LeaseResource {
-    LeaseResource {
+pub(crate) fn resource_from_api(resource: leases::Resource) -> Result<LeaseResource> {
+    Ok(LeaseResource {
+        kind: resource.r#type.parse()?,
         id: resource.id,
-        kind: resource.r#type,
-    }
+    })
 }
 
 pub(crate) fn info_from_api(info: content::Info) -> Result<Info> {

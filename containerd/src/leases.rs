@@ -101,8 +101,11 @@ impl LeaseManager for ContainerdStore {
             .await
             .map_err(|s| self.err(format!("resources of lease {lease:?}"), s))?
             .into_inner();
-        let mut out: Vec<LeaseResource> =
-            resp.resources.into_iter().map(resource_from_api).collect();
+        let mut out = resp
+            .resources
+            .into_iter()
+            .map(resource_from_api)
+            .collect::<Result<Vec<LeaseResource>>>()?;
         out.sort();
         Ok(out)
     }

@@ -8,11 +8,11 @@
 use std::future::Future;
 use std::time::SystemTime;
 
-use crate::helpers::{read_blob, write_blob};
-use crate::store::labels as gc_labels;
+use crate::labels as gc_labels;
 use crate::{
-    media_types, ContentStore, Descriptor, Digest, Error, Filter, GarbageCollector, Image,
-    ImageStore, Labels, LeaseManager, LeaseResource, WriterOptions,
+    media_types, read_blob, write_blob, ContentStore, Descriptor, Digest, Error, Filter,
+    GarbageCollector, Image, ImageStore, Labels, LeaseManager, LeaseResource, ResourceKind,
+    WriterOptions,
 };
 
 /// Everything the suite needs from a backend.
@@ -291,7 +291,7 @@ pub async fn lease_protection<S: TestStore>(s: &S) {
         res,
         vec![LeaseResource {
             id: d.digest.to_string(),
-            kind: "content".into()
+            kind: ResourceKind::Content
         }],
         "the commit is recorded in the lease"
     );
@@ -641,7 +641,7 @@ where
             .expect("resources")
             .contains(&LeaseResource {
                 id: d.digest.to_string(),
-                kind: "content".into(),
+                kind: ResourceKind::Content,
             }),
         "a blob written through a leased view belongs to the lease"
     );

@@ -1,8 +1,8 @@
 //! [`fsck`]: verify every committed blob of a store against its digest and size.
 
+use crate::content::{ContentStore, Filter};
 use crate::digest::{Digest, Digester};
 use crate::error::{Error, Result};
-use crate::store::{ContentStore, Filter};
 use crate::Descriptor;
 
 /// What [`fsck`] found. It never repairs anything.

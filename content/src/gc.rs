@@ -1,5 +1,6 @@
-//! The mark phase of garbage collection, shared by every backend: containerd's rules
-//! (`metadata/gc.go`) restricted to content and ingests.
+//! Garbage collection: the [`GarbageCollector`] contract, and its mark phase, shared by
+//! every backend: containerd's rules (`metadata/gc.go`) restricted to content and
+//! ingests.
 //!
 //! Roots are: the target of every image record (and digests named by `gc.ref.content*`
 //! labels on the record), every `content` resource of a lease that has not expired
@@ -12,14 +13,33 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
-use crate::digest::Digest;
-use crate::fields::lease_expired;
-use crate::store::{labels, Image, Labels, Lease, LeaseResource};
+use async_trait::async_trait;
 
-/// The kind of a lease resource naming content.
-pub(crate) const KIND_CONTENT: &str = "content";
-/// The kind of a lease resource naming an ingest.
-pub(crate) const KIND_INGESTS: &str = "ingests";
+use crate::digest::Digest;
+use crate::error::Result;
+use crate::image::Image;
+use crate::label::{well_known as labels, Labels};
+use crate::lease::{lease_expired, Lease, LeaseResource, ResourceKind};
+
+/// What one garbage collection did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Blobs removed, sorted.
+    pub removed: Vec<Digest>,
+    /// Bytes freed by removing them.
+    pub bytes_freed: u64,
+    /// Ingests removed (expired, not leased).
+    pub removed_ingests: Vec<String>,
+}
+
+/// containerd's GC over content: mark from roots (image records, leases, blobs
+/// labelled `containerd.io/gc.root`) following `containerd.io/gc.ref.content*` labels,
+/// sweep the rest.
+#[async_trait]
+pub trait GarbageCollector: Send + Sync {
+    /// Runs one mark-and-sweep and reports what it removed.
+    async fn garbage_collect(&self) -> Result<GcReport>;
+}
 
 /// Whether a label key references content.
 pub(crate) fn is_content_ref_key(key: &str) -> bool {
@@ -69,16 +89,16 @@ pub(crate) fn mark(
         }
         let flat = lease.labels.contains_key(labels::GC_FLAT);
         for r in resources {
-            match r.kind.as_str() {
-                KIND_CONTENT => {
+            match r.kind {
+                ResourceKind::Content => {
                     if let Ok(d) = Digest::parse(&r.id) {
                         work.push((d, !flat));
                     }
                 }
-                KIND_INGESTS => {
+                ResourceKind::Ingest => {
                     leased_ingests.insert(r.id.clone());
                 }
-                _ => {}
+                ResourceKind::Snapshot(_) => {}
             }
         }
     }

@@ -5,15 +5,20 @@
 //! containerd's semantics.
 //!
 //! - [`ContentStore`] (blobs, labels, ingests), [`LeaseManager`], [`ImageStore`] and
-//!   [`GarbageCollector`] are the contracts. [`LocalStore`] implements them on disk: its
-//!   root is an OCI image layout that skopeo, umoci and containerd read directly, with
-//!   labels, leases, image records and ingest state in SQLite beside it, safe for several
-//!   processes at once. [`MemoryStore`] implements them in memory (tests, embedding).
+//!   [`GarbageCollector`] are the contracts, one module each. [`LeaseGuard`] holds a
+//!   lease for one piece of work and is released explicitly (`release(self).await`);
+//!   the resources a lease holds are typed ([`ResourceKind`]).
+//! - [`LocalStore`] implements them on disk: its root is an OCI image layout that
+//!   skopeo, umoci and containerd read directly, with labels, leases, image records and
+//!   ingest state in SQLite beside it, safe for several processes at once.
+//!   [`MemoryStore`] implements them in memory (tests, embedding). Each backend is a
+//!   folder with one file per concept.
 //! - [`fsck`] verifies every blob of a store; the `conformance` feature exposes the
 //!   test suite every backend passes.
 //! - [`write_blob`], [`read_blob`] and [`copy`] are the everyday helpers, like
 //!   containerd's `content` package; [`ReaderAtStream`] and [`BlockingReader`] turn a
-//!   random-access [`ReaderAt`] into a stream.
+//!   random-access [`ReaderAt`] into a stream; [`to_unix_nanos`] and
+//!   [`from_unix_nanos`] store times as SQLite integers.
 //!
 //! ```
 //! use strata_content::{media_types, read_blob, write_blob, ContentStore, Descriptor, Digest,
@@ -32,27 +37,34 @@
 //! # }).unwrap();
 //! ```
 
-pub mod backend;
+#![deny(missing_docs)]
+
+mod backend;
 #[cfg(feature = "conformance")]
 pub mod conformance;
-pub mod descriptor;
-pub mod digest;
-pub mod error;
-mod fields;
-pub mod fsck;
+mod content;
+mod descriptor;
+mod digest;
+mod error;
+mod fsck;
 mod gc;
-pub mod helpers;
-pub mod store;
+mod image;
+mod label;
+mod lease;
+mod unix_time;
 
 pub use backend::local::LocalStore;
 pub use backend::memory::MemoryStore;
+pub use content::{
+    copy, open_writer, read_blob, write_blob, BlockingReader, ContentStore, ContentWriter, Filter,
+    Info, ReaderAt, ReaderAtStream, Status, WriterOptions,
+};
 pub use descriptor::{media_types, Compression, Descriptor, Platform};
 pub use digest::{Digest, Digester};
 pub use error::{Error, Result};
-pub use fields::new_lease_id;
 pub use fsck::{fsck, FsckReport};
-pub use helpers::{copy, open_writer, read_blob, write_blob, BlockingReader, ReaderAtStream};
-pub use store::{
-    labels, ContentStore, ContentWriter, Filter, GarbageCollector, GcReport, Image, ImageStore,
-    Info, Labels, Lease, LeaseManager, LeaseResource, ReaderAt, Status, WriterOptions,
-};
+pub use gc::{GarbageCollector, GcReport};
+pub use image::{Image, ImageStore};
+pub use label::{well_known as labels, Labels};
+pub use lease::{new_lease_id, Lease, LeaseGuard, LeaseManager, LeaseResource, ResourceKind};
+pub use unix_time::{from_unix_nanos, to_unix_nanos};

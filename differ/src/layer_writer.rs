@@ -363,7 +363,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::layer_reader::open_layer;
     use std::io::Read;
-    use strata_content::{Compression, Filter, MemoryStore};
+    use strata_content::{Compression, Filter, MemoryStore, ResourceKind};
 
     /// A small real tar (files and a directory) built with the `tar` crate.
     pub(crate) fn sample_tar(files: usize, file_size: usize) -> Vec<u8> {
@@ -545,7 +545,7 @@ pub(crate) mod tests {
         let held = mem.list_resources("export-1").await.expect("resources");
         assert!(
             held.iter()
-                .any(|r| r.kind == "content" && r.id == blob.descriptor.digest.as_str()),
+                .any(|r| r.kind == ResourceKind::Content && r.id == blob.descriptor.digest.as_str()),
             "{held:?}"
         );
     }

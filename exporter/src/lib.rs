@@ -98,4 +98,4 @@ pub use progress::{Progress, ProgressEvent, ProgressTask};
 pub use push::{BlobOutcome, PushError, PushOptions, PushReport, Pusher};
 pub use source::buildkit::{config_key_for, PlatformEntry, Platforms, CONFIG_KEY, PLATFORMS_KEY};
 pub use source::{PlatformSource, Source};
-pub use writer::{CommittedImage, ImageWriter, LeaseGuard, PlatformImage};
+pub use writer::{CommittedImage, ImageWriter, PlatformImage};

@@ -9,8 +9,7 @@ use futures::future::try_join_all;
 use serde_json::{Map, Value};
 use strata_cache::{BlobInfo, BlobKey, ImmutableRef};
 use strata_content::{
-    Compression, ContentStore, Descriptor, Digest, Info, LeaseManager, LeaseResource, Platform,
-    WriterOptions,
+    write_blob, Compression, ContentStore, Descriptor, Digest, LeaseGuard, LeaseResource, Platform,
 };
 use tokio::sync::{OnceCell, Semaphore};
 use tracing::Instrument;
@@ -27,71 +26,8 @@ use strata_oci::to_canonical_vec;
 
 mod layers;
 
-/// A lease held for the duration of an export; deleted by [`LeaseGuard::release`] or,
-/// if the export is dropped, in the background when the guard is dropped.
-pub struct LeaseGuard {
-    id: String,
-    leases: Arc<dyn LeaseManager>,
-    released: bool,
-}
-
-impl std::fmt::Debug for LeaseGuard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LeaseGuard").field("id", &self.id).finish()
-    }
-}
-
-impl LeaseGuard {
-    /// Creates a new lease that expires after a day (BuildKit's temporary leases), so
-    /// a process that dies mid-export does not hold its blobs forever.
-    pub async fn create(leases: Arc<dyn LeaseManager>) -> Result<LeaseGuard> {
-        let expires = std::time::SystemTime::now() + std::time::Duration::from_secs(24 * 3600);
-        let mut labels = BTreeMap::new();
-        labels.insert(
-            strata_content::labels::GC_EXPIRE.to_string(),
-            crate::time::format_rfc3339(expires),
-        );
-        let lease = leases.create_lease(None, labels).await?;
-        Ok(LeaseGuard {
-            id: lease.id,
-            leases,
-            released: false,
-        })
-    }
-
-    /// The lease's id.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// Deletes the lease: what it held is now kept only by what references it.
-    pub async fn release(mut self) -> Result<()> {
-        self.released = true;
-        match self.leases.delete_lease(&self.id).await {
-            Err(e) if !e.is_not_found() => Err(e.into()),
-            _ => Ok(()),
-        }
-    }
-}
-
-impl Drop for LeaseGuard {
-    fn drop(&mut self) {
-        if self.released {
-            return;
-        }
-        let leases = self.leases.clone();
-        let id = std::mem::take(&mut self.id);
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                if let Err(e) = leases.delete_lease(&id).await {
-                    tracing::warn!(lease = %id, error = %e, "releasing the export lease");
-                }
-            });
-        } else {
-            tracing::warn!(lease = %id, "no runtime to release the export lease on");
-        }
-    }
-}
+/// How long an export's lease outlives a process that died holding it.
+const TEMPORARY_LEASE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// One platform's image as committed.
 #[derive(Clone, Debug)]
@@ -191,8 +127,39 @@ impl ImageWriter {
             })
             .collect::<Result<Vec<_>>>()?;
 
-        let lease = LeaseGuard::create(self.ctx.leases.clone()).await?;
-        let store = self.ctx.content.with_lease(lease.id());
+        // BuildKit's temporary leases: a process that dies mid-export does not hold its
+        // blobs for ever.
+        let lease = LeaseGuard::temporary(self.ctx.leases.clone(), TEMPORARY_LEASE).await?;
+        let written = self
+            .commit_leased(&images, configs, multi, opts, types, lease.id(), progress)
+            .await;
+        match written {
+            Ok((descriptor, config_digest, images)) => Ok(CommittedImage {
+                descriptor,
+                config_digest,
+                images,
+                lease,
+            }),
+            // Nothing written is needed any more: the lease goes before the error does.
+            Err(e) => lease.release_after(Err(e)).await,
+        }
+    }
+
+    /// The part of [`ImageWriter::commit`] that writes under `lease`: layers, configs,
+    /// manifests and the index; returns the root, its config digest (single platform)
+    /// and every platform's image.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_leased(
+        &self,
+        images: &[PlatformSource],
+        configs: Vec<Map<String, Value>>,
+        multi: bool,
+        opts: &ImageOptions,
+        types: MediaTypes,
+        lease: &str,
+        progress: &Progress,
+    ) -> Result<(Descriptor, Option<Digest>, Vec<PlatformImage>)> {
+        let store = self.ctx.content.with_lease(lease);
         let key = BlobKey {
             compression: opts.compression,
             source_date_epoch: opts.source_date_epoch,
@@ -203,7 +170,7 @@ impl ImageWriter {
         let chains = try_join_all(
             images
                 .iter()
-                .map(|img| self.export_chain(img, key, opts, lease.id(), &inflight, progress)),
+                .map(|img| self.export_chain(img, key, opts, lease, &inflight, progress)),
         )
         .instrument(layers_task.span().clone())
         .await;
@@ -219,17 +186,8 @@ impl ImageWriter {
         let mut committed = Vec::new();
         for ((img, config), chain) in images.iter().zip(configs).zip(chains) {
             committed.push(
-                self.commit_manifest(
-                    &store,
-                    lease.id(),
-                    img,
-                    config,
-                    &chain,
-                    opts,
-                    types,
-                    progress,
-                )
-                .await?,
+                self.commit_manifest(&store, lease, img, config, &chain, opts, types, progress)
+                    .await?,
             );
         }
 
@@ -248,7 +206,7 @@ impl ImageWriter {
             let mut desc = self
                 .put_blob(
                     &store,
-                    lease.id(),
+                    lease,
                     types.index(),
                     (bytes, digest),
                     index_labels(&manifests),
@@ -266,19 +224,11 @@ impl ImageWriter {
                 .extend(opts.annotations.index_descriptor.clone());
             (desc, Some(only.config.digest.clone()))
         };
-        Ok(CommittedImage {
-            descriptor,
-            config_digest,
-            images: committed,
-            lease,
-        })
+        Ok((descriptor, config_digest, committed))
     }
 
     async fn hold(&self, lease: &str, digest: &Digest) -> Result<()> {
-        let res = LeaseResource {
-            id: digest.to_string(),
-            kind: "content".to_string(),
-        };
+        let res = LeaseResource::content(digest);
         match self.ctx.leases.add_resource(lease, res).await {
             Err(e) if !e.is_already_exists() => Err(e.into()),
             _ => Ok(()),
@@ -407,66 +357,8 @@ impl ImageWriter {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        let mut abort = AbortIngest {
-            store: store.clone(),
-            reference: Some(reference.clone()),
-        };
-        let opened = store
-            .writer(WriterOptions {
-                reference,
-                expected: Some(desc.clone()),
-            })
-            .await;
-        let committed = match opened {
-            Ok(mut w) => {
-                w.write(&bytes).await?;
-                let res = w
-                    .commit(bytes.len() as u64, Some(&digest), labels.clone())
-                    .await;
-                abort.reference = None;
-                res
-            }
-            Err(e) => {
-                abort.reference = None;
-                Err(e)
-            }
-        };
-        match committed {
-            Ok(_) => {}
-            Err(e) if e.is_already_exists() => {
-                let mut info: Info = self.ctx.content.info(&digest).await?;
-                if !labels.is_empty() {
-                    let paths = labels
-                        .keys()
-                        .map(|k| format!("labels.{k}"))
-                        .collect::<Vec<_>>();
-                    info.labels.extend(labels);
-                    self.ctx.content.update(info, &paths).await?;
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
+        write_blob(store.as_ref(), &reference, &bytes, &desc, labels).await?;
         self.hold(lease, &digest).await?;
         Ok(desc)
-    }
-}
-
-/// Aborts an ingest left behind when a write is dropped half-way.
-struct AbortIngest {
-    store: Arc<dyn ContentStore>,
-    reference: Option<String>,
-}
-
-impl Drop for AbortIngest {
-    fn drop(&mut self) {
-        let Some(reference) = self.reference.take() else {
-            return;
-        };
-        let store = self.store.clone();
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let _ = store.abort(&reference).await;
-            });
-        }
     }
 }

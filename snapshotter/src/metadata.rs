@@ -9,9 +9,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use strata_content::{from_unix_nanos, to_unix_nanos};
 
 use crate::error::{Error, Result};
 use crate::snapshotter::{Filter, Info, Kind, Labels};
@@ -52,16 +53,6 @@ fn parse_kind(s: &str) -> Result<Kind> {
         "committed" => Ok(Kind::Committed),
         other => Err(Error::Metadata(format!("unknown snapshot kind {other:?}"))),
     }
-}
-
-fn to_nanos(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-fn from_nanos(n: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_nanos(u64::try_from(n).unwrap_or(0))
 }
 
 /// Rejects keys no snapshotter accepts.
@@ -120,8 +111,8 @@ impl RawRecord {
                 name: self.key,
                 parent: self.parent,
                 labels,
-                created_at: from_nanos(self.created_ns),
-                updated_at: from_nanos(self.updated_ns),
+                created_at: from_unix_nanos(self.created_ns),
+                updated_at: from_unix_nanos(self.updated_ns),
             },
             path: self.path.map(PathBuf::from),
         })
@@ -258,7 +249,7 @@ pub(crate) fn create(
     if find(tx, key)?.is_some() {
         return Err(Error::AlreadyExists(key.to_string()));
     }
-    let now = to_nanos(SystemTime::now());
+    let now = to_unix_nanos(SystemTime::now());
     let labels_json = serde_json::to_string(labels)
         .map_err(|e| Error::Metadata(format!("encoding labels of {key:?}: {e}")))?;
     tx.execute(
@@ -300,7 +291,7 @@ pub(crate) fn commit(
     if find(tx, name)?.is_some() {
         return Err(Error::AlreadyExists(name.to_string()));
     }
-    let now = to_nanos(SystemTime::now());
+    let now = to_unix_nanos(SystemTime::now());
     let labels_json = serde_json::to_string(labels)
         .map_err(|e| Error::Metadata(format!("encoding labels of {name:?}: {e}")))?;
     tx.execute(
@@ -364,7 +355,7 @@ pub(crate) fn update(tx: &Transaction<'_>, info: &Info, fieldpaths: &[String]) -
             }
         }
     }
-    let now = to_nanos(SystemTime::now());
+    let now = to_unix_nanos(SystemTime::now());
     let labels_json = serde_json::to_string(&labels)
         .map_err(|e| Error::Metadata(format!("encoding labels of {:?}: {e}", info.name)))?;
     tx.execute(

@@ -1,4 +1,4 @@
-//! Content-store backends, one file each.
+//! Content-store backends, one folder each (one file per concept).
 
-pub mod local;
-pub mod memory;
+pub(crate) mod local;
+pub(crate) mod memory;

@@ -16,6 +16,7 @@ use crate::output::registry::PushTarget;
 use crate::progress::Progress;
 use crate::push::PushOptions;
 use crate::source::Source;
+use crate::writer::CommittedImage;
 use crate::writer::ImageWriter;
 
 /// Exports into the content store, with an image record per `name`.
@@ -68,6 +69,19 @@ impl ExporterInstance for ImageInstance {
 
     async fn export(&self, source: Source, progress: Progress) -> Result<BTreeMap<String, String>> {
         let committed = self.writer.commit(&source, &self.opts, &progress).await?;
+        let named = self.name_and_push(&committed, &progress).await;
+        // Released on failure too, before the error is returned.
+        committed.lease.release_after(named).await
+    }
+}
+
+impl ImageInstance {
+    /// Points every name at the committed root, pushes when asked; the response.
+    async fn name_and_push(
+        &self,
+        committed: &CommittedImage,
+        progress: &Progress,
+    ) -> Result<BTreeMap<String, String>> {
         for name in &self.opts.names {
             let task = progress.start(format!("naming:{name}"), format!("naming to {name}"));
             let now = SystemTime::now();
@@ -94,11 +108,9 @@ impl ExporterInstance for ImageInstance {
             task.complete();
         }
         if let Some(push) = &self.push {
-            push.push(&self.ctx, &committed, &self.opts.names, &progress)
+            push.push(&self.ctx, committed, &self.opts.names, progress)
                 .await?;
         }
-        let out = response(&committed, &self.opts.names);
-        committed.lease.release().await?;
-        Ok(out)
+        Ok(response(committed, &self.opts.names))
     }
 }

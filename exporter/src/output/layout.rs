@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use strata_content::{ContentStore, ReaderAt};
+use strata_content::{BlockingReader, ContentStore, ReaderAt};
 use strata_oci::{layout, to_canonical_vec, Descriptor};
 
 use crate::context::ExportContext;
@@ -109,10 +109,24 @@ impl ExporterInstance for LayoutInstance {
             }
         }
         let committed = self.writer.commit(&source, &self.opts, &progress).await?;
-        let mut entries = layout_entries(&committed, &self.opts.names)?;
+        let written = self.write(&committed, &progress).await;
+        // The caller has the result (or the error); nothing in the store needs to be
+        // kept for it.
+        committed.lease.release_after(written).await
+    }
+}
+
+impl LayoutInstance {
+    /// Writes the layout (or archive) of `committed` to the destination; the response.
+    async fn write(
+        &self,
+        committed: &CommittedImage,
+        progress: &Progress,
+    ) -> Result<BTreeMap<String, String>> {
+        let mut entries = layout_entries(committed, &self.opts.names)?;
         entries.splice(
             0..0,
-            (self.format.extra_entries)(&committed, &self.opts.names)?,
+            (self.format.extra_entries)(committed, &self.opts.names)?,
         );
         let task = progress.start(
             format!("sending:{}", committed.descriptor.digest),
@@ -137,10 +151,7 @@ impl ExporterInstance for LayoutInstance {
             return Err(e);
         }
         task.complete();
-        let out = response(&committed, &self.opts.names);
-        // The caller has the result; nothing in the store needs to be kept for it.
-        committed.lease.release().await?;
-        Ok(out)
+        Ok(response(committed, &self.opts.names))
     }
 }
 
@@ -195,24 +206,6 @@ pub(crate) fn layout_entries(committed: &CommittedImage, names: &[String]) -> Re
     Ok(entries)
 }
 
-/// Reads a blob synchronously (on a blocking thread) from an async [`ReaderAt`].
-struct BlobRead {
-    reader: Box<dyn ReaderAt>,
-    offset: u64,
-    handle: tokio::runtime::Handle,
-}
-
-impl Read for BlobRead {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self
-            .handle
-            .block_on(self.reader.read_at(buf, self.offset))
-            .map_err(std::io::Error::other)?;
-        self.offset += n as u64;
-        Ok(n)
-    }
-}
-
 /// Writes `entries` as a deterministic tar (sorted as given, fixed owners, modes and
 /// `mtime`) to `sink`, streaming blobs from `store`.
 pub(crate) async fn write_tar(
@@ -254,12 +247,7 @@ pub(crate) async fn write_tar(
                 }
                 (Entry::Blob(_, desc), Some(reader)) => {
                     let mut h = header(tar::EntryType::Regular, 0o644, desc.size, mtime);
-                    let body = BlobRead {
-                        reader,
-                        offset: 0,
-                        handle: handle.clone(),
-                    }
-                    .take(desc.size);
+                    let body = BlockingReader::new(reader, handle.clone()).take(desc.size);
                     tar.append_data(&mut h, &path, body)
                 }
                 (Entry::Blob(..), None) => unreachable!("readers are opened for every blob"),

@@ -134,12 +134,12 @@ impl ExporterInstance for RegistryInstance {
     async fn export(&self, source: Source, progress: Progress) -> Result<BTreeMap<String, String>> {
         let committed = self.writer.commit(&source, &self.opts, &progress).await?;
         // The lease keeps every blob until the registry has it.
-        self.target
+        let pushed = self
+            .target
             .push(&self.ctx, &committed, &self.opts.names, &progress)
-            .await?;
-        let out = response(&committed, &self.opts.names);
-        committed.lease.release().await?;
-        Ok(out)
+            .await
+            .map(|_| response(&committed, &self.opts.names));
+        committed.lease.release_after(pushed).await
     }
 }
 

@@ -1,8 +1,13 @@
-//! The traits every content backend implements: [`ContentStore`] (blobs, labels,
-//! ingests), [`LeaseManager`], [`ImageStore`] and [`GarbageCollector`], with
-//! containerd's semantics.
+//! containerd's `content.Store`: blobs addressed by digest ([`ReaderAt`] for reading),
+//! ingests ([`ContentWriter`], [`WriterOptions`], [`Status`]) and their management
+//! ([`Info`], [`Filter`]), with the everyday helpers over any store beside them.
 
-use std::collections::BTreeMap;
+mod helpers;
+mod readers;
+
+pub use helpers::{copy, open_writer, read_blob, write_blob};
+pub use readers::{BlockingReader, ReaderAtStream};
+
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -10,26 +15,8 @@ use async_trait::async_trait;
 
 use crate::descriptor::Descriptor;
 use crate::digest::Digest;
-use crate::error::Result;
-
-/// Labels on content, leases and images: sorted, so anything derived from them is
-/// deterministic.
-pub type Labels = BTreeMap<String, String>;
-
-/// Well-known label keys (containerd's).
-pub mod labels {
-    /// Marks content (or an image's target) as a GC root.
-    pub const GC_ROOT: &str = "containerd.io/gc.root";
-    /// `containerd.io/gc.ref.content` and any key that starts with
-    /// `containerd.io/gc.ref.content.` name a digest the labelled blob references.
-    pub const GC_REF_CONTENT: &str = "containerd.io/gc.ref.content";
-    /// On a compressed layer blob: the digest of its uncompressed tar (the diffID).
-    pub const UNCOMPRESSED: &str = "containerd.io/uncompressed";
-    /// On a lease: an RFC 3339 time after which the lease expires.
-    pub const GC_EXPIRE: &str = "containerd.io/gc.expire";
-    /// On a lease: the lease is a flat lease (resources are not followed) when set.
-    pub const GC_FLAT: &str = "containerd.io/gc.flat";
-}
+use crate::error::{Error, Result};
+use crate::label::Labels;
 
 /// What the store knows about one committed blob.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,90 +159,44 @@ pub trait ContentStore: Send + Sync {
     fn with_lease(&self, lease: &str) -> Arc<dyn ContentStore>;
 }
 
-/// A lease: a set of resources kept from GC until the lease is deleted.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Lease {
-    /// The lease's id.
-    pub id: String,
-    /// When it was created.
-    pub created_at: SystemTime,
-    /// Its labels.
-    pub labels: Labels,
+/// What a commit verifies: the size and digest given to [`ContentWriter::commit`] or,
+/// failing those, the ones the writer was opened with. Shared by the backends.
+pub(crate) struct CommitExpectation {
+    size: Option<u64>,
+    digest: Option<Digest>,
 }
 
-/// One resource held by a lease.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct LeaseResource {
-    /// The resource id (a digest for content, a ref for an ingest).
-    pub id: String,
-    /// The kind: `content`, `ingests`, or `snapshots/<snapshotter>`.
-    pub kind: String,
-}
+impl CommitExpectation {
+    /// `size` (0: not given) and `digest` as passed to `commit`; `opened` as passed in
+    /// [`WriterOptions::expected`].
+    pub(crate) fn new(size: u64, digest: Option<&Digest>, opened: Option<&Descriptor>) -> Self {
+        CommitExpectation {
+            size: if size != 0 {
+                Some(size)
+            } else {
+                opened.map(|d| d.size).filter(|s| *s != 0)
+            },
+            digest: digest.cloned().or_else(|| opened.map(|d| d.digest.clone())),
+        }
+    }
 
-/// containerd's `leases.Manager`.
-#[async_trait]
-pub trait LeaseManager: Send + Sync {
-    /// Creates a lease; a random id when `id` is `None`. `AlreadyExists` if taken.
-    async fn create_lease(&self, id: Option<&str>, labels: Labels) -> Result<Lease>;
-    /// Deletes a lease; its resources become collectable.
-    async fn delete_lease(&self, id: &str) -> Result<()>;
-    /// Every lease, sorted by id.
-    async fn list_leases(&self) -> Result<Vec<Lease>>;
-    /// Adds a resource to a lease.
-    async fn add_resource(&self, lease: &str, resource: LeaseResource) -> Result<()>;
-    /// Removes a resource from a lease.
-    async fn delete_resource(&self, lease: &str, resource: LeaseResource) -> Result<()>;
-    /// The resources of a lease, sorted.
-    async fn list_resources(&self, lease: &str) -> Result<Vec<LeaseResource>>;
-}
-
-/// A named image record: a GC root pointing at a manifest or index.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Image {
-    /// The image name (`docker.io/library/alpine:3`, or any ref name).
-    pub name: String,
-    /// The root descriptor (manifest or index).
-    pub target: Descriptor,
-    /// The record's labels.
-    pub labels: Labels,
-    /// When the record was created.
-    pub created_at: SystemTime,
-    /// When it was last updated.
-    pub updated_at: SystemTime,
-}
-
-/// containerd's `images.Store`.
-#[async_trait]
-pub trait ImageStore: Send + Sync {
-    /// The record named `name`; `NotFound` naming it when absent.
-    async fn get_image(&self, name: &str) -> Result<Image>;
-    /// Every record, sorted by name.
-    async fn list_images(&self) -> Result<Vec<Image>>;
-    /// Creates a record; `AlreadyExists` if the name is taken. Times are set by the store.
-    async fn create_image(&self, image: Image) -> Result<Image>;
-    /// Updates the fields named by `fieldpaths` (`target`, `labels`, `labels.<key>`;
-    /// empty means all); `NotFound` if absent.
-    async fn update_image(&self, image: Image, fieldpaths: &[String]) -> Result<Image>;
-    /// Deletes a record; its content becomes collectable.
-    async fn delete_image(&self, name: &str) -> Result<()>;
-}
-
-/// What one garbage collection did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct GcReport {
-    /// Blobs removed, sorted.
-    pub removed: Vec<Digest>,
-    /// Bytes freed by removing them.
-    pub bytes_freed: u64,
-    /// Ingests removed (expired, not leased).
-    pub removed_ingests: Vec<String>,
-}
-
-/// containerd's GC over content: mark from roots (image records, leases, blobs
-/// labelled `containerd.io/gc.root`) following `containerd.io/gc.ref.content*` labels,
-/// sweep the rest.
-#[async_trait]
-pub trait GarbageCollector: Send + Sync {
-    /// Runs one mark-and-sweep and reports what it removed.
-    async fn garbage_collect(&self) -> Result<GcReport>;
+    /// A mismatch error naming the ingest `reference` and both values when what was
+    /// written is not what was expected (the size is checked first).
+    pub(crate) fn verify(&self, reference: &str, size: u64, digest: &Digest) -> Result<()> {
+        if let Some(expected) = self.size.filter(|s| *s != size) {
+            return Err(Error::SizeMismatch {
+                subject: format!("ingest {reference}"),
+                expected,
+                actual: size,
+            });
+        }
+        match &self.digest {
+            Some(expected) if expected != digest => Err(Error::DigestMismatch {
+                subject: format!("ingest {reference}"),
+                expected: expected.to_string(),
+                actual: digest.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
 }

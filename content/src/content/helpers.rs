@@ -1,24 +1,18 @@
 //! Helpers over any [`ContentStore`], like containerd's `content` package:
-//! [`write_blob`], [`read_blob`], [`copy`], and adapters from a [`ReaderAt`] to
-//! streaming readers ([`ReaderAtStream`] for async code, [`BlockingReader`] for
-//! blocking code).
+//! [`open_writer`], [`write_blob`], [`read_blob`] and [`copy`].
 
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::{ContentStore, ContentWriter, WriterOptions};
 use crate::descriptor::Descriptor;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::store::{ContentStore, ContentWriter, Labels, ReaderAt, WriterOptions};
+use crate::label::Labels;
 
 /// Size of the chunks the helpers read and write.
-const CHUNK: usize = 1 << 20;
+pub(super) const CHUNK: usize = 1 << 20;
 
 /// How long [`write_blob`] waits for another writer holding the same ingest ref
 /// (containerd's `OpenWriter` retries the same way while a ref is locked).
@@ -50,7 +44,9 @@ pub async fn open_writer<S: ContentStore + ?Sized>(
 /// Content that is already present is a success. In that case the `labels` given are
 /// still merged onto the existing blob (key by key, other labels untouched): containerd's
 /// `content.WriteBlob` drops them, but strata's callers (BuildKit-style exporters) rely
-/// on the GC labels of a blob they "write" being present afterwards.
+/// on the GC labels of a blob they "write" being present afterwards. When the write or
+/// the commit fails, the ingest is aborted before the error is returned, so nothing
+/// partial is left behind.
 pub async fn write_blob<S: ContentStore + ?Sized>(
     store: &S,
     reference: &str,
@@ -63,7 +59,17 @@ pub async fn write_blob<S: ContentStore + ?Sized>(
         expected: Some(expected.clone()),
     };
     let committed = match open_writer(store, opts).await {
-        Ok(w) => copy(w, bytes, expected.size, &expected.digest, labels.clone()).await?,
+        Ok(w) => match copy(w, bytes, expected.size, &expected.digest, labels.clone()).await {
+            Ok(committed) => committed,
+            Err(e) => {
+                if let Err(abort) = store.abort(reference).await {
+                    if !abort.is_not_found() {
+                        tracing::warn!(%reference, error = %abort, "aborting a failed blob write");
+                    }
+                }
+                return Err(e);
+            }
+        },
         Err(Error::AlreadyExists(_)) => false,
         Err(e) => return Err(e),
     };
@@ -167,103 +173,5 @@ pub async fn copy<R: AsyncRead + Unpin>(
         Ok(_) => Ok(true),
         Err(Error::AlreadyExists(_)) => Ok(false),
         Err(e) => Err(e),
-    }
-}
-
-type ReadFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>>> + Send>>;
-
-/// A [`ReaderAt`] read front to back as a tokio [`AsyncRead`].
-pub struct ReaderAtStream {
-    reader: Arc<dyn ReaderAt>,
-    offset: u64,
-    pending: Option<ReadFuture>,
-}
-
-impl ReaderAtStream {
-    /// Streams `reader` from its start.
-    pub fn new(reader: Box<dyn ReaderAt>) -> Self {
-        Self::from_arc(Arc::from(reader), 0)
-    }
-
-    /// Streams a shared reader from `offset`.
-    pub fn from_arc(reader: Arc<dyn ReaderAt>, offset: u64) -> Self {
-        ReaderAtStream {
-            reader,
-            offset,
-            pending: None,
-        }
-    }
-}
-
-impl AsyncRead for ReaderAtStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.pending.is_none() {
-            let want = buf.remaining().min(CHUNK);
-            let reader = self.reader.clone();
-            let offset = self.offset;
-            self.pending = Some(Box::pin(async move {
-                let mut v = vec![0u8; want];
-                let n = reader.read_at(&mut v, offset).await?;
-                v.truncate(n);
-                Ok(v)
-            }));
-        }
-        let fut = self.pending.as_mut().expect("set above");
-        match fut.as_mut().poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(res) => {
-                self.pending = None;
-                match res {
-                    Ok(v) => {
-                        // `want` was bounded by `remaining()` when the read started and
-                        // a caller may shrink its buffer between polls: copy what fits
-                        // and rewind for the rest.
-                        let n = v.len().min(buf.remaining());
-                        buf.put_slice(&v[..n]);
-                        self.offset += n as u64;
-                        Poll::Ready(Ok(()))
-                    }
-                    Err(e) => Poll::Ready(Err(io::Error::other(e))),
-                }
-            }
-        }
-    }
-}
-
-/// A [`ReaderAt`] read front to back as a blocking [`std::io::Read`].
-///
-/// Each read runs the async read on the given runtime with `Handle::block_on`, so it
-/// must be used from a blocking thread (`tokio::task::spawn_blocking`), never from an
-/// async task. For a `LocalStore`, opening the blob file directly
-/// (`LocalStore::open_blob_file`) avoids the round trip.
-pub struct BlockingReader {
-    reader: Arc<dyn ReaderAt>,
-    offset: u64,
-    handle: tokio::runtime::Handle,
-}
-
-impl BlockingReader {
-    /// Reads `reader` from its start, driving reads on `handle`.
-    pub fn new(reader: Box<dyn ReaderAt>, handle: tokio::runtime::Handle) -> Self {
-        BlockingReader {
-            reader: Arc::from(reader),
-            offset: 0,
-            handle,
-        }
-    }
-}
-
-impl io::Read for BlockingReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self
-            .handle
-            .block_on(self.reader.read_at(buf, self.offset))
-            .map_err(io::Error::other)?;
-        self.offset += n as u64;
-        Ok(n)
     }
 }
