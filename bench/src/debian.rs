@@ -22,9 +22,10 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use strata_cache::{DirectoryChain, ImmutableRef, LayerDir};
-use strata_content::{Compression, ContentStore, LocalStore};
+use strata_content::{ContentStore, LocalStore};
 use strata_differ::{CompareOptions, Comparer, WalkingDiffer};
 use strata_exporter::{ExportContext, Exporter, OciExporter, Progress, Source};
+use strata_oci::Compression;
 use strata_snapshotter::{DirectorySnapshotter, Mount, Snapshotter};
 
 use crate::{ensure_ctddiff, ensure_rootfs, run_measured, shell_quote, BoxError, PeerResult};

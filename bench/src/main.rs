@@ -27,8 +27,9 @@ mod synthetic;
 
 use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
-use strata_content::{Compression, ContentStore, LocalStore};
+use strata_content::{ContentStore, LocalStore};
 use strata_differ::{CompareOptions, Comparer, WalkingDiffer};
+use strata_oci::Compression;
 use strata_snapshotter::Mount;
 
 #[derive(Parser)]

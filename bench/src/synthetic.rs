@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use strata_content::{Compression, ContentStore, LocalStore};
+use strata_content::{ContentStore, LocalStore};
 use strata_differ::{CompareOptions, Comparer, WalkingDiffer};
+use strata_oci::Compression;
 use strata_snapshotter::Mount;
 
 use crate::{run_measured, BoxError};

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use strata_content::{Compression, Digest};
+use strata_oci::{Compression, Digest};
 use strata_snapshotter::Labels;
 
 /// Prefix of the labels holding a snapshot's computed blobs, one per [`BlobKey`].

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use strata_content::Digester;
+use strata_oci::Digester;
 use strata_snapshotter::{DirectorySnapshotter, Filter, Info, Kind, Labels, Snapshotter};
 
 use crate::error::DirectoryError;

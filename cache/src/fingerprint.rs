@@ -17,7 +17,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat};
-use strata_content::Digester;
+use strata_oci::Digester;
 
 use crate::error::DirectoryError;
 

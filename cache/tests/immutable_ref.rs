@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata_cache::{BlobInfo, BlobKey, ImmutableRef, LABEL_DESCRIPTION};
-use strata_content::{Compression, Digest};
+use strata_oci::{Compression, Digest};
 use strata_snapshotter::{Error, Filter, Kind, Labels, NativeSnapshotter, Snapshotter, TempMount};
 
 async fn layer(s: &dyn Snapshotter, name: &str, parent: Option<&str>, file: &str, desc: &str) {

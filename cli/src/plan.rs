@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use strata_content::Platform;
+use strata_oci::Platform;
 
 use crate::error::CliError;
 

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use strata_content::{
-    ContentStore, ContentWriter, Descriptor, Digest, Error, Filter, Info, LeaseManager,
-    LeaseResource, ReaderAt, Result, Status, WriterOptions,
+    ContentStore, ContentWriter, Error, Filter, Info, LeaseManager, LeaseResource, ReaderAt,
+    Result, Status, WriterOptions,
 };
+use strata_oci::{Descriptor, Digest};
 
 use crate::convert::{
     field_mask, info_from_api, info_to_api, status_from_api, to_containerd_filters,

@@ -7,9 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::SystemTime;
 
-use strata_content::{
-    Descriptor, Digest, Error, Filter, Image, Info, Lease, LeaseResource, Result, Status,
-};
+use strata_content::{Error, Filter, Image, Info, Lease, LeaseResource, Result, Status};
+use strata_oci::{Descriptor, Digest};
 use strata_snapshotter::{Kind, Mount};
 use tonic::Code;
 

@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use futures::channel::mpsc;
 use futures::SinkExt;
 use strata_content::{
-    ContentStore, ContentWriter, Digest, Error, Info, Labels, Result, Status, WriterOptions,
+    ContentStore, ContentWriter, Error, Info, Labels, Result, Status, WriterOptions,
 };
+use strata_oci::Digest;
 use tonic::Code;
 
 use crate::convert::{labels_to, size_from, time_from};

@@ -24,7 +24,8 @@
 //!
 //! ```no_run
 //! use strata_containerd::{ContainerdConnection, ContainerdSnapshotter, ContainerdStore};
-//! use strata_content::{read_blob, write_blob, ContentStore, Descriptor, Digest, Labels};
+//! use strata_content::{read_blob, write_blob, ContentStore, Labels};
+//! use strata_oci::{Descriptor, Digest};
 //! use strata_snapshotter::{Filter, Snapshotter};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use strata_content::{Digest, Error, Info, Result, Status};
+use strata_content::{Error, Info, Result, Status};
+use strata_oci::Digest;
 use tonic::Request;
 
 use crate::connection::{all_messages, ContainerdConnection};
@@ -60,7 +61,8 @@ pub(crate) type Expected = Arc<Mutex<HashMap<String, Digest>>>;
 ///
 /// ```no_run
 /// use strata_containerd::ContainerdStore;
-/// use strata_content::{read_blob, write_blob, ContentStore, Descriptor, Digest, Labels};
+/// use strata_content::{read_blob, write_blob, ContentStore, Labels};
+/// use strata_oci::{Descriptor, Digest};
 /// # async fn demo() -> strata_content::Result<()> {
 /// let store = ContainerdStore::connect("/run/containerd/containerd.sock", "default").await?;
 /// let bytes = b"hello";

@@ -8,12 +8,12 @@
 use std::future::Future;
 use std::time::SystemTime;
 
-use crate::labels as gc_labels;
 use crate::{
-    media_types, read_blob, write_blob, ContentStore, Descriptor, Digest, Error, Filter,
-    GarbageCollector, Image, ImageStore, Labels, LeaseManager, LeaseResource, ResourceKind,
-    WriterOptions,
+    read_blob, write_blob, ContentStore, Error, Filter, GarbageCollector, Image, ImageStore,
+    Labels, LeaseManager, LeaseResource, ResourceKind, WriterOptions,
 };
+use strata_oci::labels as gc_labels;
+use strata_oci::{media_types, Descriptor, Digest};
 
 /// Everything the suite needs from a backend.
 pub trait TestStore: ContentStore + LeaseManager + ImageStore + GarbageCollector + 'static {}

@@ -1,9 +1,9 @@
 //! [`fsck`]: verify every committed blob of a store against its digest and size.
 
 use crate::content::{ContentStore, Filter};
-use crate::digest::{Digest, Digester};
 use crate::error::{Error, Result};
-use crate::Descriptor;
+use strata_oci::Descriptor;
+use strata_oci::{Digest, Digester};
 
 /// What [`fsck`] found. It never repairs anything.
 #[derive(Debug, Default)]

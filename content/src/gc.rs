@@ -15,11 +15,12 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use crate::digest::Digest;
 use crate::error::Result;
 use crate::image::Image;
-use crate::label::{well_known as labels, Labels};
+use crate::label::Labels;
 use crate::lease::{lease_expired, Lease, LeaseResource, ResourceKind};
+use strata_oci::labels;
+use strata_oci::Digest;
 
 /// What one garbage collection did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -41,19 +42,11 @@ pub trait GarbageCollector: Send + Sync {
     async fn garbage_collect(&self) -> Result<GcReport>;
 }
 
-/// Whether a label key references content.
-pub(crate) fn is_content_ref_key(key: &str) -> bool {
-    key == labels::GC_REF_CONTENT
-        || key
-            .strip_prefix(labels::GC_REF_CONTENT)
-            .is_some_and(|rest| rest.starts_with('.'))
-}
-
 /// Digests referenced by `labels`.
 pub(crate) fn content_refs(labels: &Labels) -> impl Iterator<Item = Digest> + '_ {
     labels
         .iter()
-        .filter(|(k, _)| is_content_ref_key(k))
+        .filter(|(k, _)| labels::is_gc_ref_content(k))
         .filter_map(|(_, v)| Digest::parse(v).ok())
 }
 
@@ -135,10 +128,12 @@ mod tests {
 
     #[test]
     fn ref_keys() {
-        assert!(is_content_ref_key("containerd.io/gc.ref.content"));
-        assert!(is_content_ref_key("containerd.io/gc.ref.content.l.0"));
-        assert!(!is_content_ref_key("containerd.io/gc.ref.contentx"));
-        assert!(!is_content_ref_key(
+        assert!(labels::is_gc_ref_content("containerd.io/gc.ref.content"));
+        assert!(labels::is_gc_ref_content(
+            "containerd.io/gc.ref.content.l.0"
+        ));
+        assert!(!labels::is_gc_ref_content("containerd.io/gc.ref.contentx"));
+        assert!(!labels::is_gc_ref_content(
             "containerd.io/gc.ref.snapshot.overlayfs"
         ));
     }

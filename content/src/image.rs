@@ -5,9 +5,9 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use crate::descriptor::Descriptor;
 use crate::error::Result;
 use crate::label::{apply_label_paths, Labels};
+use strata_oci::Descriptor;
 
 /// A named image record: a GC root pointing at a manifest or index.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,6 +1,6 @@
-//! Labels on content, leases and images: the [`Labels`] map, containerd's well-known
-//! label keys, and field-path updates of labels (containerd's `fieldpaths`), shared by
-//! every backend.
+//! Labels on content, leases and images: the [`Labels`] map and field-path updates of
+//! labels (containerd's `fieldpaths`), shared by every backend. containerd's
+//! well-known label keys are `strata_oci::labels`.
 
 use std::collections::BTreeMap;
 
@@ -9,21 +9,6 @@ use crate::error::{Error, Result};
 /// Labels on content, leases and images: sorted, so anything derived from them is
 /// deterministic.
 pub type Labels = BTreeMap<String, String>;
-
-/// Well-known label keys (containerd's), re-exported as `strata_content::labels`.
-pub mod well_known {
-    /// Marks content (or an image's target) as a GC root.
-    pub const GC_ROOT: &str = "containerd.io/gc.root";
-    /// `containerd.io/gc.ref.content` and any key that starts with
-    /// `containerd.io/gc.ref.content.` name a digest the labelled blob references.
-    pub const GC_REF_CONTENT: &str = "containerd.io/gc.ref.content";
-    /// On a compressed layer blob: the digest of its uncompressed tar (the diffID).
-    pub const UNCOMPRESSED: &str = "containerd.io/uncompressed";
-    /// On a lease: an RFC 3339 time after which the lease expires.
-    pub const GC_EXPIRE: &str = "containerd.io/gc.expire";
-    /// On a lease: the lease is a flat lease (resources are not followed) when set.
-    pub const GC_FLAT: &str = "containerd.io/gc.flat";
-}
 
 /// Applies containerd's label field paths: `labels` (or no paths at all) replaces every
 /// label; `labels.<key>` sets that key from `new`, or removes it when `new` lacks it.

@@ -21,8 +21,8 @@
 //!   [`from_unix_nanos`] store times as SQLite integers.
 //!
 //! ```
-//! use strata_content::{media_types, read_blob, write_blob, ContentStore, Descriptor, Digest,
-//!     Labels, MemoryStore};
+//! use strata_content::{read_blob, write_blob, ContentStore, Labels, MemoryStore};
+//! use strata_oci::{media_types, Descriptor, Digest};
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let store = MemoryStore::new();
@@ -43,8 +43,6 @@ mod backend;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod content;
-mod descriptor;
-mod digest;
 mod error;
 mod fsck;
 mod gc;
@@ -59,12 +57,10 @@ pub use content::{
     copy, open_writer, read_blob, write_blob, BlockingReader, ContentStore, ContentWriter, Filter,
     Info, ReaderAt, ReaderAtStream, Status, WriterOptions,
 };
-pub use descriptor::{media_types, Compression, Descriptor, Platform};
-pub use digest::{Digest, Digester};
 pub use error::{Error, Result};
 pub use fsck::{fsck, FsckReport};
 pub use gc::{GarbageCollector, GcReport};
 pub use image::{Image, ImageStore};
-pub use label::{well_known as labels, Labels};
+pub use label::Labels;
 pub use lease::{new_lease_id, Lease, LeaseGuard, LeaseManager, LeaseResource, ResourceKind};
 pub use unix_time::{from_unix_nanos, to_unix_nanos};

@@ -1,9 +1,10 @@
 //! LocalStore specifics: bad input, fsck of a corrupted blob, two instances sharing a root.
 
 use strata_content::{
-    fsck, read_blob, write_blob, ContentStore, Descriptor, Digest, Error, Filter, GarbageCollector,
-    Labels, LeaseManager, LocalStore, MemoryStore, WriterOptions,
+    fsck, read_blob, write_blob, ContentStore, Error, Filter, GarbageCollector, Labels,
+    LeaseManager, LocalStore, MemoryStore, WriterOptions,
 };
+use strata_oci::{Descriptor, Digest};
 
 fn desc(bytes: &[u8]) -> Descriptor {
     Descriptor::new(

@@ -4,9 +4,8 @@ use std::io::Write;
 use std::process::Command;
 use std::time::SystemTime;
 
-use strata_content::{
-    media_types, write_blob, Descriptor, Digest, Image, ImageStore, Labels, LocalStore,
-};
+use strata_content::{write_blob, Image, ImageStore, Labels, LocalStore};
+use strata_oci::{media_types, Descriptor, Digest};
 
 fn gzip_layer() -> Vec<u8> {
     let mut tar = Vec::new();

@@ -3,7 +3,8 @@
 use std::io;
 use std::sync::Arc;
 
-use strata_content::{labels, ContentStore, Descriptor};
+use strata_content::ContentStore;
+use strata_oci::{labels, Descriptor};
 
 use crate::layer_reader::open_layer;
 use crate::layer_writer::write_hashed_layer;
@@ -60,7 +61,8 @@ pub async fn convert_layer(
 mod tests {
     use super::*;
     use crate::layer_writer::tests::{sample_tar, write_bytes};
-    use strata_content::{Compression, Filter, MemoryStore};
+    use strata_content::{Filter, MemoryStore};
+    use strata_oci::Compression;
 
     async fn layer(store: Arc<dyn ContentStore>, c: Compression, tar: Vec<u8>) -> LayerBlob {
         let opts = CompareOptions {
@@ -111,7 +113,7 @@ mod tests {
         let mut info = store.info(&src.descriptor.digest).await.expect("info");
         info.labels.insert(
             labels::UNCOMPRESSED.into(),
-            strata_content::Digest::sha256_of(b"other").to_string(),
+            strata_oci::Digest::sha256_of(b"other").to_string(),
         );
         store
             .update(info, &[format!("labels.{}", labels::UNCOMPRESSED)])

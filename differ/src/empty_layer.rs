@@ -1,7 +1,7 @@
 //! The empty layer: the blob of a layer without changes (an empty tar), known without
 //! writing it, so exporters can recognize and drop empty layers by digest.
 
-use strata_content::{Compression, Descriptor, Digest};
+use strata_oci::{Compression, Descriptor, Digest};
 
 use crate::compression::compress_to_vec;
 use crate::{Error, LayerBlob, Result};
@@ -25,7 +25,7 @@ pub fn empty_layer(compression: Compression, level: Option<i32>) -> Result<(Laye
         .map_err(|e| Error::Content(strata_content::Error::io("compressing the empty layer", e)))?;
     let media_type = compression
         .layer_media_type(true)
-        .unwrap_or(strata_content::media_types::OCI_LAYER);
+        .unwrap_or(strata_oci::media_types::OCI_LAYER);
     let blob = LayerBlob {
         descriptor: Descriptor::new(media_type, Digest::sha256_of(&bytes), bytes.len() as u64),
         diff_id: empty_layer_diff_id(),

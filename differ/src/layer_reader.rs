@@ -5,7 +5,8 @@
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::{Arc, Mutex};
 
-use strata_content::{Compression, ContentStore, Descriptor, Digest, Digester};
+use strata_content::ContentStore;
+use strata_oci::{Compression, Descriptor, Digest, Digester};
 use tokio::sync::mpsc;
 
 use crate::{Error, Result};
@@ -455,12 +456,12 @@ mod tests {
         let tar = sample_tar(6, 80_000);
         for (compression, media_type) in [
             (
-                strata_content::Compression::Gzip,
-                strata_content::media_types::OCI_LAYER_GZIP,
+                strata_oci::Compression::Gzip,
+                strata_oci::media_types::OCI_LAYER_GZIP,
             ),
             (
-                strata_content::Compression::Zstd,
-                strata_content::media_types::OCI_LAYER_ZSTD,
+                strata_oci::Compression::Zstd,
+                strata_oci::media_types::OCI_LAYER_ZSTD,
             ),
         ] {
             let blob = crate::compression::compress_to_vec(&tar, compression, None, Some(2))
@@ -490,7 +491,7 @@ mod tests {
             );
         }
         // Not compressed at all, but labelled gzip.
-        let plain = put(&*store, &tar, strata_content::media_types::OCI_LAYER_GZIP).await;
+        let plain = put(&*store, &tar, strata_oci::media_types::OCI_LAYER_GZIP).await;
         let err = consume(Arc::clone(&store), &plain)
             .await
             .expect_err("not gzip");
@@ -510,7 +511,7 @@ mod tests {
             Err(Error::UnsupportedMediaType(_))
         ));
         let desc = Descriptor::new(
-            strata_content::media_types::OCI_LAYER,
+            strata_oci::media_types::OCI_LAYER,
             Digest::sha256_of(b"x"),
             1,
         );

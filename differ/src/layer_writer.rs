@@ -7,9 +7,8 @@ use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use strata_content::{
-    labels, ContentStore, ContentWriter, Descriptor, Digest, Digester, Info, WriterOptions,
-};
+use strata_content::{ContentStore, ContentWriter, Info, WriterOptions};
+use strata_oci::{labels, Descriptor, Digest, Digester};
 use tokio::sync::mpsc;
 
 use crate::compression::Encoder;
@@ -26,7 +25,7 @@ pub(crate) fn layer_media_type(opts: &CompareOptions) -> String {
     opts.media_type.clone().unwrap_or_else(|| {
         opts.compression
             .layer_media_type(true)
-            .unwrap_or(strata_content::media_types::OCI_LAYER)
+            .unwrap_or(strata_oci::media_types::OCI_LAYER)
             .to_string()
     })
 }
@@ -363,7 +362,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::layer_reader::open_layer;
     use std::io::Read;
-    use strata_content::{Compression, Filter, MemoryStore, ResourceKind};
+    use strata_content::{Filter, MemoryStore, ResourceKind};
+    use strata_oci::Compression;
 
     /// A small real tar (files and a directory) built with the `tar` crate.
     pub(crate) fn sample_tar(files: usize, file_size: usize) -> Vec<u8> {

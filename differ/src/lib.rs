@@ -71,7 +71,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use strata_content::{Compression, Descriptor, Digest};
+use strata_oci::{Compression, Descriptor, Digest};
 use strata_snapshotter::Mount;
 
 pub use compression::Encoder;

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use strata_content::{ContentStore, Descriptor, Digest};
+use strata_content::ContentStore;
+use strata_oci::{Descriptor, Digest};
 use strata_snapshotter::{Mount, MountLayout, TempMount};
 
 use crate::apply::{apply_tar, ApplyFailure};

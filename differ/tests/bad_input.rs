@@ -6,10 +6,9 @@ use std::fs;
 use std::sync::Arc;
 
 use common::*;
-use strata_content::{
-    media_types, write_blob, Compression, ContentStore, Descriptor, Digest, Filter, LocalStore,
-};
+use strata_content::{write_blob, ContentStore, Filter, LocalStore};
 use strata_differ::{Applier, CompareOptions, Comparer, Error, WalkingDiffer};
+use strata_oci::{media_types, Compression, Descriptor, Digest};
 use strata_snapshotter::Mount;
 
 async fn nothing_committed(store: &Arc<dyn ContentStore>) {

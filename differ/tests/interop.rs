@@ -11,8 +11,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use common::*;
-use strata_content::{media_types, write_blob, ContentStore, Descriptor, Digest};
+use strata_content::{write_blob, ContentStore};
 use strata_differ::{Applier, CompareOptions, Comparer, WalkingDiffer};
+use strata_oci::{media_types, Descriptor, Digest};
 use strata_snapshotter::Mount;
 
 fn umoci(args: &[&str]) {

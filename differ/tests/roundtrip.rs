@@ -8,8 +8,8 @@ use std::fs;
 
 use common::*;
 use proptest::prelude::*;
-use strata_content::Compression;
 use strata_differ::{Applier, CompareOptions, Comparer, WalkingDiffer};
+use strata_oci::Compression;
 use strata_snapshotter::Mount;
 
 /// Builds lower and upper, diffs them, applies the layer onto a copy of lower and

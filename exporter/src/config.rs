@@ -5,7 +5,7 @@
 //! struct, so fields no Rust type knows about survive.
 
 use serde_json::{json, Map, Value};
-use strata_content::{Digest, Platform};
+use strata_oci::{Digest, Platform};
 
 use crate::error::{Error, Result};
 use crate::history::HistoryEntry;

@@ -52,7 +52,7 @@ pub enum Error {
     #[error("compression {compression} is not supported with {media_types} media types")]
     UnsupportedCompression {
         /// The compression asked for.
-        compression: strata_content::Compression,
+        compression: strata_oci::Compression,
         /// `Docker` or `OCI`.
         media_types: &'static str,
     },

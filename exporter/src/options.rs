@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use strata_content::Compression;
+use strata_oci::Compression;
 
 use crate::error::{Error, Result};
 
@@ -344,7 +344,7 @@ pub(crate) fn parse_bool(key: &str, value: &str) -> Result<bool> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use strata_content::Platform;
+    use strata_oci::Platform;
 
     /// An exporter option map from `pairs` (for tests).
     pub(crate) fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

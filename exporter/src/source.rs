@@ -7,7 +7,7 @@ pub(crate) mod buildkit;
 use std::collections::BTreeSet;
 
 use strata_cache::ImmutableRef;
-use strata_content::Platform;
+use strata_oci::Platform;
 
 use crate::error::{Error, Result};
 

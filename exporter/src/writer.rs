@@ -8,9 +8,8 @@ use std::sync::{Arc, Mutex};
 use futures::future::try_join_all;
 use serde_json::{Map, Value};
 use strata_cache::{BlobInfo, BlobKey, ImmutableRef};
-use strata_content::{
-    write_blob, Compression, ContentStore, Descriptor, Digest, LeaseGuard, LeaseResource, Platform,
-};
+use strata_content::{write_blob, ContentStore, LeaseGuard, LeaseResource};
+use strata_oci::{Compression, Descriptor, Digest, Platform};
 use tokio::sync::{OnceCell, Semaphore};
 use tracing::Instrument;
 

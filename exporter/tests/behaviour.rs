@@ -9,14 +9,12 @@ use std::collections::BTreeMap;
 use common::{opts, Fixture};
 use futures::StreamExt;
 use serde_json::Value;
-use strata_content::{
-    read_blob, ContentStore, Descriptor, Digest, GarbageCollector, ImageStore, LeaseManager,
-    Platform,
-};
+use strata_content::{read_blob, ContentStore, GarbageCollector, ImageStore, LeaseManager};
 use strata_exporter::{
     DockerExporter, Error, Exporter, ImageExporter, OciExporter, Progress, Source,
     RESPONSE_CONFIG_DIGEST, RESPONSE_IMAGE_DIGEST, RESPONSE_IMAGE_NAME,
 };
+use strata_oci::{Descriptor, Digest, Platform};
 
 async fn blob_json(fx: &Fixture, digest: &str) -> Value {
     let d = Digest::parse(digest).unwrap();

@@ -4,11 +4,11 @@ mod common;
 
 use common::{assert_umoci_unpacks_to, opts, run, Fixture};
 use serde_json::Value;
-use strata_content::{media_types, Digest, Platform};
 use strata_exporter::{
     DockerExporter, Exporter, OciExporter, Progress, Source, RESPONSE_CONFIG_DIGEST,
     RESPONSE_IMAGE_DIGEST,
 };
+use strata_oci::{media_types, Digest, Platform};
 
 fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))

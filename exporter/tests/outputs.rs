@@ -8,11 +8,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use common::{opts, Fixture};
 use serde_json::Value;
-use strata_content::{ContentStore, Digest, GarbageCollector, LeaseManager, Platform};
+use strata_content::{ContentStore, GarbageCollector, LeaseManager};
 use strata_differ::{CompareOptions, Comparer, LayerBlob};
 use strata_exporter::{
     ExportContext, Exporter, OciExporter, Progress, Source, RESPONSE_IMAGE_DIGEST,
 };
+use strata_oci::{Digest, Platform};
 use strata_snapshotter::Mount;
 
 fn sha256_file(path: &std::path::Path) -> Digest {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use strata_content::Digest;
+use strata_oci::Digest;
 use strata_tests::servers::Containerd;
 use strata_tests::tree::{assert_same_tree, Compare};
 use strata_tests::{run, strata_command, tool};

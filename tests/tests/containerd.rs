@@ -18,13 +18,13 @@ use std::sync::Arc;
 use strata_cache::ImmutableRef;
 use strata_containerd::{ContainerdConnection, ContainerdSnapshotter, ContainerdStore};
 use strata_content::{
-    media_types, write_blob, ContentStore, Descriptor, Digest, Error, GarbageCollector, ImageStore,
-    Labels, LeaseManager,
+    write_blob, ContentStore, Error, GarbageCollector, ImageStore, Labels, LeaseManager,
 };
 use strata_differ::WalkingDiffer;
 use strata_exporter::{
     ExportContext, Exporter, ImageExporter, Progress, Source, RESPONSE_IMAGE_DIGEST,
 };
+use strata_oci::{media_types, Descriptor, Digest};
 use strata_snapshotter::{DirectorySnapshotter, OverlaySnapshotter, Snapshotter, TempMount};
 use strata_tests::servers::Containerd;
 

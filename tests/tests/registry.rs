@@ -23,12 +23,13 @@ use base64::Engine as _;
 use futures::StreamExt;
 use serde_json::Value;
 use strata_cache::ImmutableRef;
-use strata_content::{media_types, ImageStore, LocalStore, Platform};
+use strata_content::{ImageStore, LocalStore};
 use strata_differ::WalkingDiffer;
 use strata_exporter::{
     Error, ExportContext, Exporter, ImageExporter, Progress, ProgressEvent, PushError, PushOptions,
     RegistryExporter, Source, RESPONSE_IMAGE_DIGEST,
 };
+use strata_oci::{media_types, Platform};
 use strata_snapshotter::{DirectorySnapshotter, Labels, Snapshotter};
 use strata_tests::servers::Registry;
 use strata_tests::tree::{assert_same_tree, Compare};
@@ -228,7 +229,7 @@ async fn two_platform_push_reads_back_and_pushing_again_uploads_nothing() {
     assert_eq!(index["mediaType"], media_types::OCI_INDEX);
     assert_eq!(
         resp[RESPONSE_IMAGE_DIGEST],
-        strata_content::Digest::sha256_of(raw.as_bytes()).to_string()
+        strata_oci::Digest::sha256_of(raw.as_bytes()).to_string()
     );
     let platforms: Vec<String> = index["manifests"]
         .as_array()
@@ -521,7 +522,7 @@ async fn push_needs_credentials_from_the_docker_config() {
     ]);
     assert_eq!(
         resp[RESPONSE_IMAGE_DIGEST],
-        strata_content::Digest::sha256_of(raw.as_bytes()).to_string()
+        strata_oci::Digest::sha256_of(raw.as_bytes()).to_string()
     );
     // Docker schema2 media types (oci-mediatypes=false) are pushed as such.
     assert_eq!(json(&raw)["mediaType"], media_types::DOCKER_MANIFEST);
@@ -712,6 +713,6 @@ async fn failed_requests_are_retried() {
     ]);
     assert_eq!(
         resp[RESPONSE_IMAGE_DIGEST],
-        strata_content::Digest::sha256_of(raw.as_bytes()).to_string()
+        strata_oci::Digest::sha256_of(raw.as_bytes()).to_string()
     );
 }

@@ -6,10 +6,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{ContentStore, ContentWriter, WriterOptions};
-use crate::descriptor::Descriptor;
-use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::label::Labels;
+use strata_oci::Descriptor;
+use strata_oci::Digest;
 
 /// Size of the chunks the helpers read and write.
 pub(super) const CHUNK: usize = 1 << 20;

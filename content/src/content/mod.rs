@@ -13,10 +13,10 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use crate::descriptor::Descriptor;
-use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::label::Labels;
+use strata_oci::Descriptor;
+use strata_oci::Digest;
 
 /// What the store knows about one committed blob.
 #[derive(Clone, Debug, PartialEq, Eq)]

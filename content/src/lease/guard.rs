@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use super::{expiry_label_value, LeaseManager};
 use crate::error::{Error, Result};
-use crate::label::{well_known, Labels};
+use crate::label::Labels;
+use strata_oci::labels as gc_labels;
 
 /// A lease held while a piece of work (an export) writes what it needs kept, until the
 /// result is anchored elsewhere (an image record, a registry, a file).
@@ -45,7 +46,7 @@ impl LeaseGuard {
     pub async fn temporary(leases: Arc<dyn LeaseManager>, ttl: Duration) -> Result<LeaseGuard> {
         let mut labels = Labels::new();
         labels.insert(
-            well_known::GC_EXPIRE.to_string(),
+            gc_labels::GC_EXPIRE.to_string(),
             expiry_label_value(SystemTime::now() + ttl),
         );
         Self::create(leases, labels).await
@@ -121,7 +122,7 @@ mod tests {
         let leases = store.list_leases().await.unwrap();
         assert_eq!(leases.len(), 1);
         assert_eq!(leases[0].id, guard.id());
-        assert!(leases[0].labels.contains_key(well_known::GC_EXPIRE));
+        assert!(leases[0].labels.contains_key(gc_labels::GC_EXPIRE));
         guard.release().await.unwrap();
         assert!(store.list_leases().await.unwrap().is_empty());
 

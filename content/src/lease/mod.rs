@@ -13,7 +13,8 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::label::{well_known, Labels};
+use crate::label::Labels;
+use strata_oci::labels as gc_labels;
 
 /// A lease: a set of resources kept from GC until the lease is deleted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,7 +91,7 @@ pub struct LeaseResource {
 
 impl LeaseResource {
     /// The committed blob `digest`.
-    pub fn content(digest: &crate::digest::Digest) -> LeaseResource {
+    pub fn content(digest: &strata_oci::Digest) -> LeaseResource {
         LeaseResource {
             id: digest.to_string(),
             kind: ResourceKind::Content,
@@ -138,7 +139,7 @@ pub fn new_lease_id(requested: Option<&str>) -> Result<String> {
 /// Whether labels carry `containerd.io/gc.expire` with an RFC 3339 time before `now`.
 /// A value that does not parse never expires (containerd ignores it too).
 pub(crate) fn lease_expired(labels: &Labels, now: SystemTime) -> bool {
-    let Some(v) = labels.get(well_known::GC_EXPIRE) else {
+    let Some(v) = labels.get(gc_labels::GC_EXPIRE) else {
         return false;
     };
     match time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339) {
@@ -166,15 +167,15 @@ mod tests {
     fn expiry() {
         let mut l = Labels::new();
         assert!(!lease_expired(&l, SystemTime::now()));
-        l.insert(well_known::GC_EXPIRE.into(), "2001-02-03T04:05:06Z".into());
+        l.insert(gc_labels::GC_EXPIRE.into(), "2001-02-03T04:05:06Z".into());
         assert!(lease_expired(&l, SystemTime::now()));
         l.insert(
-            well_known::GC_EXPIRE.into(),
+            gc_labels::GC_EXPIRE.into(),
             "2999-02-03T04:05:06+02:00".into(),
         );
         assert!(!lease_expired(&l, SystemTime::now()));
         let soon = SystemTime::now() + std::time::Duration::from_secs(60);
-        l.insert(well_known::GC_EXPIRE.into(), expiry_label_value(soon));
+        l.insert(gc_labels::GC_EXPIRE.into(), expiry_label_value(soon));
         assert!(!lease_expired(&l, SystemTime::now()));
         assert!(lease_expired(&l, soon + std::time::Duration::from_secs(1)));
     }

@@ -17,7 +17,7 @@ use std::os::unix::fs::{lchown, symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 #[cfg(test)]
-use strata_content::{Digest, Digester};
+use strata_oci::{Digest, Digester};
 use tar::EntryType;
 
 use crate::error::{io_err, Error, Result};

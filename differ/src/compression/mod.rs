@@ -9,7 +9,7 @@ mod gzip;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use strata_content::Compression;
+use strata_oci::Compression;
 
 use gzip::ParallelGzEncoder;
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use strata_content::Platform;
+use strata_oci::Platform;
 
 use crate::error::{Error, Result};
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use strata_cache::ImmutableRef;
-use strata_content::Platform;
+use strata_oci::Platform;
 
 use super::{PlatformSource, Source};
 use crate::error::{Error, Result};

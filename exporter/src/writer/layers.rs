@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use futures::future::try_join_all;
 use strata_cache::{BlobInfo, BlobKey, ImmutableRef};
-use strata_content::{Compression, Descriptor};
 use strata_differ::{CompareOptions, LayerBlob, ProgressFn};
+use strata_oci::{Compression, Descriptor};
 use tokio::sync::OnceCell;
 use tracing::Instrument;
 

@@ -16,12 +16,12 @@ use super::files::io_err;
 use super::leases::lease_exists;
 use super::LocalStore;
 use crate::content::{ContentStore, ContentWriter, Filter, Info, ReaderAt, Status, WriterOptions};
-use crate::descriptor::Descriptor;
-use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::label::apply_label_paths;
 use crate::lease::ResourceKind;
 use crate::unix_time::{from_unix_nanos, to_unix_nanos};
+use strata_oci::Descriptor;
+use strata_oci::Digest;
 
 pub(super) fn blob_info(conn: &Connection, d: &Digest) -> Result<Option<Info>> {
     conn.query_row(

@@ -15,11 +15,11 @@ use super::images::all_images;
 use super::ingest::remove_ingest;
 use super::leases::all_leases;
 use super::LocalStore;
-use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::gc::{self, GarbageCollector, GcReport};
 use crate::label::Labels;
 use crate::unix_time::to_unix_nanos;
+use strata_oci::Digest;
 
 #[async_trait]
 impl GarbageCollector for LocalStore {

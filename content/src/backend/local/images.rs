@@ -9,15 +9,11 @@ use rusqlite::{params, Connection};
 use super::db::{labels_json, parse_labels, sql, write_tx};
 use super::files::write_atomic;
 use super::LocalStore;
-use crate::descriptor::{media_types, Descriptor};
+use strata_oci::{layout, Descriptor};
+
 use crate::error::{Error, Result};
 use crate::image::{apply_image_paths, Image, ImageStore};
 use crate::unix_time::{from_unix_nanos, to_unix_nanos};
-
-/// The OCI annotation naming an image in an image layout's `index.json`.
-const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
-/// containerd's annotation carrying the full image name in `index.json`.
-const ANNOTATION_CONTAINERD_IMAGE_NAME: &str = "io.containerd.image.name";
 
 pub(super) fn all_images(conn: &Connection) -> Result<Vec<Image>> {
     let mut stmt = conn
@@ -55,23 +51,11 @@ pub(super) fn all_images(conn: &Connection) -> Result<Vec<Image>> {
 pub(super) fn write_index(conn: &Connection, root: &Path) -> Result<()> {
     let manifests: Vec<Descriptor> = all_images(conn)?
         .into_iter()
-        .map(|img| {
-            let mut d = img.target;
-            d.annotations
-                .insert(ANNOTATION_REF_NAME.to_string(), img.name.clone());
-            d.annotations
-                .insert(ANNOTATION_CONTAINERD_IMAGE_NAME.to_string(), img.name);
-            d
-        })
+        .map(|img| layout::index_entry(&img.target, &img.name, layout::RefName::FullName))
         .collect();
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": media_types::OCI_INDEX,
-        "manifests": manifests,
-    });
-    let bytes = serde_json::to_vec_pretty(&index)
+    let bytes = serde_json::to_vec_pretty(&layout::index(&manifests))
         .map_err(|e| Error::InvalidArgument(format!("encoding index.json: {e}")))?;
-    write_atomic(&root.join("index.json"), &bytes)
+    write_atomic(&root.join(layout::INDEX_FILE), &bytes)
 }
 
 pub(super) fn put_image(tx: &Connection, img: &Image) -> Result<()> {

@@ -15,13 +15,13 @@ use super::files::{fsync_dir, io_err, try_flock};
 use super::leases::add_resource;
 use super::{Inner, LocalStore};
 use crate::content::{CommitExpectation, ContentWriter, Info, Status, WriterOptions};
-use crate::descriptor::Descriptor;
-use crate::digest::{Digest, Digester};
 use crate::error::{Error, Result};
 use crate::gc;
 use crate::label::Labels;
 use crate::lease::ResourceKind;
 use crate::unix_time::{from_unix_nanos, to_unix_nanos};
+use strata_oci::Descriptor;
+use strata_oci::{Digest, Digester};
 
 pub(super) fn ingest_status(
     conn: &Connection,

@@ -40,7 +40,8 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 
-use crate::digest::Digest;
+use strata_oci::{layout, Digest};
+
 use crate::error::{Error, Result};
 use db::{sql, write_tx};
 use files::{io_err, write_atomic};
@@ -61,7 +62,7 @@ struct Inner {
 
 impl Inner {
     fn blob_path(&self, d: &Digest) -> PathBuf {
-        self.root.join("blobs").join(d.algorithm()).join(d.hex())
+        self.root.join(layout::blob_path(d))
     }
 
     fn ingest_dir(&self, reference: &str) -> PathBuf {
@@ -97,11 +98,11 @@ impl LocalStore {
         let mut conn = db::open(&db_path)?;
         let tx = write_tx(&mut conn)?;
         db::create_schema(&tx)?;
-        let layout = root.join("oci-layout");
-        if !layout.exists() {
-            write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        let layout_file = root.join(layout::LAYOUT_FILE);
+        if !layout_file.exists() {
+            write_atomic(&layout_file, layout::LAYOUT_FILE_CONTENT)?;
         }
-        if !root.join("index.json").exists() {
+        if !root.join(layout::INDEX_FILE).exists() {
             write_index(&tx, &root)?;
         }
         tx.commit().map_err(sql("creating schema"))?;

@@ -7,11 +7,11 @@ use async_trait::async_trait;
 
 use super::MemoryStore;
 use crate::content::{ContentStore, ContentWriter, Filter, Info, ReaderAt, Status, WriterOptions};
-use crate::descriptor::Descriptor;
-use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::label::apply_label_paths;
 use crate::lease::LeaseResource;
+use strata_oci::Descriptor;
+use strata_oci::Digest;
 
 struct MemoryReader(Arc<[u8]>);
 

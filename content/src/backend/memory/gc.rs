@@ -6,12 +6,12 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use super::MemoryStore;
-use crate::digest::Digest;
 use crate::error::Result;
 use crate::gc::{self, GarbageCollector, GcReport};
 use crate::image::Image;
 use crate::label::Labels;
 use crate::lease::{Lease, LeaseResource};
+use strata_oci::Digest;
 
 #[async_trait]
 impl GarbageCollector for MemoryStore {

@@ -7,12 +7,12 @@ use async_trait::async_trait;
 
 use super::{Blob, MemoryStore, State};
 use crate::content::{CommitExpectation, ContentWriter, Info, Status, WriterOptions};
-use crate::descriptor::Descriptor;
-use crate::digest::{Digest, Digester};
 use crate::error::{Error, Result};
 use crate::gc;
 use crate::label::Labels;
 use crate::lease::LeaseResource;
+use strata_oci::Descriptor;
+use strata_oci::{Digest, Digester};
 
 pub(super) struct Ingest {
     /// Bytes of a writer that was dropped (taken back by the next writer of the ref).

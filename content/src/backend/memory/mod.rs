@@ -11,11 +11,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::content::Info;
-use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::lease::{Lease, LeaseResource};
 use ingest::Ingest;
+use strata_oci::Digest;
 
 /// A content store, lease manager, image store and garbage collector held in memory.
 ///

@@ -1,3 +1,0 @@
-//! Digests, from `strata-oci` (their one home).
-
-pub use strata_oci::{Digest, Digester};
