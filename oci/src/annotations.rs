@@ -1,7 +1,7 @@
 //! Annotation keys strata reads or writes.
 
 /// On an OCI layout's `index.json` entry: the reference the entry is known by
-/// (`skopeo … oci:DIR:REF`, `umoci … --image DIR:REF`). See [`crate::layout`] for
+/// (`skopeo … oci:DIR:REF`, `umoci … --image DIR:REF`). The `layout` module says
 /// what strata puts in it.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// On an OCI layout's `index.json` entry: the full image name (containerd's

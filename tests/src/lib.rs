@@ -13,6 +13,8 @@
 //! assert!(out.contains("skopeo"));
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod servers;
 mod strata_bin;
 pub mod tree;

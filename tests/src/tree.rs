@@ -157,3 +157,21 @@ pub fn assert_same_tree(a: &Path, b: &Path, opts: Compare) {
         diffs.join("\n")
     );
 }
+
+/// Writes `files` (relative path, content) under `dir`, creating parents, each with the
+/// same fixed mtime: a file written with the same content in two trees is then the same
+/// file to the differ (containerd's rule compares mtimes to the nanosecond), whatever
+/// the clock ticked between the writes.
+pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+    for (rel, contents) in files {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, contents).expect("write");
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .and_then(|f| f.set_modified(mtime))
+            .unwrap_or_else(|e| panic!("setting the mtime of {}: {e}", p.display()));
+    }
+}

@@ -4,20 +4,12 @@
 //! containerd user prepared and committed with `ctr snapshots` exported by key; and
 //! bad input (a missing socket, namespace or snapshot) failing with one line.
 
-use std::fs;
 use std::path::Path;
 use std::process::Output;
 
 use strata_tests::servers::Containerd;
 use strata_tests::strata_command;
-
-fn write_tree(dir: &Path, files: &[(&str, &str)]) {
-    for (rel, contents) in files {
-        let p = dir.join(rel);
-        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        fs::write(&p, contents).expect("write");
-    }
-}
+use strata_tests::tree::write_files;
 
 /// Runs `strata --store <store> <args>` and returns its output, whatever the status.
 fn strata(store: &Path, args: &[&str]) -> Output {
@@ -81,11 +73,11 @@ fn directory_layers_export_into_containerd_and_store_commands_use_it() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = tmp.path().join("store");
     let (base, app) = (tmp.path().join("base"), tmp.path().join("app"));
-    write_tree(
+    write_files(
         &base,
         &[("etc/os-release", "ID=strata\n"), ("bin/tool", "t\n")],
     );
-    write_tree(
+    write_files(
         &app,
         &[
             ("etc/os-release", "ID=strata\n"),
@@ -224,7 +216,7 @@ fn a_chain_committed_with_ctr_snapshots_exports_by_key() {
             .position(|w| *w == "bind")
             .and_then(|i| words.get(i + 1))
             .unwrap_or_else(|| panic!("no bind mount in {mounts:?}"));
-        write_tree(Path::new(source), files);
+        write_files(Path::new(source), files);
         snap(&["commit", key, &active]);
     }
     snap(&["label", "layer-2", "strata.io/description=RUN build app"]);
@@ -308,7 +300,7 @@ fn a_missing_socket_or_namespace_fails_with_one_line_naming_it() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = tmp.path().join("store");
     let layer = tmp.path().join("layer");
-    write_tree(&layer, &[("f", "x\n")]);
+    write_files(&layer, &[("f", "x\n")]);
     let layer_s = layer.to_str().expect("path");
     let missing = tmp.path().join("no-containerd.sock");
     let missing_s = missing.to_str().expect("path");

@@ -27,6 +27,7 @@ use strata_exporter::{
 use strata_oci::{media_types, Descriptor, Digest};
 use strata_snapshotter::{DirectorySnapshotter, OverlaySnapshotter, Snapshotter, TempMount};
 use strata_tests::servers::Containerd;
+use strata_tests::tree::write_files;
 
 /// containerd's GC scheduler collects on its own shortly after startup and after every
 /// 100 changes, and what no lease, image or label holds goes then (containerd's own
@@ -134,14 +135,6 @@ fn content_ls(ctd: &Containerd, ns: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn write_tree(dir: &Path, files: &[(&str, &str)]) {
-    for (rel, contents) in files {
-        let p = dir.join(rel);
-        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(&p, contents).expect("write");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_into_containerd_is_kept_by_its_gc_exactly_as_labelled() {
     let ctd = start();
@@ -151,11 +144,11 @@ async fn export_into_containerd_is_kept_by_its_gc_exactly_as_labelled() {
     // A two-layer chain of plain directories.
     let tmp = tempfile::tempdir().expect("tempdir");
     let (base, top) = (tmp.path().join("base"), tmp.path().join("top"));
-    write_tree(
+    write_files(
         &base,
         &[("etc/os-release", "ID=strata\n"), ("bin/tool", "tool\n")],
     );
-    write_tree(
+    write_files(
         &top,
         &[
             ("etc/os-release", "ID=strata\n"),
@@ -322,7 +315,7 @@ async fn an_export_is_leased_until_recorded_while_containerd_collects() {
     for i in 0..4 {
         let dir = tmp.path().join(format!("l{i}"));
         for j in 0..=i {
-            write_tree(&dir, &[(&format!("f{j}"), &"x".repeat(1000 * (j + 1)))]);
+            write_files(&dir, &[(&format!("f{j}"), &"x".repeat(1000 * (j + 1)))]);
         }
         let key = format!("l{i}");
         dirs.register(&key, parent.as_deref(), &dir, Labels::new())
@@ -401,7 +394,7 @@ async fn a_chain_committed_with_ctr_exports_by_key() {
             .expect("mounts of the ctr snapshot");
         {
             let m = TempMount::mount(&mounts).expect("mount");
-            write_tree(m.path(), files);
+            write_files(m.path(), files);
         }
         ctd.ctr(&[
             "-n",
