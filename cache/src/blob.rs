@@ -9,7 +9,7 @@ use strata_oci::{Compression, Digest};
 use strata_snapshotter::Labels;
 
 /// Prefix of the labels holding a snapshot's computed blobs, one per [`BlobKey`].
-pub const LABEL_BLOB_PREFIX: &str = "strata.io/blob.";
+pub(crate) const LABEL_BLOB_PREFIX: &str = "strata.io/blob.";
 
 /// Which variant of a layer blob: its compression, and the `source_date_epoch` its
 /// mtimes were clamped to (a clamped layer is a different blob).

@@ -60,7 +60,7 @@ mod error;
 mod fingerprint;
 mod immutable_ref;
 
-pub use blob::{BlobInfo, BlobKey, LABEL_BLOB_PREFIX};
+pub use blob::{BlobInfo, BlobKey};
 pub use directories::{
     prune_stale_registrations, register_directories, DirectoryChain, LayerDir, PruneReport,
     LABEL_SOURCE_DIR,

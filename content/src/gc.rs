@@ -91,7 +91,7 @@ pub(crate) fn mark(
                 ResourceKind::Ingest => {
                     leased_ingests.insert(r.id.clone());
                 }
-                ResourceKind::Snapshot(_) => {}
+                ResourceKind::Snapshot(_) | ResourceKind::Other(_) => {}
             }
         }
     }

@@ -18,7 +18,8 @@
 //! - [`write_blob`], [`read_blob`] and [`copy`] are the everyday helpers, like
 //!   containerd's `content` package; [`ReaderAtStream`] and [`BlockingReader`] turn a
 //!   random-access [`ReaderAt`] into a stream; [`to_unix_nanos`] and
-//!   [`from_unix_nanos`] store times as SQLite integers.
+//!   [`from_unix_nanos`] store times as SQLite integers, [`format_rfc3339`] and
+//!   [`parse_rfc3339`] write and read them as labels and image configs do.
 //!
 //! ```
 //! use strata_content::{read_blob, write_blob, ContentStore, Labels, MemoryStore};
@@ -54,8 +55,8 @@ mod unix_time;
 pub use backend::local::LocalStore;
 pub use backend::memory::MemoryStore;
 pub use content::{
-    copy, open_writer, read_blob, write_blob, BlockingReader, ContentStore, ContentWriter, Filter,
-    Info, ReaderAt, ReaderAtStream, Status, WriterOptions,
+    copy, open_writer, read_blob, write_blob, AbortOnDrop, BlockingReader, ContentStore,
+    ContentWriter, Filter, Info, ReaderAt, ReaderAtStream, Status, WriterOptions,
 };
 pub use error::{Error, Result};
 pub use fsck::{fsck, FsckReport};
@@ -63,4 +64,4 @@ pub use gc::{GarbageCollector, GcReport};
 pub use image::{Image, ImageStore};
 pub use label::Labels;
 pub use lease::{new_lease_id, Lease, LeaseGuard, LeaseManager, LeaseResource, ResourceKind};
-pub use unix_time::{from_unix_nanos, to_unix_nanos};
+pub use unix_time::{format_epoch, format_rfc3339, from_unix_nanos, parse_rfc3339, to_unix_nanos};

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use strata_content::{ContentStore, ContentWriter, Info, WriterOptions};
+use strata_content::{AbortOnDrop, ContentStore, ContentWriter, Info, WriterOptions};
 use strata_oci::{labels, Descriptor, Digest, Digester};
 use tokio::sync::mpsc;
 
@@ -171,29 +171,13 @@ where
     // Declared before the writer so it is dropped after it (the ingest is unlocked
     // by then). The open runs as its own task: if this future is dropped while it
     // is in flight, the guard waits for it before aborting what it created.
-    let mut abort_on_drop = AbortOnDrop {
-        store: Arc::clone(&store),
-        reference: Some(reference.clone()),
-        opening: Some(tokio::spawn({
-            let store = Arc::clone(&store);
-            let options = WriterOptions {
-                reference: reference.clone(),
-                expected: None,
-            };
-            async move { store.writer(options).await }
-        })),
-    };
-    let opened = match abort_on_drop.opening.as_mut() {
-        Some(opening) => opening.await,
-        None => unreachable!("set above"),
-    };
-    abort_on_drop.opening = None;
-    let mut writer = opened.map_err(|join| {
-        Error::Content(strata_content::Error::io(
-            format!("opening ingest {reference}"),
-            io::Error::other(join.to_string()),
-        ))
-    })??;
+    let mut abort_on_drop = AbortOnDrop::new(Arc::clone(&store), reference.clone());
+    let mut writer = abort_on_drop
+        .open(WriterOptions {
+            reference: reference.clone(),
+            expected: None,
+        })
+        .await?;
     if writer.offset() > 0 {
         // A stale ingest under a caller-chosen ref: start over.
         writer.truncate(0).await?;
@@ -257,7 +241,7 @@ where
         (Ok(()), Ok(v)) => v,
         (Err(e), _) | (Ok(()), Err(e)) => {
             drop(writer);
-            abort_on_drop.reference = None;
+            abort_on_drop.disarm();
             if let Err(abort) = store.abort(&reference).await {
                 if !abort.is_not_found() {
                     tracing::warn!(%reference, error = %abort, "aborting a failed layer ingest");
@@ -274,7 +258,7 @@ where
     let committed = writer
         .commit(size, Some(&digest), blob_labels.clone())
         .await;
-    abort_on_drop.reference = None;
+    abort_on_drop.disarm();
     match committed {
         Ok(_) => {}
         Err(e) if e.is_already_exists() => ensure_labels(&*store, &digest, blob_labels).await?,
@@ -288,38 +272,6 @@ where
         diff_id,
         uncompressed_size,
     })
-}
-
-/// Aborts the ingest `reference` (when set) if the layer's future is dropped before it
-/// commits or aborts the ingest itself, so a cancelled export leaves nothing behind.
-struct AbortOnDrop {
-    store: Arc<dyn ContentStore>,
-    reference: Option<String>,
-    /// The open of the ingest's writer, while it is in flight.
-    opening: Option<tokio::task::JoinHandle<strata_content::Result<Box<dyn ContentWriter>>>>,
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        let Some(reference) = self.reference.take() else {
-            return;
-        };
-        let store = Arc::clone(&self.store);
-        let opening = self.opening.take();
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                if let Some(opening) = opening {
-                    // Let the open finish and release its writer, then abort.
-                    drop(opening.await);
-                }
-                if let Err(e) = store.abort(&reference).await {
-                    if !e.is_not_found() {
-                        tracing::warn!(%reference, error = %e, "aborting a dropped layer ingest");
-                    }
-                }
-            });
-        }
-    }
 }
 
 /// Moves compressed chunks from the channel into the store writer, reporting progress.

@@ -25,7 +25,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let layers: Vec<LayerDir> = (layers.iter())
         .map(|dir| LayerDir {
             dir: dir.into(),
-            description: format!("COPY {dir} /"),
+            description: format!("strata export --layer {dir}"),
         })
         .collect();
     let names = register_directories(&snapshots, &layers).await?; // no copy; cached by tree
@@ -34,10 +34,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ctx = ExportContext::new(store.clone(), store.clone(), store.clone(), differ);
     let options = [("dest".to_string(), dest.clone())].into();
     let oci = OciExporter::new(ctx).resolve(options).await?;
-    let (progress, _events) = Progress::channel(); // render the events to show progress
-    let response = oci
-        .export(Source::single(Some(top), None), progress)
-        .await?;
+    let progress = Progress::discard(); // or Progress::channel(), rendering its events
+    let response = oci.export(Source::single(Some(top.clone()), None), progress);
+    let response = response.await?;
+    top.release().await?; // the read-only view of the top tree
     println!("{}", response["containerimage.digest"]);
     Ok(())
 }

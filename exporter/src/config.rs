@@ -9,7 +9,7 @@ use strata_oci::{Digest, Platform};
 
 use crate::error::{Error, Result};
 use crate::history::HistoryEntry;
-use crate::time::{format_epoch, parse_rfc3339};
+use strata_content::{format_epoch, parse_rfc3339};
 
 /// The default `PATH` of a Unix image (BuildKit's `DefaultPathEnvUnix`).
 pub(crate) const DEFAULT_PATH: &str =

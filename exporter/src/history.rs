@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::time::format_rfc3339;
+use strata_content::format_rfc3339;
 
 /// Comment put on history entries synthesized from refs.
 pub(crate) const SYNTHESIZED_COMMENT: &str = "strata.exporter.image.v0";

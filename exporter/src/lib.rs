@@ -78,7 +78,6 @@ mod output;
 mod progress;
 mod push;
 mod source;
-mod time;
 mod writer;
 
 pub use config::parse_config;

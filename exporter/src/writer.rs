@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use futures::future::try_join_all;
 use serde_json::{Map, Value};
 use strata_cache::{BlobInfo, BlobKey, ImmutableRef};
-use strata_content::{write_blob, ContentStore, LeaseGuard, LeaseResource};
+use strata_content::{write_blob, AbortOnDrop, ContentStore, LeaseGuard, LeaseResource};
 use strata_oci::{Compression, Descriptor, Digest, Platform};
 use tokio::sync::{OnceCell, Semaphore};
 use tracing::Instrument;
@@ -72,12 +72,6 @@ impl CommittedImage {
             }
         }
         out.into_values().collect()
-    }
-
-    /// True when the root is an index / manifest list.
-    pub fn is_index(&self) -> bool {
-        self.descriptor.media_type == MediaTypes { oci: true }.index()
-            || self.descriptor.media_type == MediaTypes { oci: false }.index()
     }
 }
 
@@ -356,7 +350,11 @@ impl ImageWriter {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        write_blob(store.as_ref(), &reference, &bytes, &desc, labels).await?;
+        // A cancelled export leaves no ingest (write_blob aborts on its own errors).
+        let mut abort_on_drop = AbortOnDrop::new(Arc::clone(store), reference.clone());
+        let written = write_blob(store.as_ref(), &reference, &bytes, &desc, labels).await;
+        abort_on_drop.disarm();
+        written?;
         self.hold(lease, &digest).await?;
         Ok(desc)
     }

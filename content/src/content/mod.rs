@@ -2,9 +2,11 @@
 //! ingests ([`ContentWriter`], [`WriterOptions`], [`Status`]) and their management
 //! ([`Info`], [`Filter`]), with the everyday helpers over any store beside them.
 
+mod abort_on_drop;
 mod helpers;
 mod readers;
 
+pub use abort_on_drop::AbortOnDrop;
 pub use helpers::{copy, open_writer, read_blob, write_blob};
 pub use readers::{BlockingReader, ReaderAtStream};
 

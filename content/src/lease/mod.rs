@@ -14,6 +14,7 @@ use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 use crate::label::Labels;
+use crate::unix_time::{format_rfc3339, parse_rfc3339, to_unix_nanos};
 use strata_oci::labels as gc_labels;
 
 /// A lease: a set of resources kept from GC until the lease is deleted.
@@ -39,6 +40,9 @@ pub enum ResourceKind {
     Ingest,
     /// A snapshot of the named snapshotter; the resource id is its key.
     Snapshot(String),
+    /// A type strata does not model (another containerd client's, such as a
+    /// sandbox): kept and listed as it came, never followed by GC.
+    Other(String),
 }
 
 impl ResourceKind {
@@ -55,6 +59,7 @@ impl fmt::Display for ResourceKind {
             ResourceKind::Snapshot(snapshotter) => {
                 write!(f, "{}{snapshotter}", Self::SNAPSHOTS_PREFIX)
             }
+            ResourceKind::Other(kind) => f.write_str(kind),
         }
     }
 }
@@ -62,7 +67,8 @@ impl fmt::Display for ResourceKind {
 impl FromStr for ResourceKind {
     type Err = Error;
 
-    /// Reads containerd's resource type; anything else is an `InvalidArgument` naming it.
+    /// Reads containerd's resource type; a type it does not model is [`ResourceKind::Other`],
+    /// an empty one an `InvalidArgument`.
     fn from_str(s: &str) -> Result<ResourceKind> {
         match s {
             Self::CONTENT => Ok(ResourceKind::Content),
@@ -71,10 +77,12 @@ impl FromStr for ResourceKind {
                 Some(snapshotter) if !snapshotter.is_empty() => {
                     Ok(ResourceKind::Snapshot(snapshotter.to_string()))
                 }
-                _ => Err(Error::InvalidArgument(format!(
-                    "unknown lease resource type {s:?} (expected content, ingests or \
-                     snapshots/<snapshotter>)"
-                ))),
+                _ if s.is_empty() => Err(Error::InvalidArgument(
+                    "empty lease resource type (expected content, ingests, \
+                     snapshots/<snapshotter>, …)"
+                        .into(),
+                )),
+                _ => Ok(ResourceKind::Other(s.to_string())),
             },
         }
     }
@@ -139,24 +147,16 @@ pub fn new_lease_id(requested: Option<&str>) -> Result<String> {
 /// Whether labels carry `containerd.io/gc.expire` with an RFC 3339 time before `now`.
 /// A value that does not parse never expires (containerd ignores it too).
 pub(crate) fn lease_expired(labels: &Labels, now: SystemTime) -> bool {
-    let Some(v) = labels.get(gc_labels::GC_EXPIRE) else {
-        return false;
-    };
-    match time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339) {
-        Ok(t) => {
-            let now = time::OffsetDateTime::from(now);
-            t < now
-        }
-        Err(_) => false,
-    }
+    let now = i128::from(to_unix_nanos(now));
+    labels
+        .get(gc_labels::GC_EXPIRE)
+        .and_then(|v| parse_rfc3339(v))
+        .is_some_and(|expires| expires < now)
 }
 
 /// The `containerd.io/gc.expire` value for a lease that expires at `at` (RFC 3339, UTC).
 pub(crate) fn expiry_label_value(at: SystemTime) -> String {
-    time::OffsetDateTime::from(at)
-        .to_offset(time::UtcOffset::UTC)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
+    format_rfc3339(at)
 }
 
 #[cfg(test)]
@@ -193,11 +193,15 @@ mod tests {
             assert_eq!(kind.to_string(), s);
             assert_eq!(s.parse::<ResourceKind>().unwrap(), kind);
         }
-        for bad in ["", "images", "snapshots/", "Content"] {
-            assert!(matches!(
-                bad.parse::<ResourceKind>(),
-                Err(Error::InvalidArgument(m)) if m.contains(&format!("{bad:?}"))
-            ));
+        // Types strata does not model (other clients') are kept as they came.
+        for other in ["images", "snapshots/", "Content", "sandboxes"] {
+            let kind = other.parse::<ResourceKind>().unwrap();
+            assert_eq!(kind, ResourceKind::Other(other.to_string()));
+            assert_eq!(kind.to_string(), other);
         }
+        assert!(matches!(
+            "".parse::<ResourceKind>(),
+            Err(Error::InvalidArgument(m)) if m.contains("empty")
+        ));
     }
 }
