@@ -15,6 +15,9 @@
 //!   folder with one file per concept.
 //! - [`fsck`] verifies every blob of a store; the `conformance` feature exposes the
 //!   test suite every backend passes.
+//! - [`BlobProvider`] is where blobs not yet in a store come from (a registry, an OCI
+//!   layout, an archive, another store: [`StoreProvider`]); [`fetch_blob`] brings one
+//!   in, verified while it streams.
 //! - [`write_blob`], [`read_blob`] and [`copy`] are the everyday helpers, like
 //!   containerd's `content` package; [`ReaderAtStream`] and [`BlockingReader`] turn a
 //!   random-access [`ReaderAt`] into a stream; [`to_unix_nanos`] and
@@ -55,8 +58,9 @@ mod unix_time;
 pub use backend::local::LocalStore;
 pub use backend::memory::MemoryStore;
 pub use content::{
-    copy, open_writer, read_blob, write_blob, AbortOnDrop, BlockingReader, ContentStore,
-    ContentWriter, Filter, Info, ReaderAt, ReaderAtStream, Status, WriterOptions,
+    copy, fetch_blob, open_writer, read_blob, write_blob, AbortOnDrop, BlobProvider,
+    BlockingReader, ContentStore, ContentWriter, DistributionSource, Filter, Info, ReaderAt,
+    ReaderAtStream, Status, StoreProvider, WriterOptions,
 };
 pub use error::{Error, Result};
 pub use fsck::{fsck, FsckReport};

@@ -12,6 +12,14 @@ pub const UNCOMPRESSED: &str = "containerd.io/uncompressed";
 pub const GC_EXPIRE: &str = "containerd.io/gc.expire";
 /// On a lease: the lease is a flat lease (resources are not followed) when set.
 pub const GC_FLAT: &str = "containerd.io/gc.flat";
+/// Prefix of the content label listing, per registry host, the repositories a blob is
+/// known to be in (`containerd.io/distribution.source.<host>=<repo>[,<repo>…]`), as
+/// containerd's pull writes it; a push mounts from those repositories instead of
+/// uploading.
+pub const DISTRIBUTION_SOURCE: &str = "containerd.io/distribution.source";
+/// Prefix of the config label naming the snapshot an image was unpacked to, per
+/// snapshotter (`containerd.io/gc.ref.snapshot.<snapshotter>=<chainID>`).
+pub const GC_REF_SNAPSHOT: &str = "containerd.io/gc.ref.snapshot";
 
 /// The label key by which a blob references its `i`th child
 /// (`containerd.io/gc.ref.content.<i>`), numbered as BuildKit and containerd number

@@ -4,10 +4,12 @@
 
 mod abort_on_drop;
 mod helpers;
+mod provider;
 mod readers;
 
 pub use abort_on_drop::AbortOnDrop;
 pub use helpers::{copy, open_writer, read_blob, write_blob};
+pub use provider::{fetch_blob, BlobProvider, DistributionSource, StoreProvider};
 pub use readers::{BlockingReader, ReaderAtStream};
 
 use std::sync::Arc;

@@ -43,10 +43,6 @@ use error::{classify, is_transient};
 
 use crate::progress::{Progress, ProgressTask};
 
-/// Prefix of the content label listing, per registry host, the repositories a blob is
-/// known to be in (`containerd.io/distribution.source.<host>=<repo>[,<repo>…]`).
-pub const LABEL_DISTRIBUTION_SOURCE: &str = "containerd.io/distribution.source";
-
 /// How much of a blob is read from the store per upload chunk.
 const READ_CHUNK: u64 = 1 << 20;
 /// The largest manifest or index read into memory (registries refuse larger ones).
@@ -422,7 +418,11 @@ impl Session {
 
     /// The label key naming this registry's repositories holding a blob.
     fn source_label(&self) -> String {
-        format!("{LABEL_DISTRIBUTION_SOURCE}.{}", self.registry)
+        format!(
+            "{}.{}",
+            strata_oci::labels::DISTRIBUTION_SOURCE,
+            self.registry
+        )
     }
 
     /// Repositories of this registry the store's label says hold `digest`.
