@@ -4,8 +4,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// A failure of directory registration or pruning. [`ImmutableRef`](crate::ImmutableRef)
-/// operations fail with the snapshotter's own errors instead.
+/// A failure of directory registration or pruning.
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
     /// A layer directory (or an entry under it) could not be read while fingerprinting.
@@ -56,4 +55,52 @@ fn entry_error(dir: &Path, path: &Path, source: &io::Error) -> String {
     } else {
         format!("{}: {source}", path.display())
     }
+}
+
+/// A failure of an [`ImmutableRef`](crate::ImmutableRef) operation: the snapshotter's,
+/// or, for a blob-backed ref, fetching or extracting its blob.
+#[derive(Debug, thiserror::Error)]
+pub enum RefError {
+    /// The snapshotter failed (naming the snapshot).
+    #[error(transparent)]
+    Snapshot(#[from] strata_snapshotter::Error),
+    /// The layer's blob could not be fetched from its provider into the store.
+    #[error("fetching layer {layer} from {provider}: {source}")]
+    Fetch {
+        /// The layer blob's digest.
+        layer: strata_oci::Digest,
+        /// The provider it was fetched from.
+        provider: String,
+        /// The store's or provider's error.
+        #[source]
+        source: strata_content::Error,
+    },
+    /// The layer's blob could not be applied (bad tar, escaping paths, unknown media
+    /// type, …).
+    #[error("extracting layer {layer}: {source}")]
+    Apply {
+        /// The layer blob's digest.
+        layer: strata_oci::Digest,
+        /// The applier's error.
+        #[source]
+        source: strata_differ::Error,
+    },
+    /// The layer's uncompressed digest is not the diffID the image config gives it.
+    #[error("layer {layer} does not match its diff_id: the config says {expected}, the layer is {actual}")]
+    DiffIdMismatch {
+        /// The layer blob's digest.
+        layer: strata_oci::Digest,
+        /// The config's diffID.
+        expected: strata_oci::Digest,
+        /// The digest of the uncompressed tar.
+        actual: strata_oci::Digest,
+    },
+    /// A blob-backed ref was put on a parent that is not blob-backed.
+    #[error("blob-backed layer {layer} needs a blob-backed parent, not snapshot {parent:?}")]
+    ParentNotBlobBacked {
+        /// The layer blob's digest.
+        layer: strata_oci::Digest,
+        /// The parent snapshot's name.
+        parent: String,
+    },
 }

@@ -1,10 +1,13 @@
-//! [`ImmutableRef`]: a cheap, clonable handle on a committed snapshot and its parents.
+//! [`ImmutableRef`]: a cheap, clonable handle on one layer of a chain — a committed
+//! snapshot, or a known blob extracted only when needed — and its parents.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use strata_content::ContentStore;
+use strata_oci::Digest;
 use strata_snapshotter::{
     left_by_dead_process, unique_suffix, Error, Filter, Info, Kind, Labels, Mount, Result,
     Snapshotter,
@@ -12,12 +15,20 @@ use strata_snapshotter::{
 use tokio::sync::OnceCell;
 
 use crate::blob::{parse_blob_labels, BlobInfo, BlobKey};
+use crate::blob_layer::{chain_id, BlobLayer, Materializer};
+use crate::error::RefError;
 
 /// Label holding a snapshot's description (history `created_by`).
 pub const LABEL_DESCRIPTION: &str = "strata.io/description";
 
-/// A handle on a committed snapshot: its id, parent chain, description, creation
+/// A handle on one layer of a chain: its id, parent chain, description, creation
 /// time, read-only mounts, and the blob infos computed for it.
+///
+/// A ref is backed either by a committed snapshot ([`ImmutableRef::load`]) or by a
+/// known blob ([`ImmutableRef::from_blob`]: a base image's layer). A blob-backed ref
+/// is exported as its blob, byte for byte; its tree exists only once something asks
+/// for its [`mounts`](ImmutableRef::mounts), when the [`Materializer`] extracts the
+/// chain into its snapshotter, one committed snapshot per chainID, reused afterwards.
 ///
 /// Cloning is cheap (an `Arc`). The first call to [`ImmutableRef::mounts`] creates a
 /// read-only view of the snapshot; while it exists the snapshotter refuses to remove
@@ -39,6 +50,16 @@ struct Inner {
     created_at: SystemTime,
     blobs: Mutex<BTreeMap<BlobKey, BlobInfo>>,
     view: OnceCell<(String, Vec<Mount>)>,
+    /// Set for blob-backed refs (whose `id` is their chainID).
+    lazy: Option<Lazy>,
+}
+
+/// What a blob-backed ref knows besides what every ref does.
+struct Lazy {
+    layer: BlobLayer,
+    chain_id: Digest,
+    materializer: Materializer,
+    extracted: OnceCell<()>,
 }
 
 impl fmt::Debug for ImmutableRef {
@@ -57,6 +78,17 @@ impl ImmutableRef {
     /// `strata.io/blob.*` labels. `NotFound` naming the snapshot if absent;
     /// `FailedPrecondition` if it (or a parent) is not committed.
     pub async fn load(snapshotter: Arc<dyn Snapshotter>, name: &str) -> Result<ImmutableRef> {
+        Self::load_onto(snapshotter, name, None).await
+    }
+
+    /// [`ImmutableRef::load`], with `base` as the parent of the bottom of the chain:
+    /// the snapshots are full trees diffed against `base`'s tree (directory layers on
+    /// top of a base image).
+    pub async fn load_onto(
+        snapshotter: Arc<dyn Snapshotter>,
+        name: &str,
+        base: Option<ImmutableRef>,
+    ) -> Result<ImmutableRef> {
         // Collect the chain top-down, then build handles bottom-up.
         let mut infos = Vec::new();
         let mut next = Some(name.to_string());
@@ -77,7 +109,7 @@ impl ImmutableRef {
             infos.push(info);
         }
         prune_dead_views(snapshotter.as_ref()).await;
-        let mut parent: Option<ImmutableRef> = None;
+        let mut parent: Option<ImmutableRef> = base;
         for info in infos.into_iter().rev() {
             let blobs = parse_blob_labels(&info.labels);
             parent = Some(ImmutableRef {
@@ -93,13 +125,98 @@ impl ImmutableRef {
                     created_at: info.created_at,
                     blobs: Mutex::new(blobs),
                     view: OnceCell::new(),
+                    lazy: None,
                 }),
             });
         }
         parent.ok_or_else(|| Error::NotFound(name.to_string()))
     }
 
-    /// The snapshot's name in its snapshotter.
+    /// A blob-backed ref: `layer` on top of `parent` (which must be blob-backed too:
+    /// a base image's chain). Its id is its chainID; its description and creation time
+    /// come from the layer's history entry. Blobs converted to other compressions
+    /// earlier (recorded on the blob in the materializer's store) are found again.
+    pub async fn from_blob(
+        parent: Option<ImmutableRef>,
+        layer: BlobLayer,
+        materializer: Materializer,
+    ) -> Result<ImmutableRef, RefError> {
+        let parent_chain = match &parent {
+            None => None,
+            Some(p) => Some(p.chain_id().ok_or_else(|| RefError::ParentNotBlobBacked {
+                layer: layer.descriptor.digest.clone(),
+                parent: p.id().to_string(),
+            })?),
+        };
+        let chain_id = chain_id(parent_chain.as_ref(), &layer.diff_id);
+        let mut blobs = match materializer.store.info(&layer.descriptor.digest).await {
+            Ok(info) => parse_blob_labels(&info.labels),
+            Err(_) => BTreeMap::new(),
+        };
+        if let Some(compression) = layer.compression() {
+            blobs.insert(
+                BlobKey {
+                    compression,
+                    source_date_epoch: None,
+                },
+                BlobInfo {
+                    diff_id: layer.diff_id.clone(),
+                    digest: layer.descriptor.digest.clone(),
+                    media_type: layer.descriptor.media_type.clone(),
+                    size: layer.descriptor.size,
+                },
+            );
+        }
+        Ok(ImmutableRef {
+            inner: Arc::new(Inner {
+                snapshotter: materializer.snapshotter.clone(),
+                id: chain_id.to_string(),
+                parent,
+                description: layer.created_by(),
+                created_at: layer.created(),
+                blobs: Mutex::new(blobs),
+                view: OnceCell::new(),
+                lazy: Some(Lazy {
+                    layer,
+                    chain_id,
+                    materializer,
+                    extracted: OnceCell::new(),
+                }),
+            }),
+        })
+    }
+
+    /// The layer blob this ref is backed by, for a blob-backed ref.
+    pub fn blob_layer(&self) -> Option<&BlobLayer> {
+        self.inner.lazy.as_ref().map(|l| &l.layer)
+    }
+
+    /// The chainID of a blob-backed ref (the key of its extracted snapshot).
+    pub fn chain_id(&self) -> Option<Digest> {
+        self.inner.lazy.as_ref().map(|l| l.chain_id.clone())
+    }
+
+    /// Extracts a blob-backed ref's chain into its materializer's snapshotter, parents
+    /// first, unless it is there; nothing for a snapshot-backed ref.
+    pub async fn materialize(&self) -> Result<(), RefError> {
+        let Some(lazy) = &self.inner.lazy else {
+            return Ok(());
+        };
+        lazy.extracted
+            .get_or_try_init(|| async {
+                if let Some(p) = self.parent() {
+                    Box::pin(p.materialize()).await?;
+                }
+                lazy.materializer
+                    .extract(&lazy.layer, &lazy.chain_id, self.parent().map(|p| p.id()))
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The snapshot's name in its snapshotter (for a blob-backed ref, its chainID: the
+    /// name of its snapshot once extracted).
     pub fn id(&self) -> &str {
         &self.inner.id
     }
@@ -145,8 +262,9 @@ impl ImmutableRef {
     }
 
     /// Read-only mounts of the snapshot's full tree (a view, created on first use and
-    /// shared by every clone).
-    pub async fn mounts(&self) -> Result<Vec<Mount>> {
+    /// shared by every clone). A blob-backed ref's chain is extracted first.
+    pub async fn mounts(&self) -> Result<Vec<Mount>, RefError> {
+        self.materialize().await?;
         let (_, mounts) = self
             .inner
             .view
@@ -169,11 +287,19 @@ impl ImmutableRef {
     }
 
     /// Records the blob computed for this snapshot, in memory and in the snapshot's
-    /// labels, so a later export (even by another process) reuses it.
+    /// labels (for a blob-backed ref: the labels of its blob in the store), so a later
+    /// export (even by another process) reuses it.
     pub async fn set_blob(&self, key: BlobKey, info: BlobInfo) -> Result<()> {
         let label = key.label();
         let value = serde_json::to_string(&info)
             .map_err(|e| Error::Metadata(format!("encoding blob info: {e}")))?;
+        if let Some(lazy) = &self.inner.lazy {
+            label_blob(lazy.materializer.store.as_ref(), &lazy.layer, label, value).await;
+            if let Ok(mut blobs) = self.inner.blobs.lock() {
+                blobs.insert(key, info);
+            }
+            return Ok(());
+        }
         let mut snap = self.inner.snapshotter.stat(&self.inner.id).await?;
         snap.labels.insert(label.clone(), value);
         self.inner
@@ -217,6 +343,21 @@ impl ImmutableRef {
         }
         inner.snapshotter.remove(&inner.id).await?;
         Ok(())
+    }
+}
+
+/// Records `label=value` on a blob-backed ref's blob in the store. Best effort: the
+/// blob may not be in the store (it was never fetched), and a missing label only costs
+/// a later conversion.
+async fn label_blob(store: &dyn ContentStore, layer: &BlobLayer, label: String, value: String) {
+    let res = async {
+        let mut info = store.info(&layer.descriptor.digest).await?;
+        info.labels.insert(label.clone(), value);
+        store.update(info, &[format!("labels.{label}")]).await
+    }
+    .await;
+    if let Err(e) = res {
+        tracing::debug!(layer = %layer.descriptor.digest, error = %e, "recording a converted blob");
     }
 }
 

@@ -55,16 +55,18 @@
 #![deny(missing_docs)]
 
 mod blob;
+mod blob_layer;
 mod directories;
 mod error;
 mod fingerprint;
 mod immutable_ref;
 
 pub use blob::{BlobInfo, BlobKey};
+pub use blob_layer::{chain_id, BlobLayer, Materializer};
 pub use directories::{
     prune_stale_registrations, register_directories, DirectoryChain, LayerDir, PruneReport,
     LABEL_SOURCE_DIR,
 };
-pub use error::DirectoryError;
+pub use error::{DirectoryError, RefError};
 pub use fingerprint::fingerprint;
 pub use immutable_ref::{ImmutableRef, LABEL_DESCRIPTION};

@@ -14,6 +14,9 @@ pub enum Error {
     /// Reading a snapshot or its metadata failed.
     #[error(transparent)]
     Snapshot(#[from] strata_snapshotter::Error),
+    /// Extracting a ref's tree (a base image's layers) failed.
+    #[error(transparent)]
+    Ref(#[from] strata_cache::RefError),
     /// Computing a layer diff failed.
     #[error(transparent)]
     Differ(#[from] strata_differ::Error),

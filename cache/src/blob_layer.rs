@@ -1,0 +1,207 @@
+//! Blob-backed refs: [`BlobLayer`] (a base image's layer as its manifest and config
+//! describe it) and [`Materializer`] (what turns a chain of them into a tree, once,
+//! keyed by chainID).
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use strata_content::{fetch_blob, BlobProvider, ContentStore, Labels as ContentLabels};
+use strata_differ::Applier;
+use strata_oci::{labels, Compression, Descriptor, Digest};
+use strata_snapshotter::{unique_suffix, Kind, Labels, Snapshotter};
+
+use crate::error::RefError;
+
+/// A layer known by its blob: a base image's layer, exported as it came (byte for
+/// byte) and extracted only when something needs its tree.
+#[derive(Clone)]
+pub struct BlobLayer {
+    /// The layer's descriptor as the base manifest has it (media type, digest, size,
+    /// annotations, urls).
+    pub descriptor: Descriptor,
+    /// The digest of the uncompressed tar (the base config's `rootfs.diff_ids` entry).
+    pub diff_id: Digest,
+    /// The base config's history entry for this layer, kept as JSON so fields strata
+    /// does not know survive.
+    pub history: Option<Map<String, Value>>,
+    /// Where the blob is fetched from when the content store does not have it.
+    pub provider: Arc<dyn BlobProvider>,
+}
+
+impl fmt::Debug for BlobLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlobLayer")
+            .field("digest", &self.descriptor.digest.to_string())
+            .field("media_type", &self.descriptor.media_type)
+            .field("diff_id", &self.diff_id.to_string())
+            .field("provider", &self.provider.name())
+            .finish()
+    }
+}
+
+impl BlobLayer {
+    /// The blob's compression, from its media type; `None` for a media type that is
+    /// not a layer strata can read.
+    pub fn compression(&self) -> Option<Compression> {
+        Compression::from_layer_media_type(&self.descriptor.media_type)
+    }
+
+    /// The history entry's `created_by`, empty if none.
+    pub(crate) fn created_by(&self) -> String {
+        self.history
+            .as_ref()
+            .and_then(|h| h.get("created_by"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The history entry's `created` time; the epoch when absent or unreadable.
+    pub(crate) fn created(&self) -> std::time::SystemTime {
+        self.history
+            .as_ref()
+            .and_then(|h| h.get("created"))
+            .and_then(Value::as_str)
+            .and_then(strata_content::parse_rfc3339)
+            .and_then(|nanos| i64::try_from(nanos).ok())
+            .map_or(std::time::UNIX_EPOCH, strata_content::from_unix_nanos)
+    }
+}
+
+/// The chainID of a layer on top of the chain `parent` (containerd's
+/// `identity.ChainID`): the diffID itself for a bottom layer, else
+/// `sha256(parent + " " + diff_id)`.
+pub fn chain_id(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
+    match parent {
+        None => diff_id.clone(),
+        Some(p) => Digest::sha256_of(format!("{p} {diff_id}").as_bytes()),
+    }
+}
+
+/// What turns blob-backed refs into trees: blobs are fetched from their provider into
+/// `store` (verified), applied by `applier` into `snapshotter`, and committed under
+/// their chainID, so each chain is extracted once and reused by every later export,
+/// as containerd's unpacker does.
+#[derive(Clone)]
+pub struct Materializer {
+    /// The content store blobs are fetched into (and read from by the applier).
+    pub store: Arc<dyn ContentStore>,
+    /// Unpacks a layer blob onto a tree.
+    pub applier: Arc<dyn Applier>,
+    /// Where extracted chains live, one committed snapshot per chainID.
+    pub snapshotter: Arc<dyn Snapshotter>,
+}
+
+impl fmt::Debug for Materializer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Materializer").finish_non_exhaustive()
+    }
+}
+
+impl Materializer {
+    /// Fetches `layer`'s blob into the store unless it is there. Returns `true` when
+    /// it was fetched. Errors name the layer and its provider.
+    pub async fn fetch(&self, layer: &BlobLayer) -> Result<bool, RefError> {
+        let mut labels = ContentLabels::new();
+        labels.insert(labels::UNCOMPRESSED.to_string(), layer.diff_id.to_string());
+        fetch_blob(
+            &self.store,
+            layer.provider.as_ref(),
+            &layer.descriptor,
+            labels,
+        )
+        .await
+        .map_err(|source| RefError::Fetch {
+            layer: layer.descriptor.digest.clone(),
+            provider: layer.provider.name(),
+            source,
+        })
+    }
+
+    /// Extracts the chain `layers` (bottom first) into the snapshotter, each layer
+    /// once, as committed snapshots named by chainID (what `ctr run` and containerd's
+    /// unpacker look for); returns the top's chainID, `None` for no layers.
+    pub async fn unpack(&self, layers: &[BlobLayer]) -> Result<Option<Digest>, RefError> {
+        let mut parent: Option<Digest> = None;
+        for layer in layers {
+            let id = chain_id(parent.as_ref(), &layer.diff_id);
+            let parent_name = parent.as_ref().map(Digest::to_string);
+            self.extract(layer, &id, parent_name.as_deref()).await?;
+            parent = Some(id);
+        }
+        Ok(parent)
+    }
+
+    /// Extracts `layer` onto the committed snapshot `parent` (the chain below it,
+    /// already extracted) as the committed snapshot `chain_id`, unless it exists. The
+    /// blob is fetched first; its diffID must be the one the config gives, or nothing
+    /// is committed.
+    pub(crate) async fn extract(
+        &self,
+        layer: &BlobLayer,
+        chain_id: &Digest,
+        parent: Option<&str>,
+    ) -> Result<(), RefError> {
+        let name = chain_id.to_string();
+        match self.snapshotter.stat(&name).await {
+            Ok(info) if info.kind == Kind::Committed => return Ok(()),
+            Ok(info) => {
+                return Err(RefError::Snapshot(
+                    strata_snapshotter::Error::FailedPrecondition {
+                        key: name,
+                        reason: format!("is {:?}, not a committed chain", info.kind),
+                    },
+                ))
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.fetch(layer).await?;
+        let key = format!("extract-{}-{}", unique_suffix(), chain_id.hex());
+        let mounts = self
+            .snapshotter
+            .prepare(&key, parent, Labels::new())
+            .await?;
+        let applied = self
+            .applier
+            .apply(&layer.descriptor, &mounts)
+            .await
+            .map_err(|source| RefError::Apply {
+                layer: layer.descriptor.digest.clone(),
+                source,
+            })
+            .and_then(|actual| {
+                if actual == layer.diff_id {
+                    Ok(())
+                } else {
+                    Err(RefError::DiffIdMismatch {
+                        layer: layer.descriptor.digest.clone(),
+                        expected: layer.diff_id.clone(),
+                        actual,
+                    })
+                }
+            });
+        let committed = match applied {
+            Ok(()) => self
+                .snapshotter
+                .commit(&name, &key, Labels::new())
+                .await
+                .map_err(RefError::from),
+            Err(e) => Err(e),
+        };
+        match committed {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if let Err(rm) = self.snapshotter.remove(&key).await {
+                    tracing::debug!(snapshot = %key, error = %rm, "removing a failed extraction");
+                }
+                match e {
+                    // Another export extracted the same chain meanwhile.
+                    RefError::Snapshot(ref s) if s.is_already_exists() => Ok(()),
+                    e => Err(e),
+                }
+            }
+        }
+    }
+}
