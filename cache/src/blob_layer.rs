@@ -47,6 +47,22 @@ impl BlobLayer {
         Compression::from_layer_media_type(&self.descriptor.media_type)
     }
 
+    /// Fetches the blob from its provider into `store` unless the store has it,
+    /// verified while it streams, labelled with its diffID (and its distribution
+    /// source). Returns `true` when it was fetched. Errors name the layer and the
+    /// provider.
+    pub async fn fetch_into(&self, store: &Arc<dyn ContentStore>) -> Result<bool, RefError> {
+        let mut labels = ContentLabels::new();
+        labels.insert(labels::UNCOMPRESSED.to_string(), self.diff_id.to_string());
+        fetch_blob(store, self.provider.as_ref(), &self.descriptor, labels)
+            .await
+            .map_err(|source| RefError::Fetch {
+                layer: self.descriptor.digest.clone(),
+                provider: self.provider.name(),
+                source,
+            })
+    }
+
     /// The history entry's `created_by`, empty if none.
     pub(crate) fn created_by(&self) -> String {
         self.history
@@ -103,20 +119,7 @@ impl Materializer {
     /// Fetches `layer`'s blob into the store unless it is there. Returns `true` when
     /// it was fetched. Errors name the layer and its provider.
     pub async fn fetch(&self, layer: &BlobLayer) -> Result<bool, RefError> {
-        let mut labels = ContentLabels::new();
-        labels.insert(labels::UNCOMPRESSED.to_string(), layer.diff_id.to_string());
-        fetch_blob(
-            &self.store,
-            layer.provider.as_ref(),
-            &layer.descriptor,
-            labels,
-        )
-        .await
-        .map_err(|source| RefError::Fetch {
-            layer: layer.descriptor.digest.clone(),
-            provider: layer.provider.name(),
-            source,
-        })
+        layer.fetch_into(&self.store).await
     }
 
     /// Extracts the chain `layers` (bottom first) into the snapshotter, each layer

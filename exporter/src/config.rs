@@ -201,6 +201,7 @@ mod tests {
             description: desc.into(),
             created: created.into(),
             empty,
+            history: None,
         }
     }
 

@@ -20,6 +20,9 @@ pub(crate) struct LayerMeta {
     pub created: String,
     /// True when the layer's blob is the empty tar (it is dropped from the manifest).
     pub empty: bool,
+    /// The layer's own history entry (a base image's layer), used as it is when the
+    /// config's history does not cover the layer.
+    pub history: Option<HistoryEntry>,
 }
 
 impl LayerMeta {
@@ -33,6 +36,7 @@ impl LayerMeta {
             description: description.into(),
             created: format_rfc3339(created),
             empty,
+            history: None,
         }
     }
 }
@@ -58,7 +62,8 @@ pub(crate) fn is_empty_layer(h: &HistoryEntry) -> bool {
 /// Makes `history` agree with `layers`:
 /// - more non-empty entries than layers: the entries past the last layer are marked
 ///   `empty_layer` (the bottom entries keep the layers, as BuildKit does), with a warning;
-/// - fewer: entries are synthesized from the remaining layers' descriptions and times;
+/// - fewer: the remaining layers' own entries are appended (a base image's layers), or
+///   entries synthesized from their descriptions and times;
 /// - a non-empty entry without `created` gets its layer's creation time;
 /// - an empty layer is dropped and its entry marked `empty_layer`;
 /// - remaining entries without a time get a neighbour's (see `fill_missing_times`).
@@ -86,6 +91,10 @@ pub(crate) fn normalize(mut history: Vec<HistoryEntry>, layers: &[LayerMeta]) ->
         }
     } else if layers.len() > non_empty {
         for meta in &layers[non_empty..] {
+            if let Some(h) = &meta.history {
+                history.push(h.clone());
+                continue;
+            }
             let mut h = Map::new();
             h.insert("created".into(), Value::String(meta.created.clone()));
             h.insert("created_by".into(), Value::String(meta.description.clone()));
@@ -165,6 +174,7 @@ mod tests {
             description: desc.into(),
             created: created.into(),
             empty,
+            history: None,
         }
     }
 

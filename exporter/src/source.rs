@@ -7,7 +7,7 @@ pub(crate) mod buildkit;
 use std::collections::BTreeSet;
 
 use strata_cache::ImmutableRef;
-use strata_oci::Platform;
+use strata_oci::{Digest, Platform};
 
 use crate::error::{Error, Result};
 
@@ -20,8 +20,21 @@ pub struct PlatformSource {
     /// The top of the layer chain; `None` exports an image without layers.
     pub top: Option<ImmutableRef>,
     /// The image config (JSON) to patch; `None` starts from an empty config for the
-    /// platform (or the host's).
+    /// platform (or the host's). Built on a base image, this is the base's config
+    /// (with the caller's changes): its history covers the base's layers.
     pub config: Option<Vec<u8>>,
+    /// The base image the chain starts from, if any: the manifest gets the
+    /// `org.opencontainers.image.base.name` and `.base.digest` annotations.
+    pub base: Option<BaseImage>,
+}
+
+/// The base image an image is built on, as its manifest annotations name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaseImage {
+    /// The base's reference (`registry.example/library/debian:12`).
+    pub name: String,
+    /// The digest of the base's manifest.
+    pub digest: Digest,
 }
 
 impl PlatformSource {
@@ -56,6 +69,7 @@ impl Source {
                 platform: None,
                 top,
                 config,
+                base: None,
             }],
         }
     }
@@ -72,6 +86,7 @@ impl Source {
                     platform: Some(platform),
                     top: Some(top),
                     config,
+                    base: None,
                 })
                 .collect(),
         }

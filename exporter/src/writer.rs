@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::future::try_join_all;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value};
-use strata_cache::{BlobInfo, BlobKey, ImmutableRef};
+use strata_cache::{BlobInfo, BlobKey, BlobLayer, ImmutableRef};
 use strata_content::{write_blob, AbortOnDrop, ContentStore, LeaseGuard, LeaseResource};
-use strata_oci::{Compression, Descriptor, Digest, Platform};
+use strata_oci::{annotations, Compression, Descriptor, Digest, Platform};
 use tokio::sync::{OnceCell, Semaphore};
 use tracing::Instrument;
 
@@ -54,6 +55,11 @@ pub struct CommittedImage {
     pub images: Vec<PlatformImage>,
     /// The lease holding everything written.
     pub lease: LeaseGuard,
+    /// Base-image layers the image references that the content store does not have,
+    /// with where to fetch them: outputs that read blobs from the store fetch them
+    /// first ([`CommittedImage::fetch_remote_blobs`]); a push streams them from there
+    /// or mounts them.
+    pub remote_blobs: BTreeMap<Digest, BlobLayer>,
 }
 
 impl CommittedImage {
@@ -73,6 +79,84 @@ impl CommittedImage {
         }
         out.into_values().collect()
     }
+
+    /// Fetches the [`remote_blobs`](CommittedImage::remote_blobs) into `store` (under
+    /// the image's lease), verified while they stream, so every blob of the image is
+    /// in the store. Errors name the blob and where it was fetched from.
+    pub async fn fetch_remote_blobs(
+        &mut self,
+        store: &Arc<dyn ContentStore>,
+        progress: &Progress,
+    ) -> Result<()> {
+        let store = store.with_lease(self.lease.id());
+        let remote = std::mem::take(&mut self.remote_blobs);
+        let fetched = futures::stream::iter(remote.into_values())
+            .map(|layer| {
+                let store = store.clone();
+                async move {
+                    let desc = &layer.descriptor;
+                    let task = progress.start(
+                        format!("fetching:{}", desc.digest),
+                        format!(
+                            "fetching base layer {} from {}",
+                            desc.digest,
+                            layer.provider.name()
+                        ),
+                    );
+                    task.update(0, Some(desc.size));
+                    match layer.fetch_into(&store).await {
+                        Ok(_) => {
+                            task.update(desc.size, Some(desc.size));
+                            task.complete();
+                            Ok(())
+                        }
+                        Err(e) => {
+                            task.fail(&e);
+                            Err(Error::from(e))
+                        }
+                    }
+                }
+            })
+            .buffer_unordered(FETCH_JOBS)
+            .try_collect::<Vec<()>>()
+            .await;
+        fetched.map(|_| ())
+    }
+}
+
+/// How many base layers are fetched at the same time.
+const FETCH_JOBS: usize = 4;
+
+/// A base layer's descriptor as the manifest gets it: as the base had it (annotations
+/// and URLs kept, strata's and containerd's internal annotations dropped), its media
+/// type translated when the output uses the other family (OCI vs Docker), as
+/// BuildKit does.
+fn base_layer_descriptor(desc: &Descriptor, types: MediaTypes) -> Result<Descriptor> {
+    let mut out = desc.clone();
+    out.platform = None;
+    out.annotations.retain(|k, _| {
+        !k.starts_with("containerd.io/")
+            && !k.starts_with("strata.io/")
+            && !k.starts_with("buildkit/")
+    });
+    let oci_family = desc.media_type.starts_with("application/vnd.oci.");
+    if oci_family != types.oci {
+        let compression =
+            Compression::from_layer_media_type(&desc.media_type).ok_or_else(|| {
+                Error::InvalidContent {
+                    digest: desc.digest.to_string(),
+                    reason: format!("base layer media type {:?} is not a layer", desc.media_type),
+                }
+            })?;
+        out.media_type = compression
+            .layer_media_type(types.oci)
+            .ok_or(Error::UnsupportedCompression {
+                compression,
+                media_types: "Docker",
+            })?
+            .to_string();
+    }
+    Ok(out)
 }
 
 /// The blobs being computed in one commit, keyed by ref and blob key.
@@ -127,20 +211,40 @@ impl ImageWriter {
             .commit_leased(&images, configs, multi, opts, types, lease.id(), progress)
             .await;
         match written {
-            Ok((descriptor, config_digest, images)) => Ok(CommittedImage {
+            Ok((descriptor, config_digest, images, remote_blobs)) => Ok(CommittedImage {
                 descriptor,
                 config_digest,
                 images,
                 lease,
+                remote_blobs,
             }),
             // Nothing written is needed any more: the lease goes before the error does.
             Err(e) => lease.release_after(Err(e)).await,
         }
     }
 
+    /// [`ImageWriter::commit`], then fetches the base layers the store does not have
+    /// ([`CommittedImage::fetch_remote_blobs`]): what outputs that read every blob from
+    /// the store (image records, OCI layouts, docker archives) commit.
+    pub async fn commit_local(
+        &self,
+        source: &Source,
+        opts: &ImageOptions,
+        progress: &Progress,
+    ) -> Result<CommittedImage> {
+        let mut committed = self.commit(source, opts, progress).await?;
+        match committed
+            .fetch_remote_blobs(&self.ctx.content, progress)
+            .await
+        {
+            Ok(()) => Ok(committed),
+            Err(e) => committed.lease.release_after(Err(e)).await,
+        }
+    }
+
     /// The part of [`ImageWriter::commit`] that writes under `lease`: layers, configs,
-    /// manifests and the index; returns the root, its config digest (single platform)
-    /// and every platform's image.
+    /// manifests and the index; returns the root, its config digest (single platform),
+    /// every platform's image, and the base layers the store does not have.
     #[allow(clippy::too_many_arguments)]
     async fn commit_leased(
         &self,
@@ -151,7 +255,12 @@ impl ImageWriter {
         types: MediaTypes,
         lease: &str,
         progress: &Progress,
-    ) -> Result<(Descriptor, Option<Digest>, Vec<PlatformImage>)> {
+    ) -> Result<(
+        Descriptor,
+        Option<Digest>,
+        Vec<PlatformImage>,
+        BTreeMap<Digest, BlobLayer>,
+    )> {
         let store = self.ctx.content.with_lease(lease);
         let key = BlobKey {
             compression: opts.compression,
@@ -176,6 +285,7 @@ impl ImageWriter {
         };
         layers_task.complete();
 
+        let remote_blobs = self.remote_blobs(&chains, lease).await?;
         let mut committed = Vec::new();
         for ((img, config), chain) in images.iter().zip(configs).zip(chains) {
             committed.push(
@@ -217,7 +327,34 @@ impl ImageWriter {
                 .extend(opts.annotations.index_descriptor.clone());
             (desc, Some(only.config.digest.clone()))
         };
-        Ok((descriptor, config_digest, committed))
+        Ok((descriptor, config_digest, committed, remote_blobs))
+    }
+
+    /// The base layers the chains use as they came whose blobs the store does not
+    /// have (each added to the lease first, so a present one cannot be collected).
+    async fn remote_blobs(
+        &self,
+        chains: &[Vec<(ImmutableRef, BlobInfo)>],
+        lease: &str,
+    ) -> Result<BTreeMap<Digest, BlobLayer>> {
+        let mut remote = BTreeMap::new();
+        for (r, info) in chains.iter().flatten() {
+            let Some(layer) = r.blob_layer() else {
+                continue;
+            };
+            if layer.descriptor.digest != info.digest || remote.contains_key(&info.digest) {
+                continue;
+            }
+            self.hold(lease, &info.digest).await?;
+            match self.ctx.content.info(&info.digest).await {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {
+                    remote.insert(info.digest.clone(), layer.clone());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(remote)
     }
 
     async fn hold(&self, lease: &str, digest: &Digest) -> Result<()> {
@@ -241,15 +378,34 @@ impl ImageWriter {
         progress: &Progress,
     ) -> Result<PlatformImage> {
         let empty = strata_differ::empty_layer_diff_id();
+        // A base image's layers are kept as they are, even an empty one.
         let metas: Vec<LayerMeta> = chain
             .iter()
-            .map(|(r, b)| LayerMeta::new(r.description(), r.created_at(), b.diff_id == empty))
+            .map(|(r, b)| {
+                let base = r.blob_layer();
+                LayerMeta {
+                    history: base.and_then(|l| l.history.clone()),
+                    ..LayerMeta::new(
+                        r.description(),
+                        r.created_at(),
+                        base.is_none() && b.diff_id == empty,
+                    )
+                }
+            })
             .collect();
         let normalized = normalize(history_of(&config), &metas);
         let mut layers = Vec::new();
         let mut diff_ids = Vec::new();
         for &i in &normalized.kept_layers {
-            let info = &chain[i].1;
+            let (r, info) = &chain[i];
+            if let Some(layer) = r
+                .blob_layer()
+                .filter(|l| l.descriptor.digest == info.digest)
+            {
+                layers.push(base_layer_descriptor(&layer.descriptor, types)?);
+                diff_ids.push(info.diff_id.clone());
+                continue;
+            }
             let compression =
                 Compression::from_layer_media_type(&info.media_type).ok_or_else(|| {
                     Error::InvalidContent {
@@ -296,7 +452,15 @@ impl ImageWriter {
         task.complete();
 
         // As BuildKit: manifest annotations go into Docker manifests too.
-        let annotations = opts.annotations.manifest_for(img.platform.as_ref());
+        let mut annotations = opts.annotations.manifest_for(img.platform.as_ref());
+        if let Some(base) = &img.base {
+            for (k, v) in [
+                (annotations::BASE_NAME, base.name.clone()),
+                (annotations::BASE_DIGEST, base.digest.to_string()),
+            ] {
+                annotations.entry(k.to_string()).or_insert(v);
+            }
+        }
         let json = manifest_json(types, &config_desc, &layers, &annotations);
         let bytes = to_canonical_vec(&json).map_err(|source| Error::Encode {
             what: format!("the manifest of {}", img.label()),

@@ -68,7 +68,10 @@ impl ExporterInstance for ImageInstance {
     }
 
     async fn export(&self, source: Source, progress: Progress) -> Result<BTreeMap<String, String>> {
-        let committed = self.writer.commit(&source, &self.opts, &progress).await?;
+        let committed = self
+            .writer
+            .commit_local(&source, &self.opts, &progress)
+            .await?;
         let named = self.name_and_push(&committed, &progress).await;
         // Released on failure too, before the error is returned.
         committed.lease.release_after(named).await

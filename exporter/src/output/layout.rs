@@ -108,7 +108,10 @@ impl ExporterInstance for LayoutInstance {
                 });
             }
         }
-        let committed = self.writer.commit(&source, &self.opts, &progress).await?;
+        let committed = self
+            .writer
+            .commit_local(&source, &self.opts, &progress)
+            .await?;
         let written = self.write(&committed, &progress).await;
         // The caller has the result (or the error); nothing in the store needs to be
         // kept for it.

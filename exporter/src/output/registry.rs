@@ -132,7 +132,10 @@ impl ExporterInstance for RegistryInstance {
     }
 
     async fn export(&self, source: Source, progress: Progress) -> Result<BTreeMap<String, String>> {
-        let committed = self.writer.commit(&source, &self.opts, &progress).await?;
+        let committed = self
+            .writer
+            .commit_local(&source, &self.opts, &progress)
+            .await?;
         // The lease keeps every blob until the registry has it.
         let pushed = self
             .target

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::future::try_join_all;
-use strata_cache::{BlobInfo, BlobKey, ImmutableRef};
+use strata_cache::{BlobInfo, BlobKey, BlobLayer, ImmutableRef};
 use strata_differ::{CompareOptions, LayerBlob, ProgressFn};
 use strata_oci::{Compression, Descriptor};
 use tokio::sync::OnceCell;
@@ -101,6 +101,9 @@ impl ImageWriter {
         lease: &str,
         task: &ProgressTask,
     ) -> Result<BlobInfo> {
+        if let Some(layer) = r.blob_layer() {
+            return self.base_layer_blob(r, layer, key, opts, lease, task).await;
+        }
         // Reuse a blob recorded on the ref when the store still has it.
         if let Some(info) = self.cached_blob(r, key, lease).await? {
             tracing::debug!(snapshot = r.id(), digest = %info.digest, "reusing layer blob");
@@ -127,22 +130,6 @@ impl ImageWriter {
                 break;
             }
         }
-        let copts = |task: &ProgressTask| {
-            let t = task.clone();
-            let progress_fn: ProgressFn = Arc::new(move |n| t.update(n, None));
-            CompareOptions {
-                compression: key.compression,
-                level: opts.compression_level,
-                source_date_epoch: key.source_date_epoch,
-                threads: None,
-                media_type: None,
-                // The differ names the ingest, and aborts it on errors and drops.
-                reference: None,
-                lease: Some(lease.to_string()),
-                labels: BTreeMap::new(),
-                progress: Some(progress_fn),
-            }
-        };
         if let Some((c, info)) = &other {
             if !opts.force_compression && (opts.oci_media_types || *c != Compression::Zstd) {
                 tracing::debug!(snapshot = r.id(), digest = %info.digest, compression = %c, "reusing layer blob");
@@ -159,7 +146,8 @@ impl ImageWriter {
             Some((_, info)) => {
                 let src = Descriptor::new(info.media_type.clone(), info.digest.clone(), info.size);
                 let store = self.ctx.content.with_lease(lease);
-                strata_differ::convert_layer(store, &src, &copts(task)).await
+                strata_differ::convert_layer(store, &src, &compare_options(key, opts, lease, task))
+                    .await
             }
             None => {
                 let lower = match r.parent() {
@@ -167,11 +155,79 @@ impl ImageWriter {
                     None => Vec::new(),
                 };
                 let upper = r.mounts().await?;
-                self.ctx.differ.compare(&lower, &upper, &copts(task)).await
+                let copts = compare_options(key, opts, lease, task);
+                self.ctx.differ.compare(&lower, &upper, &copts).await
             }
         };
         let info = blob_info(blob?);
         r.set_blob(key, info.clone()).await?;
+        Ok(info)
+    }
+
+    /// The blob of a base image's layer: its own, as it came (BuildKit reuses a blob
+    /// of another compression unless `force-compression`), or converted to the
+    /// compression asked for — fetched from its provider into the store first, and
+    /// the conversion recorded on the base blob for later exports. Base layers are
+    /// never rewritten for `source-date-epoch`.
+    async fn base_layer_blob(
+        &self,
+        r: &ImmutableRef,
+        layer: &BlobLayer,
+        key: BlobKey,
+        opts: &ImageOptions,
+        lease: &str,
+        task: &ProgressTask,
+    ) -> Result<BlobInfo> {
+        let compression = layer.compression().ok_or_else(|| Error::InvalidContent {
+            digest: layer.descriptor.digest.to_string(),
+            reason: format!(
+                "the media type {:?} of this layer from {} is not a layer strata can read",
+                layer.descriptor.media_type,
+                layer.provider.name()
+            ),
+        })?;
+        let own = BlobKey {
+            compression,
+            source_date_epoch: None,
+        };
+        let wanted = BlobKey {
+            compression: key.compression,
+            source_date_epoch: None,
+        };
+        if !opts.force_compression || compression == key.compression {
+            return r.blob(own).ok_or_else(|| Error::InvalidContent {
+                digest: layer.descriptor.digest.to_string(),
+                reason: "a base layer without its blob info".into(),
+            });
+        }
+        if let Some(info) = self.cached_blob(r, wanted, lease).await? {
+            tracing::debug!(layer = %layer.descriptor.digest, digest = %info.digest, "reusing a converted base layer");
+            return Ok(info);
+        }
+        let _permit = self
+            .jobs
+            .acquire()
+            .await
+            .map_err(|_| Error::Interrupted("job limiter closed".into()))?;
+        let store = self.ctx.content.with_lease(lease);
+        self.hold(lease, &layer.descriptor.digest).await?;
+        layer.fetch_into(&store).await?;
+        let src = Descriptor::new(
+            layer.descriptor.media_type.clone(),
+            layer.descriptor.digest.clone(),
+            layer.descriptor.size,
+        );
+        let copts = compare_options(wanted, opts, lease, task);
+        let info = blob_info(strata_differ::convert_layer(store, &src, &copts).await?);
+        if info.diff_id != layer.diff_id {
+            return Err(strata_cache::RefError::DiffIdMismatch {
+                layer: layer.descriptor.digest.clone(),
+                expected: layer.diff_id.clone(),
+                actual: info.diff_id,
+            }
+            .into());
+        }
+        r.set_blob(wanted, info.clone()).await?;
         Ok(info)
     }
 
@@ -194,6 +250,30 @@ impl ImageWriter {
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// How the differ writes (or converts) a layer blob for `key` under `lease`, reporting
+/// its bytes on `task`.
+fn compare_options(
+    key: BlobKey,
+    opts: &ImageOptions,
+    lease: &str,
+    task: &ProgressTask,
+) -> CompareOptions {
+    let t = task.clone();
+    let progress_fn: ProgressFn = Arc::new(move |n| t.update(n, None));
+    CompareOptions {
+        compression: key.compression,
+        level: opts.compression_level,
+        source_date_epoch: key.source_date_epoch,
+        threads: None,
+        media_type: None,
+        // The differ names the ingest, and aborts it on errors and drops.
+        reference: None,
+        lease: Some(lease.to_string()),
+        labels: BTreeMap::new(),
+        progress: Some(progress_fn),
     }
 }
 
