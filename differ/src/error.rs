@@ -39,6 +39,21 @@ pub enum Error {
         /// The path at fault.
         path: PathBuf,
     },
+    /// The source of a copy layer does not exist.
+    #[error("copy source {path} does not exist")]
+    CopySourceMissing {
+        /// The missing source path.
+        path: PathBuf,
+    },
+    /// A copy layer's destination is not an absolute path inside the image (relative,
+    /// with a `..` or NUL, or with a name reserved for whiteouts).
+    #[error("copy destination {dest:?} is invalid: {reason}")]
+    InvalidCopyDestination {
+        /// The destination as given.
+        dest: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A layer entry would land outside the root (`..`, absolute, or through a symlink).
     #[error("layer entry {entry:?} escapes the root: {reason}")]
     PathEscapes {

@@ -11,7 +11,9 @@
 //! written ([`CompareOptions`] says how, [`LayerBlob`] is the result); and unpacks
 //! layers with whiteouts honoured and escaping entries refused.
 //!
-//! Besides: [`convert_layer`] recompresses a stored layer, [`empty_layer`] is the blob
+//! Besides: [`copy_layer`] writes a layer holding a tree copied under a destination,
+//! like a Dockerfile `COPY` (no diff, no whiteouts; owner per [`CopyOptions`]),
+//! [`convert_layer`] recompresses a stored layer, [`empty_layer`] is the blob
 //! of a layer without changes, and [`Encoder`] is the compressing writer every layer
 //! goes through (its bytes never depend on the thread count). Errors are one
 //! [`Error`] type.
@@ -58,6 +60,7 @@ mod apply;
 mod changes;
 mod compression;
 mod convert;
+mod copy_layer;
 mod empty_layer;
 mod error;
 mod file_metadata;
@@ -76,6 +79,7 @@ use strata_snapshotter::Mount;
 
 pub use compression::Encoder;
 pub use convert::convert_layer;
+pub use copy_layer::{copy_layer, CopyOptions};
 pub use empty_layer::{empty_layer, empty_layer_diff_id, EMPTY_TAR_SIZE};
 pub use error::{Error, Result};
 pub use walking_differ::WalkingDiffer;

@@ -44,6 +44,8 @@ pub(crate) struct LayerTarWriter<W: Write> {
     dirs: HashSet<PathBuf>,
     /// `(dev, ino)` of hardlinked files already in the layer → their layer name.
     links: HashMap<(u64, u64), Vec<u8>>,
+    /// The `(uid, gid)` every entry read from a tree gets instead of its own.
+    owner: Option<(u32, u32)>,
     buf: Vec<u8>,
 }
 
@@ -55,8 +57,16 @@ impl<W: Write> LayerTarWriter<W> {
             source_date_epoch,
             dirs: HashSet::new(),
             links: HashMap::new(),
+            owner: None,
             buf: vec![0u8; 128 * 1024],
         }
+    }
+
+    /// Gives every entry read from a tree the owner `uid:gid` instead of its own (a
+    /// copy layer's `--chown`).
+    pub(crate) fn owned_by(mut self, owner: (u32, u32)) -> Self {
+        self.owner = Some(owner);
+        self
     }
 
     /// Writes every change of `set`, reading entries from `source_root`, then the
@@ -116,6 +126,16 @@ impl<W: Write> LayerTarWriter<W> {
         Ok(())
     }
 
+    /// A directory entry `name` that is not read from a tree, with the type, permission
+    /// bits, owner and mtime of `st` and no xattrs (a copy layer's destination).
+    pub(crate) fn write_directory(&mut self, name: &Path, st: &Stat) -> Result<()> {
+        let mut bytes = name.as_os_str().as_bytes().to_vec();
+        bytes.push(b'/');
+        self.write_header(&bytes, None, EntryType::Directory, st, 0, &BTreeMap::new())?;
+        self.dirs.insert(name.to_path_buf());
+        Ok(())
+    }
+
     /// A whiteout or opaque marker: an empty regular file, mode 0644, mtime 0.
     fn write_marker(&mut self, rel: &Path) -> Result<()> {
         let st = Stat {
@@ -136,8 +156,20 @@ impl<W: Write> LayerTarWriter<W> {
 
     /// Writes the entry at `root/rel`.
     fn write_entry(&mut self, root: &Path, rel: &Path) -> Result<()> {
-        let path = root.join(rel);
-        let st = Stat::lstat(&path)?;
+        self.write_entry_as(&root.join(rel), rel)
+    }
+
+    /// Writes the entry at `path` (never following a final symlink) under the layer
+    /// name `rel`; its parents must be in the layer already. A hardlinked file whose
+    /// inode is in the layer already becomes a link to the first name; a socket is
+    /// skipped.
+    pub(crate) fn write_entry_as(&mut self, path: &Path, rel: &Path) -> Result<()> {
+        let path = path.to_path_buf();
+        let mut st = Stat::lstat(&path)?;
+        if let Some((uid, gid)) = self.owner {
+            st.uid = uid;
+            st.gid = gid;
+        }
         let mut name = rel.as_os_str().as_bytes().to_vec();
         let kind = st.kind();
         if kind == libc::S_IFSOCK {
@@ -345,17 +377,17 @@ fn set_bytes(field: &mut [u8], src: &[u8]) {
     }
 }
 
+/// Whether a file name looks like a whiteout or opaque marker (`.wh.` prefix).
+pub(crate) fn is_reserved_name(name: &std::ffi::OsStr) -> bool {
+    name.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes())
+}
+
 /// Refuses a layer path any of whose names looks like a whiteout.
 fn check_reserved(rel: &Path) -> Result<()> {
-    for c in rel.components() {
-        if c.as_os_str()
-            .as_bytes()
-            .starts_with(WHITEOUT_PREFIX.as_bytes())
-        {
-            return Err(Error::ReservedName {
-                path: rel.to_path_buf(),
-            });
-        }
+    if rel.components().any(|c| is_reserved_name(c.as_os_str())) {
+        return Err(Error::ReservedName {
+            path: rel.to_path_buf(),
+        });
     }
     Ok(())
 }
