@@ -85,6 +85,16 @@ pub enum RefError {
         #[source]
         source: strata_differ::Error,
     },
+    /// A `COPY` layer could not be written (a missing source, a bad destination, a
+    /// whiteout-named file, …).
+    #[error("copying {}: {source}", .src.display())]
+    Copy {
+        /// The source directory or file.
+        src: std::path::PathBuf,
+        /// The differ's error.
+        #[source]
+        source: strata_differ::Error,
+    },
     /// The layer's uncompressed digest is not the diffID the image config gives it.
     #[error("layer {layer} does not match its diff_id: the config says {expected}, the layer is {actual}")]
     DiffIdMismatch {
@@ -95,8 +105,9 @@ pub enum RefError {
         /// The digest of the uncompressed tar.
         actual: strata_oci::Digest,
     },
-    /// A blob-backed ref was put on a parent that is not blob-backed.
-    #[error("blob-backed layer {layer} needs a blob-backed parent, not snapshot {parent:?}")]
+    /// The tree of a blob-backed ref on a snapshot-backed parent was asked for: it
+    /// cannot be extracted (its parent's tree lives in another snapshotter).
+    #[error("layer {layer} cannot be extracted: its parent {parent:?} is a snapshot, not a blob-backed chain")]
     ParentNotBlobBacked {
         /// The layer blob's digest.
         layer: strata_oci::Digest,

@@ -57,7 +57,8 @@ struct Inner {
 /// What a blob-backed ref knows besides what every ref does.
 struct Lazy {
     layer: BlobLayer,
-    chain_id: Digest,
+    /// `None` on a snapshot-backed parent.
+    chain_id: Option<Digest>,
     materializer: Materializer,
     extracted: OnceCell<()>,
 }
@@ -132,23 +133,33 @@ impl ImmutableRef {
         parent.ok_or_else(|| Error::NotFound(name.to_string()))
     }
 
-    /// A blob-backed ref: `layer` on top of `parent` (which must be blob-backed too:
-    /// a base image's chain). Its id is its chainID; its description and creation time
-    /// come from the layer's history entry. Blobs converted to other compressions
+    /// A blob-backed ref: `layer` on top of `parent`. Its description and creation
+    /// time come from the layer's history entry. Blobs converted to other compressions
     /// earlier (recorded on the blob in the materializer's store) are found again.
+    ///
+    /// On a blob-backed parent (a base image's chain) the ref's id is its chainID and
+    /// its tree can be extracted. On a snapshot-backed parent (a `COPY` layer on top of
+    /// directory layers) its id is `<parent id>+<diffID>` and it has no chainID: it is
+    /// exported as its blob, but [`mounts`](ImmutableRef::mounts) fails with
+    /// [`RefError::ParentNotBlobBacked`].
     pub async fn from_blob(
         parent: Option<ImmutableRef>,
         layer: BlobLayer,
         materializer: Materializer,
     ) -> Result<ImmutableRef, RefError> {
-        let parent_chain = match &parent {
-            None => None,
-            Some(p) => Some(p.chain_id().ok_or_else(|| RefError::ParentNotBlobBacked {
-                layer: layer.descriptor.digest.clone(),
-                parent: p.id().to_string(),
-            })?),
+        let (id, chain) = match &parent {
+            None => {
+                let c = chain_id(None, &layer.diff_id);
+                (c.to_string(), Some(c))
+            }
+            Some(p) => match p.chain_id() {
+                Some(pc) => {
+                    let c = chain_id(Some(&pc), &layer.diff_id);
+                    (c.to_string(), Some(c))
+                }
+                None => (format!("{}+{}", p.id(), layer.diff_id), None),
+            },
         };
-        let chain_id = chain_id(parent_chain.as_ref(), &layer.diff_id);
         let mut blobs = match materializer.store.info(&layer.descriptor.digest).await {
             Ok(info) => parse_blob_labels(&info.labels),
             Err(_) => BTreeMap::new(),
@@ -170,7 +181,7 @@ impl ImmutableRef {
         Ok(ImmutableRef {
             inner: Arc::new(Inner {
                 snapshotter: materializer.snapshotter.clone(),
-                id: chain_id.to_string(),
+                id,
                 parent,
                 description: layer.created_by(),
                 created_at: layer.created(),
@@ -178,7 +189,7 @@ impl ImmutableRef {
                 view: OnceCell::new(),
                 lazy: Some(Lazy {
                     layer,
-                    chain_id,
+                    chain_id: chain,
                     materializer,
                     extracted: OnceCell::new(),
                 }),
@@ -191,9 +202,10 @@ impl ImmutableRef {
         self.inner.lazy.as_ref().map(|l| &l.layer)
     }
 
-    /// The chainID of a blob-backed ref (the key of its extracted snapshot).
+    /// The chainID of a blob-backed ref on a blob-backed chain (the key of its
+    /// extracted snapshot).
     pub fn chain_id(&self) -> Option<Digest> {
-        self.inner.lazy.as_ref().map(|l| l.chain_id.clone())
+        self.inner.lazy.as_ref().and_then(|l| l.chain_id.clone())
     }
 
     /// Extracts a blob-backed ref's chain into its materializer's snapshotter, parents
@@ -202,13 +214,22 @@ impl ImmutableRef {
         let Some(lazy) = &self.inner.lazy else {
             return Ok(());
         };
+        let Some(chain_id) = &lazy.chain_id else {
+            return Err(RefError::ParentNotBlobBacked {
+                layer: lazy.layer.descriptor.digest.clone(),
+                parent: self
+                    .parent()
+                    .map(|p| p.id().to_string())
+                    .unwrap_or_default(),
+            });
+        };
         lazy.extracted
             .get_or_try_init(|| async {
                 if let Some(p) = self.parent() {
                     Box::pin(p.materialize()).await?;
                 }
                 lazy.materializer
-                    .extract(&lazy.layer, &lazy.chain_id, self.parent().map(|p| p.id()))
+                    .extract(&lazy.layer, chain_id, self.parent().map(|p| p.id()))
                     .await
             })
             .await?;

@@ -2,11 +2,17 @@
 //!
 //! The refs an export reads, and what is cached on them.
 //!
-//! - [`ImmutableRef`]: a cheap, clonable handle on one committed snapshot and its
-//!   parent chain: its description, creation time, read-only mounts, and the layer
-//!   blobs already computed for it, one [`BlobInfo`] per [`BlobKey`] (compression and
+//! - [`ImmutableRef`]: a cheap, clonable handle on one layer and its parent chain:
+//!   its description, creation time, read-only mounts, and the layer blobs already
+//!   computed for it, one [`BlobInfo`] per [`BlobKey`] (compression and
 //!   `source_date_epoch`). Blob infos are kept in the snapshot's labels, so a later
 //!   export, even by another process, reuses the blob instead of computing the diff.
+//! - Blob-backed refs ([`ImmutableRef::from_blob`] on a [`BlobLayer`]): a base image's
+//!   layers, known by descriptor, diffID, history entry and a provider to fetch the
+//!   blob from. They are exported byte for byte; their tree exists only once a child's
+//!   diff needs it, when the [`Materializer`] extracts the chain once per [`chain_id`]
+//!   and reuses it afterwards. [`copy_ref`] stacks a Dockerfile-`COPY` layer written
+//!   straight from a directory.
 //! - Directory registration: existing directories, each the full tree of one layer,
 //!   registered as a chain of committed snapshots in a
 //!   [`DirectorySnapshotter`](strata_snapshotter::DirectorySnapshotter) without
@@ -56,6 +62,7 @@
 
 mod blob;
 mod blob_layer;
+mod copy_ref;
 mod directories;
 mod error;
 mod fingerprint;
@@ -63,6 +70,7 @@ mod immutable_ref;
 
 pub use blob::{BlobInfo, BlobKey};
 pub use blob_layer::{chain_id, BlobLayer, Materializer};
+pub use copy_ref::copy_ref;
 pub use directories::{
     prune_stale_registrations, register_directories, DirectoryChain, LayerDir, PruneReport,
     LABEL_SOURCE_DIR,

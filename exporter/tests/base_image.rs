@@ -272,3 +272,63 @@ async fn a_base_alone_is_exported_without_extracting_or_diffing_anything() {
     );
     assert_eq!(fx.calls(), 0);
 }
+
+#[tokio::test]
+async fn a_copy_layer_on_a_base_neither_extracts_nor_diffs() {
+    let base = base_image().await;
+    let fx = Fixture::new().await;
+    let snapshots: Arc<dyn Snapshotter> =
+        Arc::new(NativeSnapshotter::open(fx.path("native")).unwrap());
+    let base_top = base_chain(&base, &fx, snapshots.clone()).await;
+    let src = fx.path("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("sub/file"), "copied\n").unwrap();
+    let materializer = Materializer {
+        store: fx.store.clone(),
+        applier: Arc::new(WalkingDiffer::new(fx.store.clone())),
+        snapshotter: snapshots.clone(),
+    };
+    let top = strata_cache::copy_ref(
+        Some(base_top),
+        &src,
+        &strata_differ::CopyOptions {
+            dest: "/srv/app".into(),
+            owner: Some((1000, 1000)),
+        },
+        &strata_differ::CompareOptions::default(),
+        &materializer,
+    )
+    .await
+    .unwrap();
+    let resp = ImageExporter::new(fx.ctx())
+        .resolve(opts(&[("name", "example/copied:1")]))
+        .await
+        .unwrap()
+        .export(source(top, &base), Progress::discard())
+        .await
+        .unwrap();
+    assert_eq!(fx.calls(), 0);
+    assert!(snapshots.walk(&Filter::All).await.unwrap().is_empty());
+    let digest = Digest::parse(&resp[RESPONSE_IMAGE_DIGEST]).unwrap();
+    let size = fx.store.info(&digest).await.unwrap().size;
+    let (_, m) = json_blob(
+        fx.store.as_ref(),
+        &Descriptor::new(strata_oci::media_types::OCI_MANIFEST, digest, size),
+    )
+    .await;
+    let layers: Vec<Descriptor> = serde_json::from_value(m["layers"].clone()).unwrap();
+    assert_eq!(&layers[..base.layers.len()], &base.layers[..]);
+    assert_eq!(layers.len(), base.layers.len() + 1);
+    let config_desc: Descriptor = serde_json::from_value(m["config"].clone()).unwrap();
+    let (_, config) = json_blob(fx.store.as_ref(), &config_desc).await;
+    let last = config["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        last["created_by"],
+        format!("COPY {} /srv/app", src.display())
+    );
+}
