@@ -24,6 +24,10 @@ use crate::immutable_ref::LABEL_DESCRIPTION;
 /// Label recording the directory a snapshot was registered from (read when pruning).
 pub const LABEL_SOURCE_DIR: &str = "strata.io/source-dir";
 
+/// Label on the bottom registration of a chain read onto a base image: the base's
+/// ref id (its chainID), part of the registration's name (read when pruning).
+const LABEL_BASE: &str = "strata.io/base";
+
 /// One layer to register: a directory holding the full tree after this step.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerDir {
@@ -40,6 +44,8 @@ pub struct LayerDir {
 pub struct DirectoryChain {
     /// Each layer (its directory canonical) with its snapshot name, base first.
     layers: Vec<(LayerDir, String)>,
+    /// The id of the base ref the bottom layer is diffed against, if any.
+    base: Option<String>,
 }
 
 impl DirectoryChain {
@@ -47,6 +53,18 @@ impl DirectoryChain {
     /// threads, and derives their snapshot names. Errors name the first directory (in
     /// chain order) that could not be read.
     pub async fn read(layers: &[LayerDir]) -> Result<DirectoryChain, DirectoryError> {
+        Self::read_onto(layers, None).await
+    }
+
+    /// [`DirectoryChain::read`] for layers on top of a base image: `base` is the id of
+    /// the base's top ref (its chainID), which the bottom layer is diffed against. It
+    /// is part of the bottom layer's snapshot name (the same tree on another base is
+    /// another layer, with other cached blobs). Load the top with
+    /// [`ImmutableRef::load_onto`](crate::ImmutableRef::load_onto).
+    pub async fn read_onto(
+        layers: &[LayerDir],
+        base: Option<&str>,
+    ) -> Result<DirectoryChain, DirectoryError> {
         let tasks: Vec<_> = layers
             .iter()
             .map(|layer| {
@@ -69,7 +87,7 @@ impl DirectoryChain {
                 path: layer.dir.clone(),
                 source: std::io::Error::other(e),
             })??;
-            let parent = named.last().map(|(_, name)| name.as_str());
+            let parent = named.last().map(|(_, name)| name.as_str()).or(base);
             let name = snapshot_name(parent, &dir, &fp);
             let layer = LayerDir {
                 dir,
@@ -77,7 +95,10 @@ impl DirectoryChain {
             };
             named.push((layer, name));
         }
-        Ok(DirectoryChain { layers: named })
+        Ok(DirectoryChain {
+            layers: named,
+            base: base.map(str::to_string),
+        })
     }
 
     /// The snapshot names of the chain's layers, base first.
@@ -95,7 +116,12 @@ impl DirectoryChain {
         let mut names: Vec<String> = Vec::with_capacity(self.layers.len());
         for (layer, name) in &self.layers {
             let parent = names.last().map(String::as_str);
-            register_one(snapshotter, layer, name, parent).await?;
+            let base = if parent.is_none() {
+                self.base.as_deref()
+            } else {
+                None
+            };
+            register_one(snapshotter, layer, name, parent, base).await?;
             names.push(name.clone());
         }
         Ok(names)
@@ -128,13 +154,15 @@ fn snapshot_name(parent: Option<&str>, dir: &Path, fp: &str) -> String {
     format!("dir-{}", &d.finish().hex()[..32])
 }
 
-/// Registers `layer` as `name` on `parent`, or updates the description of the
-/// registration found under that name.
+/// Registers `layer` as `name` on `parent` (or, at the bottom of a chain on a base
+/// image, recording `base`), or updates the description of the registration found
+/// under that name.
 async fn register_one(
     snapshotter: &DirectorySnapshotter,
     layer: &LayerDir,
     name: &str,
     parent: Option<&str>,
+    base: Option<&str>,
 ) -> Result<(), DirectoryError> {
     let fail = |source| DirectoryError::Register {
         dir: layer.dir.clone(),
@@ -155,13 +183,16 @@ async fn register_one(
             Ok(())
         }
         Err(e) if e.is_not_found() => {
-            let labels = Labels::from([
+            let mut labels = Labels::from([
                 (LABEL_DESCRIPTION.to_string(), layer.description.clone()),
                 (
                     LABEL_SOURCE_DIR.to_string(),
                     layer.dir.display().to_string(),
                 ),
             ]);
+            if let Some(base) = base {
+                labels.insert(LABEL_BASE.to_string(), base.to_string());
+            }
             match snapshotter.register(name, parent, &layer.dir, labels).await {
                 Ok(_) => Ok(()),
                 // Another process registered the same tree at the same time.
@@ -263,7 +294,11 @@ async fn registration_is_fresh(info: &Info, dir: PathBuf) -> bool {
     }
     let d = dir.clone();
     let fp = tokio::task::spawn_blocking(move || fingerprint(&d)).await;
-    matches!(fp, Ok(Ok(fp)) if snapshot_name(info.parent.as_deref(), &dir, &fp) == info.name)
+    let parent = info
+        .parent
+        .as_deref()
+        .or(info.labels.get(LABEL_BASE).map(String::as_str));
+    matches!(fp, Ok(Ok(fp)) if snapshot_name(parent, &dir, &fp) == info.name)
 }
 
 #[cfg(test)]

@@ -96,3 +96,33 @@ async fn a_missing_directory_is_an_error_naming_it() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn layers_on_a_base_are_other_layers_and_stay_fresh() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let snapshots = DirectorySnapshotter::open(tmp.path().join("meta")).expect("open");
+    let layers = layers(&tmp.path().join("trees"));
+    let plain: Vec<String> = DirectoryChain::read(&layers)
+        .await
+        .expect("read")
+        .register(&snapshots)
+        .await
+        .expect("register");
+    let base = "sha256:0000000000000000000000000000000000000000000000000000000000000001";
+    let onto = DirectoryChain::read_onto(&layers, Some(base))
+        .await
+        .expect("read onto");
+    let on_base = onto.register(&snapshots).await.expect("register onto");
+    assert_ne!(plain, on_base, "the same trees on a base are other layers");
+    let other = DirectoryChain::read_onto(&layers, Some(&base.replace('1', "2")))
+        .await
+        .expect("read onto another base");
+    assert_ne!(other.names().collect::<Vec<_>>(), on_base);
+    // The bottom registration on the base has no parent snapshot but stays fresh.
+    assert_eq!(
+        snapshots.stat(&on_base[0]).await.expect("stat").parent,
+        None
+    );
+    let report = prune_stale_registrations(&snapshots).await.expect("prune");
+    assert!(report.registrations.is_empty(), "{report:?}");
+}
