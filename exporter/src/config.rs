@@ -103,6 +103,77 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
+/// The config of an image built on a base: the base's `config` (as `base` gives it)
+/// with the caller's `patch` over it, as a Dockerfile's instructions change their
+/// base's: in the `config` object, `Env` entries replace the base's variable of the
+/// same name (new ones are appended), `Labels`, `ExposedPorts` and `Volumes` are
+/// merged key by key, every other field the patch sets replaces the base's; outside
+/// it, the patch's fields replace the base's, except `rootfs` (the exporter's) and
+/// `history` (the patch's entries are appended to the base's). The base's `created`
+/// is dropped (the exporter sets the new image's) unless the patch sets one.
+/// `label` names the image in errors.
+pub fn merge_config(base: &[u8], patch: Option<&[u8]>, label: &str) -> Result<Vec<u8>> {
+    let mut merged = parse_config(base, &format!("{label} (base image config)"))?;
+    merged.remove("created");
+    if let Some(patch) = patch {
+        for (key, value) in parse_config(patch, label)? {
+            match (key.as_str(), value) {
+                ("rootfs", _) => {}
+                ("history", Value::Array(entries)) => {
+                    let history = merged.entry("history").or_insert_with(|| json!([]));
+                    if let Value::Array(h) = history {
+                        h.extend(entries);
+                    }
+                }
+                ("config", Value::Object(patch_fields)) => {
+                    let fields = merged.entry("config").or_insert_with(|| json!({}));
+                    if !fields.is_object() {
+                        *fields = json!({});
+                    }
+                    if let Value::Object(fields) = fields {
+                        merge_container_config(fields, patch_fields);
+                    }
+                }
+                (_, value) => {
+                    merged.insert(key, value);
+                }
+            }
+        }
+    }
+    serde_json::to_vec(&Value::Object(merged)).map_err(|e| Error::InvalidConfig {
+        platform: label.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Puts `patch`'s container-config fields over `base`'s (see [`merge_config`]).
+fn merge_container_config(base: &mut Map<String, Value>, patch: Map<String, Value>) {
+    for (key, value) in patch {
+        match (key.as_str(), value, base.get_mut(&key)) {
+            ("Env", Value::Array(vars), Some(Value::Array(env))) => {
+                for var in vars {
+                    let name = var.as_str().map(|v| v.split('=').next().unwrap_or(v));
+                    let same = env.iter().position(|e| {
+                        name.is_some() && e.as_str().map(|e| e.split('=').next()) == Some(name)
+                    });
+                    match same {
+                        Some(i) => env[i] = var,
+                        None => env.push(var),
+                    }
+                }
+            }
+            (
+                "Labels" | "ExposedPorts" | "Volumes",
+                Value::Object(entries),
+                Some(Value::Object(existing)),
+            ) => existing.extend(entries),
+            (_, value, _) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
 /// The history entries of a config (empty when it has none).
 pub(crate) fn history_of(config: &Map<String, Value>) -> Vec<HistoryEntry> {
     config
@@ -313,6 +384,46 @@ mod tests {
             let res = std::panic::catch_unwind(|| (c.check)(&v));
             assert!(res.is_ok(), "case {:?} failed: {v:#}", c.name);
         }
+    }
+
+    #[test]
+    fn a_patch_goes_over_the_base_config_as_dockerfile_instructions_do() {
+        let base = json!({
+            "architecture": "amd64", "os": "linux", "created": "2020-01-01T00:00:00Z",
+            "config": {"Env": ["PATH=/bin", "A=1"], "Cmd": ["sh"], "User": "base",
+                       "Labels": {"a": "1"}, "ExposedPorts": {"80/tcp": {}}},
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:aa"]},
+            "history": [{"created_by": "base"}],
+        });
+        let patch = json!({
+            "config": {"Env": ["A=2", "B=3"], "Cmd": ["app"], "Labels": {"b": "2"},
+                       "ExposedPorts": {"8080/tcp": {}}},
+            "rootfs": {"type": "layers", "diff_ids": []},
+            "history": [{"created_by": "ENV A=2", "empty_layer": true}],
+        });
+        let merged = merge_config(
+            base.to_string().as_bytes(),
+            Some(patch.to_string().as_bytes()),
+            "default",
+        )
+        .unwrap();
+        let merged: Value = serde_json::from_slice(&merged).unwrap();
+        assert_eq!(
+            merged,
+            json!({
+                "architecture": "amd64", "os": "linux",
+                "config": {"Env": ["PATH=/bin", "A=2", "B=3"], "Cmd": ["app"], "User": "base",
+                           "Labels": {"a": "1", "b": "2"},
+                           "ExposedPorts": {"80/tcp": {}, "8080/tcp": {}}},
+                "rootfs": {"type": "layers", "diff_ids": ["sha256:aa"]},
+                "history": [{"created_by": "base"}, {"created_by": "ENV A=2", "empty_layer": true}],
+            })
+        );
+        let err = merge_config(b"[1]", None, "linux/arm64").unwrap_err();
+        assert!(
+            err.to_string().contains("linux/arm64 (base image config)"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -80,7 +80,7 @@ mod push;
 mod source;
 mod writer;
 
-pub use config::parse_config;
+pub use config::{merge_config, parse_config};
 pub use context::ExportContext;
 pub use error::{Error, Result};
 pub use exporter::{
