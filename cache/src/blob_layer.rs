@@ -69,6 +69,24 @@ impl BlobLayer {
     }
 }
 
+/// Fetches `layer`'s blob from its provider into `store` unless it is there (verified,
+/// labelled with its diffID); `true` when it was fetched. Errors name the layer and its
+/// provider.
+pub(crate) async fn fetch_layer(
+    store: &Arc<dyn ContentStore>,
+    layer: &BlobLayer,
+) -> Result<bool, RefError> {
+    let mut labels = ContentLabels::new();
+    labels.insert(labels::UNCOMPRESSED.to_string(), layer.diff_id.to_string());
+    fetch_blob(store, layer.provider.as_ref(), &layer.descriptor, labels)
+        .await
+        .map_err(|source| RefError::Fetch {
+            layer: layer.descriptor.digest.clone(),
+            provider: layer.provider.name(),
+            source,
+        })
+}
+
 /// The chainID of a layer on top of the chain `parent` (containerd's
 /// `identity.ChainID`): the diffID itself for a bottom layer, else
 /// `sha256(parent + " " + diff_id)`.
@@ -103,20 +121,7 @@ impl Materializer {
     /// Fetches `layer`'s blob into the store unless it is there. Returns `true` when
     /// it was fetched. Errors name the layer and its provider.
     pub async fn fetch(&self, layer: &BlobLayer) -> Result<bool, RefError> {
-        let mut labels = ContentLabels::new();
-        labels.insert(labels::UNCOMPRESSED.to_string(), layer.diff_id.to_string());
-        fetch_blob(
-            &self.store,
-            layer.provider.as_ref(),
-            &layer.descriptor,
-            labels,
-        )
-        .await
-        .map_err(|source| RefError::Fetch {
-            layer: layer.descriptor.digest.clone(),
-            provider: layer.provider.name(),
-            source,
-        })
+        fetch_layer(&self.store, layer).await
     }
 
     /// Extracts the chain `layers` (bottom first) into the snapshotter, each layer

@@ -60,6 +60,7 @@ mod directories;
 mod error;
 mod fingerprint;
 mod immutable_ref;
+mod import;
 
 pub use blob::{BlobInfo, BlobKey};
 pub use blob_layer::{chain_id, BlobLayer, Materializer};
@@ -70,3 +71,8 @@ pub use directories::{
 pub use error::{DirectoryError, RefError};
 pub use fingerprint::fingerprint;
 pub use immutable_ref::{ImmutableRef, LABEL_DESCRIPTION};
+pub use import::{
+    import_image, open_image, pull_image, read_image, BaseImage, ImageRecords, ImageReference,
+    ImageRoot, ImportError, ImportedImage, InvalidImageReference, OciLayoutProvider, PulledImage,
+    RegistryReference, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE,
+};
