@@ -355,7 +355,8 @@ async fn a_tampered_manifest_is_a_digest_mismatch_naming_it() {
     let base = Base::new();
     let w = world();
     let desc = base.manifest_desc();
-    let mut bytes = base.blob(&desc.digest);
+    let original = base.blob(&desc.digest);
+    let mut bytes = original.clone();
     let at = bytes.iter().position(|b| *b == b'2').unwrap();
     bytes[at] = b'3';
     std::fs::write(
@@ -378,6 +379,27 @@ async fn a_tampered_manifest_is_a_digest_mismatch_naming_it() {
         text.contains(&desc.digest.to_string()) && text.contains(&reference),
         "{text}"
     );
+
+    // The same for a config.
+    std::fs::write(
+        base.layout().join("blobs/sha256").join(desc.digest.hex()),
+        &original,
+    )
+    .unwrap();
+    let config: Descriptor = serde_json::from_value(base.manifest()["config"].clone()).unwrap();
+    let config_path = base.layout().join("blobs/sha256").join(config.digest.hex());
+    let mut bytes = std::fs::read(&config_path).unwrap();
+    let at = bytes.iter().position(|b| *b == b'{').unwrap();
+    bytes[at] = b' ';
+    base.tag_edited_manifest("config", |_| {});
+    std::fs::write(&config_path, &bytes).unwrap();
+    let reference = format!("oci:{}:config", base.layout().display());
+    match import(&w, &reference).await.unwrap_err() {
+        ImportError::DigestMismatch { role, blob, .. } => {
+            assert_eq!((role, blob), ("config", config.digest));
+        }
+        other => panic!("expected DigestMismatch, got {other}"),
+    }
 }
 
 #[tokio::test]
@@ -540,4 +562,94 @@ async fn a_pull_of_a_tampered_layer_leaves_nothing_half_written() {
         .is_not_found());
     assert!(w.store.list_statuses().await.unwrap().is_empty());
     assert!(w.store.list_images().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_docker_archive_layer_that_is_not_its_diff_id_fails_naming_it() {
+    let base = Base::new();
+    let archive = base.path("docker.tar");
+    base.copy_to(&format!(
+        "docker-archive:{}:example.com/base:1",
+        archive.display()
+    ));
+    let w = world();
+    let reference = format!("docker-archive:{}", archive.display());
+    let image = import(&w, &reference).await.unwrap();
+    let layer = image.layers[1].clone();
+    // Flip a byte inside that layer's tar, in place.
+    let mut tar = tar::Archive::new(std::fs::File::open(&archive).unwrap());
+    let offset = tar
+        .entries()
+        .unwrap()
+        .map(Result::unwrap)
+        .find(|e| {
+            e.path()
+                .unwrap()
+                .to_string_lossy()
+                .contains(layer.diff_id.hex())
+        })
+        .map(|e| e.raw_file_position() + e.size() / 2)
+        .unwrap();
+    let mut bytes = std::fs::read(&archive).unwrap();
+    bytes[offset as usize] ^= 0xff;
+    std::fs::write(&archive, bytes).unwrap();
+
+    let image = import(&w, &reference).await.unwrap();
+    let err = image.top.clone().unwrap().mounts().await.unwrap_err();
+    let text = err.to_string();
+    match &err {
+        RefError::Fetch {
+            layer: l, source, ..
+        } => {
+            assert_eq!(l, &layer.descriptor.digest);
+            assert!(
+                matches!(source, strata_content::Error::DigestMismatch { .. }),
+                "{text}"
+            );
+        }
+        other => panic!("expected a fetch digest mismatch, got {other}"),
+    }
+    assert!(text.contains("docker archive"), "{text}");
+    assert!(w
+        .store
+        .info(&layer.descriptor.digest)
+        .await
+        .unwrap_err()
+        .is_not_found());
+    assert!(w.store.list_statuses().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_layout_blob_leading_outside_the_layout_is_refused() {
+    let base = Base::new();
+    let w = world();
+    let layer = base_layers(&base)[0].clone();
+    let inside = base.layout().join("blobs/sha256").join(layer.digest.hex());
+    let outside = base.path("elsewhere");
+    std::fs::rename(&inside, &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, &inside).unwrap();
+    let image = import(&w, &format!("oci:{}:base", base.layout().display()))
+        .await
+        .unwrap();
+    let err = image.top.clone().unwrap().mounts().await.unwrap_err();
+    let text = err.to_string();
+    match &err {
+        RefError::Fetch {
+            layer: l, source, ..
+        } => {
+            assert_eq!(l, &layer.digest);
+            assert!(
+                matches!(source, strata_content::Error::InvalidArgument(_)),
+                "{text}"
+            );
+        }
+        other => panic!("expected a refused fetch, got {other}"),
+    }
+    assert!(text.contains("outside"), "{text}");
+    assert!(w
+        .store
+        .info(&layer.digest)
+        .await
+        .unwrap_err()
+        .is_not_found());
 }
