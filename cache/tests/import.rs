@@ -653,3 +653,45 @@ async fn a_layout_blob_leading_outside_the_layout_is_refused() {
         .unwrap_err()
         .is_not_found());
 }
+
+#[tokio::test]
+async fn a_docker_archive_with_compressed_layers_keeps_their_blobs() {
+    // What `crane pull --format=legacy` writes: manifest.json, the config, the layers
+    // as their compressed blobs.
+    let base = Base::new();
+    let layers = base_layers(&base);
+    let archive = base.path("legacy.tar");
+    let mut builder = tar::Builder::new(std::fs::File::create(&archive).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        builder.append_data(&mut h, name, data).unwrap();
+    };
+    let names: Vec<String> = layers
+        .iter()
+        .map(|l| format!("{}.tar.gz", l.digest.hex()))
+        .collect();
+    let manifest =
+        json!([{"Config": "config.json", "RepoTags": ["example.com/gz:1"], "Layers": names}]);
+    add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    add("config.json", &config_bytes(&base));
+    for (layer, name) in layers.iter().zip(&names) {
+        add(name, &base.blob(&layer.digest));
+    }
+    builder.into_inner().unwrap();
+
+    let w = world();
+    let image = import(&w, &format!("docker-archive:{}", archive.display()))
+        .await
+        .unwrap();
+    for (got, want) in image.layers.iter().zip(&layers) {
+        assert_eq!(got.descriptor.digest, want.digest);
+        assert_eq!(got.descriptor.size, want.size);
+        assert_eq!(got.descriptor.media_type, media_types::DOCKER_LAYER_GZIP);
+    }
+    assert_eq!(image.layers.len(), layers.len());
+    assert_eq!(image.name, "example.com/gz:1");
+    assert_base_tree(&image).await;
+}

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{self, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 
+use strata_oci::{Compression, Digest, Digester};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 
 /// How many symlinks a name may go through before it is refused (loops).
@@ -112,6 +113,44 @@ impl TarArchive {
         let mut file = tokio::fs::File::open(&self.file).await?;
         file.seek(SeekFrom::Start(range.offset)).await?;
         Ok(Some((range, Box::new(file.take(range.size)))))
+    }
+
+    /// The entry `name`'s compression (from its first bytes: gzip or zstd magic, else a
+    /// plain tar) and, for a compressed entry, its digest (hashed while streaming over
+    /// the file). Blocking: call it on a blocking thread.
+    pub(crate) fn sniff(&self, name: &str) -> io::Result<Option<(Compression, Option<Digest>)>> {
+        use std::io::{Read, Seek};
+        let Some(range) = self.entry(name) else {
+            return Ok(None);
+        };
+        let mut file = std::fs::File::open(&self.file)?;
+        file.seek(SeekFrom::Start(range.offset))?;
+        let mut entry = file.take(range.size);
+        let mut magic = [0u8; 4];
+        let mut seen = 0;
+        while seen < magic.len() {
+            let n = entry.read(&mut magic[seen..])?;
+            if n == 0 {
+                break;
+            }
+            seen += n;
+        }
+        let compression = match &magic[..seen] {
+            [0x1f, 0x8b, ..] => Compression::Gzip,
+            [0x28, 0xb5, 0x2f, 0xfd] => Compression::Zstd,
+            _ => return Ok(Some((Compression::Uncompressed, None))),
+        };
+        let mut digester = Digester::new();
+        digester.update(&magic[..seen]);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = entry.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            digester.update(&buf[..n]);
+        }
+        Ok(Some((compression, Some(digester.finish()))))
     }
 
     /// The whole entry `name`, refused when larger than `limit`; `Ok(None)` when there

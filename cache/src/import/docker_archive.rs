@@ -1,7 +1,8 @@
 //! `docker-archive:FILE[:NAME:TAG]`: what `docker save` (and `skopeo copy …
 //! docker-archive:`) writes. Newer docker writes an OCI layout beside `manifest.json`;
 //! that layout is used when present. Otherwise the image is `manifest.json`'s entry
-//! (`Config`, `RepoTags`, `Layers`: uncompressed layer tars), and a Docker schema2
+//! (`Config`, `RepoTags`, `Layers`: layer tars, uncompressed as docker writes them, or
+//! gzip/zstd as crane and jib do), and a Docker schema2
 //! manifest is synthesised for it, so the rest of the import is the same code path as
 //! for every other source.
 
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::json;
-use strata_oci::{layout, media_types, to_canonical_vec, Descriptor, Digest};
+use strata_oci::{layout, media_types, to_canonical_vec, Compression, Descriptor, Digest};
 
 use crate::import::archive::TarArchive;
 use crate::import::error::ImportError;
@@ -124,19 +125,40 @@ async fn open_legacy(
     );
     let mut layers = Vec::new();
     for (path, diff_id) in image.layers.iter().zip(diff_ids) {
-        let range = archive.entry(path).ok_or_else(|| {
+        let missing = || {
             malformed(format!(
                 "{MANIFEST_FILE} names layer {path} which the archive does not have"
             ))
-        })?;
-        // The layer tars are uncompressed: the blob's digest is its diff_id. It is
-        // verified when the blob is fetched, so a layer that is not its diff_id fails.
-        layers.push(Descriptor::new(
-            media_types::DOCKER_LAYER,
-            diff_id.clone(),
-            range.size,
-        ));
-        extra.insert(diff_id, ArchiveBlob::Entry(path.clone()));
+        };
+        let range = archive.entry(path).ok_or_else(missing)?;
+        let sniffed = {
+            let (archive, entry) = (archive.clone(), path.clone());
+            tokio::task::spawn_blocking(move || archive.sniff(&entry))
+                .await
+                .map_err(|e| malformed(format!("reading layer {path}: {e}")))?
+                .map_err(|e| malformed(format!("reading layer {path}: {e}")))?
+                .ok_or_else(missing)?
+        };
+        let descriptor = match sniffed {
+            // `docker save` writes plain tars: the blob's digest is its diff_id. It is
+            // verified when the blob is fetched, so a layer that is not its diff_id
+            // fails then.
+            (Compression::Uncompressed, _) | (_, None) => {
+                Descriptor::new(media_types::DOCKER_LAYER, diff_id, range.size)
+            }
+            // Other tools (crane, jib) write compressed layers: hashed here; the
+            // diff_id is checked when the layer is applied.
+            (compression, Some(digest)) => Descriptor::new(
+                // Docker schema2 has no zstd type; the OCI one is what containerd uses.
+                compression
+                    .layer_media_type(false)
+                    .unwrap_or(media_types::OCI_LAYER_ZSTD),
+                digest,
+                range.size,
+            ),
+        };
+        extra.insert(descriptor.digest.clone(), ArchiveBlob::Entry(path.clone()));
+        layers.push(descriptor);
     }
     let manifest = to_canonical_vec(&json!({
         "schemaVersion": 2,
