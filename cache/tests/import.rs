@@ -517,6 +517,18 @@ async fn a_missing_tag_lists_the_tags_there_are() {
         }
         other => panic!("expected TagNotFound, got {other}"),
     }
+    // Without a tag: the only image, else the names to choose from.
+    let untagged = format!("oci:{}", base.layout().display());
+    let image = import(&w, &untagged).await.unwrap();
+    assert_eq!(image.digest, base.manifest_desc().digest);
+    base.tag(&base.manifest_desc(), "again");
+    match import(&w, &untagged).await.unwrap_err() {
+        ImportError::AmbiguousImage { image, available } => {
+            assert_eq!(image, untagged);
+            assert_eq!(available, ["base".to_string(), "again".to_string()]);
+        }
+        other => panic!("expected AmbiguousImage, got {other}"),
+    }
 }
 
 #[tokio::test]

@@ -115,7 +115,9 @@ pub async fn import_image(
 
 /// Reads `root`'s image: the manifest (for an index, the entry for `platform`, the
 /// host's by default), then the config, each verified against its descriptor, and
-/// checks that every layer is of a media type strata reads and has a diff_id.
+/// checks that every layer is of a media type strata reads and has a diff_id. A root
+/// that is a single manifest is taken as it is, unless `platform` is given and its
+/// config says another platform ([`ImportError::MissingPlatform`]).
 pub async fn read_image(
     root: &ImageRoot,
     platform: Option<&Platform>,

@@ -73,12 +73,8 @@ pub async fn pull_image(
                     source: Box::new(source),
                 });
             }
-            Err(e) => {
-                failure.get_or_insert(ImportError::Unsupported {
-                    image: reference.to_string(),
-                    reason: format!("a layer fetch stopped: {e}"),
-                });
-            }
+            // The tasks are never cancelled: a join error is a panic, passed on.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
     if let Some(e) = failure {
