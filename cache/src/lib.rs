@@ -22,6 +22,17 @@
 //!   snapshots (and cached blobs) again, a changed tree gets a new name.
 //!   [`prune_stale_registrations`] removes the registrations whose trees changed or
 //!   went away.
+//! - Blob-backed refs ([`ImmutableRef::from_blob`] on a [`BlobLayer`]): a base image's
+//!   layers, exported as their blobs and extracted by a [`Materializer`] only when a
+//!   tree is asked for.
+//! - Importing an existing image: an [`ImageReference`] (`oci:DIR[:TAG]`,
+//!   `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:NAME:TAG]`, `store:NAME`,
+//!   `containerd:NAME`, `docker://REF`) is opened into an [`ImageRoot`] (a root
+//!   descriptor and a [`BlobProvider`](strata_content::BlobProvider); [`open_image`],
+//!   or a registry client), read and verified for one platform ([`read_image`] →
+//!   [`BaseImage`]), and turned into a chain of blob-backed refs plus its config
+//!   ([`import_image`] → [`ImportedImage`]) or fetched into a store ([`pull_image`]).
+//!   Failures are [`ImportError`]s naming the image and the blob.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -67,6 +78,7 @@ mod directories;
 mod error;
 mod fingerprint;
 mod immutable_ref;
+mod import;
 
 pub use blob::{BlobInfo, BlobKey};
 pub use blob_layer::{chain_id, BlobLayer, Materializer};
@@ -78,3 +90,8 @@ pub use directories::{
 pub use error::{DirectoryError, RefError};
 pub use fingerprint::fingerprint;
 pub use immutable_ref::{ImmutableRef, LABEL_DESCRIPTION};
+pub use import::{
+    import_image, open_image, pull_image, read_image, BaseImage, ImageRecords, ImageReference,
+    ImageRoot, ImportError, ImportedImage, InvalidImageReference, OciLayoutProvider, PulledImage,
+    RegistryReference, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE,
+};

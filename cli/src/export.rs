@@ -28,10 +28,18 @@ use crate::store::{self, Store, StoreLocation};
 
 /// The arguments of `strata export`, already parsed by clap.
 pub struct ExportArgs {
+    /// `--base`: the image to build on.
+    pub base: Option<String>,
     /// `--layer` directories.
     pub layers: Vec<PathBuf>,
     /// `--description` texts.
     pub descriptions: Vec<String>,
+    /// `--copy SRC[:DEST]` layers.
+    pub copies: Vec<String>,
+    /// `--chown UID:GID` of the copy layers.
+    pub chown: Option<(u32, u32)>,
+    /// `--insecure-registry` hosts.
+    pub insecure_registries: Vec<String>,
     /// `--config`.
     pub config: Option<PathBuf>,
     /// `--platform`.
@@ -208,8 +216,10 @@ pub async fn run(
     let plan: Plan = match &args.spec {
         Some(file) => plan::from_spec(file)?,
         None => plan::from_flags(
+            args.base.as_deref(),
             &args.layers,
             &args.descriptions,
+            &args.copies,
             args.config.as_deref(),
             args.platform.as_deref(),
         )?,

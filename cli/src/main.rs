@@ -47,6 +47,10 @@ struct Cli {
     /// Log what happens (tracing, debug level) on stderr; RUST_LOG overrides.
     #[arg(long, global = true)]
     debug: bool,
+    /// A registry (HOST[:PORT]) reached over plain HTTP instead of HTTPS, for pulls and
+    /// pushes; repeat for several.
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
+    insecure_registries: Vec<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,6 +59,17 @@ struct Cli {
 enum Command {
     /// Export layer directories as an image (OCI layout, docker archive, or store).
     Export(Box<ExportCli>),
+    /// Put an image into the store (every blob, verified), so later exports built on
+    /// it (--base store:NAME, or the same REF) need no network.
+    Pull {
+        /// docker://HOST/REPO:TAG|@DIGEST (or bare), oci:DIR[:TAG], oci-archive:FILE[:TAG],
+        /// docker-archive:FILE, or with --containerd, containerd:NAME.
+        reference: String,
+        /// The platform to pull from a multi-platform image, os/arch[/variant]
+        /// (default: the host's).
+        #[arg(long, value_name = "PLATFORM")]
+        platform: Option<String>,
+    },
     /// List the image records in the store.
     Images,
     /// Remove unreferenced blobs and stale layer registrations from the store.
@@ -69,11 +84,25 @@ enum Command {
 }
 
 #[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("input").required(true).args(["layers", "spec", "snapshot"])))]
+#[command(group(clap::ArgGroup::new("input").required(true).multiple(true).args(["base", "layers", "copies", "spec", "snapshot"])))]
 struct ExportCli {
+    /// The image to build on: docker://HOST/REPO:TAG|@DIGEST (or a bare HOST/REPO:TAG),
+    /// oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, store:NAME, or with
+    /// --containerd, containerd:NAME. Its layers are reused byte for byte; its config is
+    /// the starting config.
+    #[arg(long, value_name = "REF", conflicts_with_all = ["spec", "snapshot"])]
+    base: Option<String>,
     /// A directory holding the full filesystem state of one layer; repeat, base first.
     #[arg(long = "layer", value_name = "DIR")]
     layers: Vec<PathBuf>,
+    /// A layer holding SRC's tree under DEST (default /), like a Dockerfile COPY: no
+    /// diff, no whiteouts, owned 0:0 unless --chown; stacked on the --layer chain in
+    /// the order given.
+    #[arg(long = "copy", value_name = "SRC[:DEST]", conflicts_with_all = ["spec", "snapshot"])]
+    copies: Vec<String>,
+    /// The owner of every --copy layer's files, numeric UID:GID.
+    #[arg(long, value_name = "UID:GID")]
+    chown: Option<String>,
     /// History `created_by` of a layer; repeat, one per --layer.
     #[arg(long = "description", value_name = "TEXT")]
     descriptions: Vec<String>,
@@ -170,8 +199,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             };
             export::run(
                 export::ExportArgs {
+                    base: a.base,
                     layers: a.layers,
                     descriptions: a.descriptions,
+                    copies: a.copies,
+                    chown: a.chown.as_deref().map(plan::parse_chown).transpose()?,
+                    insecure_registries: cli.insecure_registries,
                     config: a.config,
                     platform: a.platform,
                     spec: a.spec,

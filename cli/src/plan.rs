@@ -17,12 +17,19 @@
 //!       "platform": "linux/arm64",
 //!       "layers": ["rootfs-arm64/base"],
 //!       "config": {"config": {"Cmd": ["/bin/sh"]}}
+//!     },
+//!     {
+//!       "platform": "linux/riscv64",
+//!       "base": "docker://registry.example/debian:12",
+//!       "copy": ["app/bin:/usr/local/bin"]
 //!     }
 //!   ]
 //! }
 //! ```
 //!
-//! `config` is a path or an inline object; `descriptions` is optional (one per layer).
+//! `config` is a path or an inline object (put over the base's config when there is a
+//! base); `descriptions` is optional (one per layer); `base` is an image reference as
+//! `--base` takes it; `copy` lists `SRC[:DEST]` as `--copy` does.
 
 use std::path::{Path, PathBuf};
 
@@ -43,13 +50,28 @@ pub struct LayerPlan {
     pub description: String,
 }
 
+/// One `--copy SRC[:DEST]`: a layer holding SRC's tree under DEST.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyPlan {
+    /// The source as the user named it.
+    pub shown: String,
+    /// The source path (checked to exist).
+    pub src: PathBuf,
+    /// Where it goes in the image (absolute; `/` by default).
+    pub dest: String,
+}
+
 /// One image of the export.
 #[derive(Clone, Debug)]
 pub struct PlatformPlan {
     /// Its platform (`None`: the config's or the host's).
     pub platform: Option<Platform>,
+    /// The base image reference (`--base`), if any.
+    pub base: Option<String>,
     /// Its layers, base first.
     pub layers: Vec<LayerPlan>,
+    /// Its `--copy` layers, stacked on the layers in this order.
+    pub copies: Vec<CopyPlan>,
     /// The image config to patch, validated.
     pub config: Option<Vec<u8>>,
 }
@@ -80,6 +102,47 @@ struct SpecPlatform {
     descriptions: Vec<String>,
     #[serde(default)]
     config: Option<Value>,
+    #[serde(default)]
+    base: Option<String>,
+    #[serde(default)]
+    copy: Vec<String>,
+}
+
+/// Parses `--copy SRC[:DEST]` (relative SRCs against `dir`); SRC must exist.
+pub fn parse_copy(text: &str, dir: &Path, whose: &str) -> Result<CopyPlan, CliError> {
+    let (src, dest) = match text.rsplit_once(':') {
+        Some((src, dest)) if dest.starts_with('/') => (src, dest.to_string()),
+        _ => (text, "/".to_string()),
+    };
+    if src.is_empty() {
+        return Err(CliError::usage(format!(
+            "{whose}--copy {text:?}: expected SRC[:DEST]"
+        )));
+    }
+    let path = dir.join(src);
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Err(CliError::failed(format!(
+            "{whose}--copy source {} does not exist",
+            path.display()
+        )));
+    }
+    Ok(CopyPlan {
+        shown: src.to_string(),
+        src: path,
+        dest,
+    })
+}
+
+/// Parses `--chown UID:GID` (numeric, as the layer records owners).
+pub fn parse_chown(text: &str) -> Result<(u32, u32), CliError> {
+    let parsed = text
+        .split_once(':')
+        .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)));
+    parsed.ok_or_else(|| {
+        CliError::usage(format!(
+            "invalid --chown {text:?}: expected numeric UID:GID, e.g. 1000:1000"
+        ))
+    })
 }
 
 /// Parses `os/arch[/variant]`.
@@ -140,8 +203,15 @@ fn layers(
     Ok(out)
 }
 
-/// Validates an image config (`what` names it in errors) and sets its platform.
-fn config(bytes: Vec<u8>, platform: Option<&Platform>, what: &str) -> Result<Vec<u8>, CliError> {
+/// Validates an image config (`what` names it in errors) and sets its platform: the
+/// one given, else (without a base image, whose config has one) the host's when the
+/// config has none.
+fn config(
+    bytes: Vec<u8>,
+    platform: Option<&Platform>,
+    on_base: bool,
+    what: &str,
+) -> Result<Vec<u8>, CliError> {
     // The exporter's own check, so a config it would refuse is refused here, before
     // the store is touched.
     let mut map = strata_exporter::parse_config(&bytes, what)
@@ -150,7 +220,7 @@ fn config(bytes: Vec<u8>, platform: Option<&Platform>, what: &str) -> Result<Vec
         Some(p) => set_platform(&mut map, p),
         // A config without a platform describes the host's image (as in BuildKit,
         // where the frontend always fills these in).
-        None if !map.contains_key("os") || !map.contains_key("architecture") => {
+        None if !on_base && (!map.contains_key("os") || !map.contains_key("architecture")) => {
             set_platform(&mut map, &Platform::host())
         }
         None => return Ok(bytes),
@@ -185,11 +255,13 @@ fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
     })
 }
 
-/// The plan of a command-line export (`--layer`, `--description`, `--config`,
-/// `--platform`).
+/// The plan of a command-line export (`--base`, `--layer`, `--description`,
+/// `--copy`, `--config`, `--platform`).
 pub fn from_flags(
+    base: Option<&str>,
     layer_dirs: &[PathBuf],
     descriptions: &[String],
+    copies: &[String],
     config_file: Option<&Path>,
     platform: Option<&str>,
 ) -> Result<Plan, CliError> {
@@ -205,6 +277,7 @@ pub fn from_flags(
             Some(config(
                 bytes,
                 platform.as_ref(),
+                base.is_some(),
                 &path.display().to_string(),
             )?)
         }
@@ -214,10 +287,16 @@ pub fn from_flags(
             serde_json::to_vec(&Value::Object(map)).unwrap_or_default()
         }),
     };
+    let copies = copies
+        .iter()
+        .map(|c| parse_copy(c, Path::new("."), ""))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Plan {
         platforms: vec![PlatformPlan {
             platform,
+            base: base.map(str::to_string),
             layers,
+            copies,
             config,
         }],
         multi: false,
@@ -235,7 +314,7 @@ pub fn from_spec(path: &Path) -> Result<Plan, CliError> {
             path.display()
         )));
     }
-    let base = path
+    let spec_dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
@@ -260,7 +339,7 @@ pub fn from_spec(path: &Path) -> Result<Plan, CliError> {
             .layers
             .iter()
             .map(|d| {
-                let full = base.join(d);
+                let full = spec_dir.join(d);
                 (full.display().to_string(), full)
             })
             .collect();
@@ -272,15 +351,21 @@ pub fn from_spec(path: &Path) -> Result<Plan, CliError> {
                 Some(serde_json::to_vec(&Value::Object(map)).unwrap_or_default())
             }
             Some(Value::String(file)) => {
-                let file = base.join(file);
+                let file = spec_dir.join(file);
                 let bytes = read_file(&file, &format!("{whose}config file"))?;
-                Some(config(bytes, Some(&platform), &file.display().to_string())?)
+                Some(config(
+                    bytes,
+                    Some(&platform),
+                    entry.base.is_some(),
+                    &file.display().to_string(),
+                )?)
             }
             Some(obj @ Value::Object(_)) => {
                 let bytes = serde_json::to_vec(&obj).unwrap_or_default();
                 Some(config(
                     bytes,
                     Some(&platform),
+                    entry.base.is_some(),
                     &format!("{}: platforms[{i}].config", path.display()),
                 )?)
             }
@@ -290,9 +375,16 @@ pub fn from_spec(path: &Path) -> Result<Plan, CliError> {
                 )))
             }
         };
+        let copies = entry
+            .copy
+            .iter()
+            .map(|c| parse_copy(c, spec_dir, &whose))
+            .collect::<Result<Vec<_>, _>>()?;
         platforms.push(PlatformPlan {
             platform: Some(platform),
+            base: entry.base,
             layers,
+            copies,
             config,
         });
     }

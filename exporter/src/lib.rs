@@ -96,5 +96,5 @@ pub use output::registry::RegistryExporter;
 pub use progress::{Progress, ProgressEvent, ProgressTask};
 pub use push::{BlobOutcome, PushError, PushOptions, PushReport, Pusher};
 pub use source::buildkit::{config_key_for, PlatformEntry, Platforms, CONFIG_KEY, PLATFORMS_KEY};
-pub use source::{BaseImage, PlatformSource, Source};
+pub use source::{BaseImageRef, PlatformSource, Source};
 pub use writer::{CommittedImage, ImageWriter, PlatformImage};

@@ -25,12 +25,12 @@ pub struct PlatformSource {
     pub config: Option<Vec<u8>>,
     /// The base image the chain starts from, if any: the manifest gets the
     /// `org.opencontainers.image.base.name` and `.base.digest` annotations.
-    pub base: Option<BaseImage>,
+    pub base: Option<BaseImageRef>,
 }
 
 /// The base image an image is built on, as its manifest annotations name it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BaseImage {
+pub struct BaseImageRef {
     /// The base's reference (`registry.example/library/debian:12`).
     pub name: String,
     /// The digest of the base's manifest.

@@ -13,7 +13,7 @@ use strata_cache::{BlobLayer, ImmutableRef, Materializer};
 use strata_content::{read_blob, ContentStore, StoreProvider};
 use strata_differ::WalkingDiffer;
 use strata_exporter::{
-    BaseImage, Exporter, ImageExporter, OciExporter, PlatformSource, Progress, Source,
+    BaseImageRef, Exporter, ImageExporter, OciExporter, PlatformSource, Progress, Source,
     RESPONSE_IMAGE_DIGEST,
 };
 use strata_oci::{Descriptor, Digest};
@@ -101,7 +101,7 @@ fn source(top: ImmutableRef, base: &Base) -> Source {
             platform: None,
             top: Some(top),
             config: Some(base.config.clone()),
-            base: Some(BaseImage {
+            base: Some(BaseImageRef {
                 name: "example/base:1".into(),
                 digest: base.manifest.digest.clone(),
             }),

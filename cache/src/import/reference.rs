@@ -1,0 +1,325 @@
+//! [`ImageReference`]: where a base image is, as the CLI writes it
+//! (`docker://HOST/REPO:TAG`, `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`,
+//! `docker-archive:FILE[:NAME:TAG]`, `containerd:NAME`, `store:NAME`, or a bare registry
+//! reference), parsed the way skopeo's transports parse them.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use strata_oci::Digest;
+
+/// Docker Hub's registry host, as references name it.
+const DOCKER_HUB: &str = "docker.io";
+
+/// Text that is not an image reference; names the text and says why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid image reference {text:?}: {reason}")]
+pub struct InvalidImageReference {
+    /// The text as given.
+    pub text: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// An image in a registry: `HOST/REPOSITORY[:TAG][@DIGEST]`, normalized as docker
+/// does (`alpine` is `docker.io/library/alpine:latest`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RegistryReference {
+    /// The registry host (`host[:port]`; `docker.io` for Docker Hub).
+    pub registry: String,
+    /// The repository in that registry (`library/debian`).
+    pub repository: String,
+    /// The tag; `latest` when neither a tag nor a digest is given.
+    pub tag: Option<String>,
+    /// The manifest (or index) digest, when pinned.
+    pub digest: Option<Digest>,
+}
+
+impl RegistryReference {
+    /// Parses `[HOST/]REPOSITORY[:TAG][@DIGEST]`.
+    pub fn parse(text: &str) -> Result<RegistryReference, InvalidImageReference> {
+        let bad = |reason: &str| InvalidImageReference {
+            text: text.to_string(),
+            reason: reason.to_string(),
+        };
+        let (name, digest) = match text.split_once('@') {
+            Some((name, digest)) => (
+                name,
+                Some(Digest::parse(digest).map_err(|e| bad(&e.to_string()))?),
+            ),
+            None => (text, None),
+        };
+        let (name, tag) = match name.rfind(':') {
+            Some(i) if !name[i + 1..].contains('/') => (&name[..i], Some(&name[i + 1..])),
+            _ => (name, None),
+        };
+        if let Some(tag) = tag {
+            let valid = !tag.is_empty()
+                && tag.len() <= 128
+                && tag
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+                && !tag.starts_with(['.', '-']);
+            if !valid {
+                return Err(bad(&format!("{tag:?} is not a valid tag")));
+            }
+        }
+        let (registry, repository) = match name.split_once('/') {
+            Some((first, rest))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
+                (first.to_string(), rest.to_string())
+            }
+            _ => (DOCKER_HUB.to_string(), name.to_string()),
+        };
+        let repository = if registry == DOCKER_HUB && !repository.contains('/') {
+            format!("library/{repository}")
+        } else {
+            repository
+        };
+        let valid_repository = !repository.is_empty()
+            && repository.split('/').all(|part| {
+                !part.is_empty()
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+            });
+        if !valid_repository {
+            return Err(bad(&format!(
+                "{repository:?} is not a repository name (lowercase letters, digits, '.', '_', '-', '/')"
+            )));
+        }
+        let tag = match (tag, &digest) {
+            (Some(tag), _) => Some(tag.to_string()),
+            (None, Some(_)) => None,
+            (None, None) => Some("latest".to_string()),
+        };
+        Ok(RegistryReference {
+            registry,
+            repository,
+            tag,
+            digest,
+        })
+    }
+}
+
+impl fmt::Display for RegistryReference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(tag) = &self.tag {
+            write!(f, ":{tag}")?;
+        }
+        if let Some(digest) = &self.digest {
+            write!(f, "@{digest}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where an image to build on (or pull) is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageReference {
+    /// An image in a registry (`docker://REF` or a bare reference).
+    Registry(RegistryReference),
+    /// An OCI image layout directory, and the `org.opencontainers.image.ref.name` of
+    /// the image in its `index.json` (none: its only image).
+    OciLayout {
+        /// The layout directory.
+        dir: PathBuf,
+        /// The ref name in `index.json`.
+        tag: Option<String>,
+    },
+    /// A tar of an OCI image layout, and the ref name of the image in it.
+    OciArchive {
+        /// The tar file.
+        file: PathBuf,
+        /// The ref name in its `index.json`.
+        tag: Option<String>,
+    },
+    /// What `docker save` writes, and the `NAME:TAG` of the image in it (none: its
+    /// only image).
+    DockerArchive {
+        /// The tar file.
+        file: PathBuf,
+        /// The image's name in the archive's `manifest.json` `RepoTags`.
+        name: Option<String>,
+    },
+    /// An image record of containerd, by name.
+    Containerd(String),
+    /// An image record of strata's own store, by name.
+    Store(String),
+}
+
+impl ImageReference {
+    /// Parses the CLI's syntax: `docker://REF`, `oci:DIR[:TAG]`,
+    /// `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:NAME:TAG]`, `containerd:NAME`,
+    /// `store:NAME`, else a bare registry reference. As in skopeo, a path ends at its
+    /// first `:`.
+    pub fn parse(text: &str) -> Result<ImageReference, InvalidImageReference> {
+        let bad = |reason: &str| InvalidImageReference {
+            text: text.to_string(),
+            reason: reason.to_string(),
+        };
+        let path_and_name =
+            |rest: &str| -> Result<(PathBuf, Option<String>), InvalidImageReference> {
+                let (path, name) = match rest.split_once(':') {
+                    Some((path, name)) => (path, Some(name)),
+                    None => (rest, None),
+                };
+                if path.is_empty() {
+                    return Err(bad("no path"));
+                }
+                if name == Some("") {
+                    return Err(bad("an empty name after the path"));
+                }
+                Ok((PathBuf::from(path), name.map(str::to_string)))
+            };
+        let named = |rest: &str| -> Result<String, InvalidImageReference> {
+            if rest.is_empty() {
+                Err(bad("no image name"))
+            } else {
+                Ok(rest.to_string())
+            }
+        };
+        if let Some(rest) = text.strip_prefix("docker://") {
+            return Ok(ImageReference::Registry(RegistryReference::parse(rest)?));
+        }
+        let Some((transport, rest)) = text.split_once(':') else {
+            return Ok(ImageReference::Registry(RegistryReference::parse(text)?));
+        };
+        Ok(match transport {
+            "oci" => {
+                let (dir, tag) = path_and_name(rest)?;
+                ImageReference::OciLayout { dir, tag }
+            }
+            "oci-archive" => {
+                let (file, tag) = path_and_name(rest)?;
+                ImageReference::OciArchive { file, tag }
+            }
+            "docker-archive" => {
+                let (file, name) = path_and_name(rest)?;
+                ImageReference::DockerArchive { file, name }
+            }
+            "containerd" => ImageReference::Containerd(named(rest)?),
+            "store" => ImageReference::Store(named(rest)?),
+            "docker" => return Err(bad("a registry reference is written docker://HOST/REPO")),
+            _ => ImageReference::Registry(RegistryReference::parse(text)?),
+        })
+    }
+
+    /// The name the image is known by, for `org.opencontainers.image.base.name`:
+    /// the registry reference, the record's name, or the reference as written.
+    pub fn base_name(&self) -> String {
+        match self {
+            ImageReference::Registry(r) => r.to_string(),
+            ImageReference::Containerd(name) | ImageReference::Store(name) => name.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl std::str::FromStr for ImageReference {
+    type Err = InvalidImageReference;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ImageReference::parse(s)
+    }
+}
+
+impl fmt::Display for ImageReference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let with =
+            |f: &mut fmt::Formatter<'_>, kind: &str, path: &PathBuf, name: &Option<String>| {
+                write!(f, "{kind}:{}", path.display())?;
+                match name {
+                    Some(name) => write!(f, ":{name}"),
+                    None => Ok(()),
+                }
+            };
+        match self {
+            ImageReference::Registry(r) => write!(f, "docker://{r}"),
+            ImageReference::OciLayout { dir, tag } => with(f, "oci", dir, tag),
+            ImageReference::OciArchive { file, tag } => with(f, "oci-archive", file, tag),
+            ImageReference::DockerArchive { file, name } => with(f, "docker-archive", file, name),
+            ImageReference::Containerd(name) => write!(f, "containerd:{name}"),
+            ImageReference::Store(name) => write!(f, "store:{name}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(text: &str) -> RegistryReference {
+        match ImageReference::parse(text).unwrap() {
+            ImageReference::Registry(r) => r,
+            other => panic!("{text} parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn registry_references_are_normalized_as_docker_does() {
+        let r = registry("alpine");
+        assert_eq!(r.to_string(), "docker.io/library/alpine:latest");
+        let r = registry("docker://localhost:5000/base/debian:12");
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
+            ("localhost:5000", "base/debian", Some("12"))
+        );
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let r = registry(&format!("quay.io/org/app@{digest}"));
+        assert_eq!(r.tag, None);
+        assert_eq!(r.digest.map(|d| d.to_string()), Some(digest));
+        assert_eq!(registry("localhost:5000/x").tag.as_deref(), Some("latest"));
+    }
+
+    #[test]
+    fn transports_split_at_the_first_colon() {
+        assert_eq!(
+            ImageReference::parse("oci:/tmp/layout:v1").unwrap(),
+            ImageReference::OciLayout {
+                dir: "/tmp/layout".into(),
+                tag: Some("v1".into())
+            }
+        );
+        assert_eq!(
+            ImageReference::parse("oci-archive:img.tar").unwrap(),
+            ImageReference::OciArchive {
+                file: "img.tar".into(),
+                tag: None
+            }
+        );
+        assert_eq!(
+            ImageReference::parse("docker-archive:d.tar:example.com/a:1").unwrap(),
+            ImageReference::DockerArchive {
+                file: "d.tar".into(),
+                name: Some("example.com/a:1".into())
+            }
+        );
+        assert_eq!(
+            ImageReference::parse("containerd:docker.io/library/busybox:1").unwrap(),
+            ImageReference::Containerd("docker.io/library/busybox:1".into())
+        );
+        let r = ImageReference::parse("store:base:1").unwrap();
+        assert_eq!(r, ImageReference::Store("base:1".into()));
+        assert_eq!(r.to_string(), "store:base:1");
+    }
+
+    #[test]
+    fn bad_references_name_the_text() {
+        for text in [
+            "oci:",
+            "oci:dir:",
+            "store:",
+            "Upper/Case",
+            "docker:x",
+            "a@sha256:zz",
+            "a:b c",
+        ] {
+            let err = ImageReference::parse(text).unwrap_err();
+            assert_eq!(err.text, text);
+            assert!(err.to_string().contains(text), "{err}");
+        }
+    }
+}
