@@ -42,8 +42,9 @@ pub struct LayerDir {
 /// first lets a caller check every tree before it touches a store.
 #[derive(Clone, Debug)]
 pub struct DirectoryChain {
-    /// Each layer (its directory canonical) with its snapshot name, base first.
-    layers: Vec<(LayerDir, String)>,
+    /// Each layer (its directory canonical) with its fingerprint and snapshot name,
+    /// base first.
+    layers: Vec<(LayerDir, String, String)>,
     /// The id of the base ref the bottom layer is diffed against, if any.
     base: Option<String>,
 }
@@ -53,18 +54,6 @@ impl DirectoryChain {
     /// threads, and derives their snapshot names. Errors name the first directory (in
     /// chain order) that could not be read.
     pub async fn read(layers: &[LayerDir]) -> Result<DirectoryChain, DirectoryError> {
-        Self::read_onto(layers, None).await
-    }
-
-    /// [`DirectoryChain::read`] for layers on top of a base image: `base` is the id of
-    /// the base's top ref (its chainID), which the bottom layer is diffed against. It
-    /// is part of the bottom layer's snapshot name (the same tree on another base is
-    /// another layer, with other cached blobs). Load the top with
-    /// [`ImmutableRef::load_onto`](crate::ImmutableRef::load_onto).
-    pub async fn read_onto(
-        layers: &[LayerDir],
-        base: Option<&str>,
-    ) -> Result<DirectoryChain, DirectoryError> {
         let tasks: Vec<_> = layers
             .iter()
             .map(|layer| {
@@ -80,30 +69,53 @@ impl DirectoryChain {
                 })
             })
             .collect();
-        let mut named: Vec<(LayerDir, String)> = Vec::with_capacity(layers.len());
+        let mut read = Vec::with_capacity(layers.len());
         for (layer, task) in layers.iter().zip(tasks) {
             let (dir, fp) = task.await.map_err(|e| DirectoryError::Read {
                 dir: layer.dir.clone(),
                 path: layer.dir.clone(),
                 source: std::io::Error::other(e),
             })??;
-            let parent = named.last().map(|(_, name)| name.as_str()).or(base);
-            let name = snapshot_name(parent, &dir, &fp);
             let layer = LayerDir {
                 dir,
                 description: layer.description.clone(),
             };
-            named.push((layer, name));
+            read.push((layer, fp));
         }
-        Ok(DirectoryChain {
-            layers: named,
-            base: base.map(str::to_string),
-        })
+        Ok(DirectoryChain::named(read, None))
+    }
+
+    /// The same trees on top of a base image: `base` is the id of the base's top ref
+    /// (its chainID), which the bottom layer is diffed against. It is part of the
+    /// bottom layer's snapshot name (the same tree on another base is another layer,
+    /// with other cached blobs). Load the top with
+    /// [`ImmutableRef::load_onto`](crate::ImmutableRef::load_onto).
+    pub fn onto(self, base: &str) -> DirectoryChain {
+        let read = self
+            .layers
+            .into_iter()
+            .map(|(layer, fp, _)| (layer, fp))
+            .collect();
+        DirectoryChain::named(read, Some(base.to_string()))
+    }
+
+    /// Names the fingerprinted trees `read` as a chain on `base`.
+    fn named(read: Vec<(LayerDir, String)>, base: Option<String>) -> DirectoryChain {
+        let mut layers: Vec<(LayerDir, String, String)> = Vec::with_capacity(read.len());
+        for (layer, fp) in read {
+            let parent = layers
+                .last()
+                .map(|(_, _, name)| name.as_str())
+                .or(base.as_deref());
+            let name = snapshot_name(parent, &layer.dir, &fp);
+            layers.push((layer, fp, name));
+        }
+        DirectoryChain { layers, base }
     }
 
     /// The snapshot names of the chain's layers, base first.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.layers.iter().map(|(_, name)| name.as_str())
+        self.layers.iter().map(|(_, _, name)| name.as_str())
     }
 
     /// Registers the chain in `snapshotter`, or finds it registered already (then only
@@ -114,7 +126,7 @@ impl DirectoryChain {
         snapshotter: &DirectorySnapshotter,
     ) -> Result<Vec<String>, DirectoryError> {
         let mut names: Vec<String> = Vec::with_capacity(self.layers.len());
-        for (layer, name) in &self.layers {
+        for (layer, _, name) in &self.layers {
             let parent = names.last().map(String::as_str);
             let base = if parent.is_none() {
                 self.base.as_deref()

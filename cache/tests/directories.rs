@@ -109,14 +109,16 @@ async fn layers_on_a_base_are_other_layers_and_stay_fresh() {
         .await
         .expect("register");
     let base = "sha256:0000000000000000000000000000000000000000000000000000000000000001";
-    let onto = DirectoryChain::read_onto(&layers, Some(base))
+    let onto = DirectoryChain::read(&layers)
         .await
-        .expect("read onto");
+        .expect("read")
+        .onto(base);
     let on_base = onto.register(&snapshots).await.expect("register onto");
     assert_ne!(plain, on_base, "the same trees on a base are other layers");
-    let other = DirectoryChain::read_onto(&layers, Some(&base.replace('1', "2")))
+    let other = DirectoryChain::read(&layers)
         .await
-        .expect("read onto another base");
+        .expect("read")
+        .onto(&base.replace('1', "2"));
     assert_ne!(other.names().collect::<Vec<_>>(), on_base);
     // The bottom registration on the base has no parent snapshot but stays fresh.
     assert_eq!(
