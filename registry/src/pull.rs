@@ -55,9 +55,11 @@ fn manifest_media_type(bytes: &[u8]) -> Result<String, String> {
 }
 
 impl RegistryClient {
-    /// Fetches the manifest or index `reference` names. The bytes are at most
-    /// [`MAX_MANIFEST_SIZE`]; the descriptor's digest is their sha256 (checked against
-    /// a digest reference) and its media type their `mediaType`.
+    /// Fetches the manifest or index `reference` names. More than
+    /// [`MAX_MANIFEST_SIZE`] bytes is `TooLarge` (oci-client reads the body whole
+    /// before the check can be made); the descriptor's digest is the sha256 of the
+    /// bytes (checked against a digest reference) and its media type their
+    /// `mediaType`, else their shape (oci-client does not expose the Content-Type).
     pub async fn fetch_manifest(
         &self,
         reference: &ManifestRef,

@@ -98,10 +98,9 @@ async fn pulls_manifests_configs_and_layers_by_tag_and_digest() {
     assert_eq!(by_tag.digest, digest);
     assert_eq!(by_tag.size, bytes.len() as u64);
     assert_eq!(by_tag.media_type, strata_oci::media_types::OCI_MANIFEST);
-    let (by_digest, same) = client
-        .fetch_manifest(&ManifestRef::Digest(digest.clone()))
-        .await
-        .unwrap();
+    let pinned = ImageReference::parse(&format!("docker://{}/base@{digest}", reg.host())).unwrap();
+    assert_eq!(pinned.manifest_ref(), ManifestRef::Digest(digest.clone()));
+    let (by_digest, same) = client.fetch_manifest(&pinned.manifest_ref()).await.unwrap();
     assert_eq!((by_digest, &same), (by_tag, &bytes));
 
     let (config, layer) = config_and_layer(&bytes);
@@ -303,4 +302,25 @@ async fn a_layer_only_a_provider_has_is_mounted_or_streamed() {
         .unwrap();
     // The store never held the layer.
     assert!(store.info(&layer.digest).await.unwrap_err().is_not_found());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_registry_is_unavailable_naming_it() {
+    // A port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let host = format!("127.0.0.1:{port}");
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = options(std::slice::from_ref(&host), &tmp.path().join("none.json"));
+    let image = ImageReference::parse(&format!("docker://{host}/base:1")).unwrap();
+    match RegistryClient::connect(&image, &opts, Access::Pull).await {
+        Err(e @ RegistryError::Unavailable { .. }) => {
+            assert!(e.to_string().contains(&host), "{e}")
+        }
+        Err(other) => panic!("expected Unavailable, got {other:?}"),
+        Ok(_) => panic!("connected to a closed port"),
+    }
 }
