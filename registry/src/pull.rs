@@ -117,18 +117,16 @@ impl RegistryClient {
             size: desc.size as i64,
             ..Default::default()
         };
-        // The client needs the credentials stored before a blob request.
-        self.client
-            .store_auth_if_needed(self.base.resolve_registry(), &self.auth)
-            .await;
         let sized = self
             .retrying("fetching", &subject, || {
                 self.client.pull_blob_stream(&self.base, &layer)
             })
             .await?;
-        Ok(Box::new(StreamReader::new(sized.stream.map_err(|e| {
-            std::io::Error::new(e.kind(), format!("{e}"))
-        }))))
+        // A failure mid-stream names the blob and where it came from.
+        let from = format!("{subject} from {}/{}", self.registry, self.repository);
+        Ok(Box::new(StreamReader::new(sized.stream.map_err(
+            move |e| std::io::Error::new(e.kind(), format!("{from}: {e}")),
+        ))))
     }
 
     /// Reads the blob `desc` whole (a config): at most `limit` bytes, verified
