@@ -47,9 +47,12 @@ pub(crate) fn get(
         .spawn()
         .map_err(|e| fail(format!("cannot run {program}: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(server_url.as_bytes())
-            .map_err(|e| fail(format!("writing the server URL to {program}: {e}")))?;
+        match stdin.write_all(server_url.as_bytes()) {
+            // A helper that exits without reading: its status and output tell why.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(e) => return Err(fail(format!("writing the server URL to {program}: {e}"))),
+            Ok(()) => {}
+        }
     }
     let out = child
         .wait_with_output()
