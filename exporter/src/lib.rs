@@ -94,7 +94,7 @@ pub use output::layout::WriterFactory;
 pub use output::oci::OciExporter;
 pub use output::registry::RegistryExporter;
 pub use progress::{Progress, ProgressEvent, ProgressTask};
-pub use push::{BlobOutcome, PushError, PushOptions, PushReport, Pusher};
+pub use push::{BlobOutcome, BlobProviders, PushError, PushOptions, PushReport, Pusher};
 pub use source::buildkit::{config_key_for, PlatformEntry, Platforms, CONFIG_KEY, PLATFORMS_KEY};
 pub use source::{BaseImageRef, PlatformSource, Source};
 pub use writer::{CommittedImage, ImageWriter, PlatformImage};

@@ -30,6 +30,7 @@ use strata_exporter::{
     RegistryExporter, Source, RESPONSE_IMAGE_DIGEST,
 };
 use strata_oci::{media_types, Platform};
+use strata_registry::{RegistryError, RegistryOptions};
 use strata_snapshotter::{DirectorySnapshotter, Labels, Snapshotter};
 use strata_tests::servers::Registry;
 use strata_tests::tree::{assert_same_tree, Compare};
@@ -74,9 +75,12 @@ impl Fixture {
     /// exist: anonymous), retrying quickly.
     fn push_options(&self, docker_config: PathBuf) -> PushOptions {
         PushOptions {
-            docker_config: Some(docker_config),
-            retries: 2,
-            retry_delay: Duration::from_millis(50),
+            registry: RegistryOptions {
+                docker_config: Some(docker_config),
+                retries: 2,
+                retry_delay: Duration::from_millis(50),
+                ..RegistryOptions::default()
+            },
             ..PushOptions::default()
         }
     }
@@ -428,10 +432,11 @@ async fn unreachable_registry_is_one_clear_error() {
         .await
         .unwrap();
     let (res, events) = export(inst.as_ref(), Source::single(Some(top), None)).await;
-    match res {
-        Err(Error::Push(PushError::Unreachable { ref registry, .. })) => {
-            assert_eq!(registry, &host)
-        }
+    match &res {
+        Err(Error::Push(PushError::Registry(e))) => match e.as_ref() {
+            RegistryError::Unavailable { registry, .. } => assert_eq!(registry, &host),
+            other => panic!("expected an unreachable registry error, got {other:?}"),
+        },
         other => panic!("expected an unreachable registry error, got {other:?}"),
     }
     let msg = res.unwrap_err().to_string();
@@ -477,17 +482,21 @@ async fn push_needs_credentials_from_the_docker_config() {
     write_config(&wrong, "alice:nope");
     for config in [fx.path("none.json"), wrong] {
         let (res, events) = push(config.clone()).await;
-        match &res {
-            Err(Error::Push(PushError::Unauthorized {
+        let refused = match &res {
+            Err(Error::Push(PushError::Registry(e))) => Some(e.as_ref()),
+            _ => None,
+        };
+        match refused {
+            Some(RegistryError::Unauthorized {
                 registry,
                 repository,
                 ..
-            })) => {
+            }) => {
                 assert_eq!(registry, &reg.host());
                 assert_eq!(repository, "strata/private");
             }
-            other => panic!(
-                "expected unauthorized with {}, got {other:?}",
+            _ => panic!(
+                "expected unauthorized with {}, got {res:?}",
                 config.display()
             ),
         }

@@ -7,61 +7,48 @@
 //!
 //! - every blob is first checked with a `HEAD` request and skipped when the repository
 //!   already has it;
-//! - when the store's `containerd.io/distribution.source.<registry>` label names
-//!   another repository of the same registry that holds the blob, it is mounted from
-//!   there instead of uploaded (after a successful push the label gains the target
-//!   repository, as containerd and BuildKit do);
-//! - uploads stream from the store in 1 MiB reads into one streamed `PUT` (no blob is
-//!   ever held in memory whole), at most [`PushOptions::jobs`] at a time;
+//! - when the store's `containerd.io/distribution.source.<registry>` label, or the
+//!   blob's provider ([`Pusher::with_providers`]), names another repository of the same
+//!   registry that holds the blob, it is mounted from there instead of uploaded (after
+//!   a successful push the store's label gains the target repository, as containerd
+//!   and BuildKit do);
+//! - uploads stream from the store — or, for a blob the store does not hold (a base
+//!   image's layer pulled lazily), from its provider, without writing it to the store —
+//!   in 1 MiB reads into one streamed `PUT` (no blob is ever held in memory whole), at
+//!   most [`PushOptions::jobs`] at a time;
 //! - a request that fails transiently (no connection, 5xx, 429) is retried with
-//!   exponential backoff;
-//! - credentials come from the docker config file's `auths` ([`auth`]), else the push
-//!   is anonymous.
+//!   exponential backoff.
 //!
-//! The HTTP work is done by the `oci-client` crate.
+//! Credentials, plain-HTTP hosts, retries and error classification are
+//! `strata-registry`'s ([`RegistryOptions`]).
 
-pub mod auth;
+mod blobs;
 mod error;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
-use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference, RegistryOperation};
-use strata_content::{ContentStore, ReaderAt};
-use strata_oci::{media_types, walk_image, BlobRole, Descriptor, Digest, ImageGraph, WalkError};
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use strata_content::{BlobProvider, ContentStore};
+use strata_oci::{media_types, walk_image, Descriptor, Digest, ImageGraph, WalkError};
+use strata_registry::{Access, ImageReference, ManifestRef, RegistryClient, RegistryOptions};
 
 pub use error::PushError;
-use error::{classify, is_transient};
 
-use crate::progress::{Progress, ProgressTask};
-
-/// How much of a blob is read from the store per upload chunk.
-const READ_CHUNK: u64 = 1 << 20;
-/// The largest manifest or index read into memory (registries refuse larger ones).
-const MAX_MANIFEST: u64 = 4 << 20;
+use crate::progress::Progress;
 
 /// How to push.
 #[derive(Clone, Debug)]
 pub struct PushOptions {
-    /// Plain HTTP instead of HTTPS (`registry.insecure=true`).
+    /// Plain HTTP instead of HTTPS to the push target's registry
+    /// (`registry.insecure=true`): its host is added to
+    /// [`RegistryOptions::insecure_hosts`].
     pub insecure: bool,
     /// How many blobs are checked or uploaded at the same time (at least 1).
     pub jobs: usize,
-    /// How many times a transiently failed request is tried again.
-    pub retries: usize,
-    /// The first retry's delay; each next one doubles it (with jitter).
-    pub retry_delay: Duration,
-    /// The docker config file to read credentials from; `None` is docker's own
-    /// (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`).
-    pub docker_config: Option<PathBuf>,
+    /// Credentials, plain-HTTP hosts and retries.
+    pub registry: RegistryOptions,
 }
 
 impl Default for PushOptions {
@@ -69,9 +56,7 @@ impl Default for PushOptions {
         PushOptions {
             insecure: false,
             jobs: 4,
-            retries: 3,
-            retry_delay: Duration::from_millis(200),
-            docker_config: None,
+            registry: RegistryOptions::default(),
         }
     }
 }
@@ -83,7 +68,7 @@ pub enum BlobOutcome {
     Existed,
     /// Mounted from another repository of the same registry.
     Mounted,
-    /// Uploaded from the content store.
+    /// Uploaded from the content store or the blob's provider.
     Uploaded,
 }
 
@@ -111,32 +96,49 @@ impl PushReport {
     }
 }
 
+/// Where blobs the content store does not hold come from, by digest.
+pub type BlobProviders = BTreeMap<Digest, Arc<dyn BlobProvider>>;
+
 /// Pushes images from a content store to registries.
 pub struct Pusher {
     store: Arc<dyn ContentStore>,
     opts: PushOptions,
+    providers: BlobProviders,
 }
 
-/// One push in progress: the client, the target and what it needs to report.
+/// One push in progress: the repository's client, the target and what it needs to
+/// report.
 struct Session {
-    client: Client,
+    client: RegistryClient,
     store: Arc<dyn ContentStore>,
-    opts: PushOptions,
-    target: Reference,
-    registry: String,
-    repository: String,
+    providers: BlobProviders,
+    jobs: usize,
+    target: ManifestRef,
     progress: Progress,
 }
 
 impl Pusher {
     /// A pusher reading blobs from `store`.
     pub fn new(store: Arc<dyn ContentStore>, opts: PushOptions) -> Pusher {
-        Pusher { store, opts }
+        Pusher {
+            store,
+            opts,
+            providers: BlobProviders::new(),
+        }
+    }
+
+    /// Blobs the store does not hold stream from `providers` (by digest) when they
+    /// must be uploaded; a provider's distribution source in the target registry is
+    /// tried as a cross-repository mount first.
+    pub fn with_providers(mut self, providers: BlobProviders) -> Pusher {
+        self.providers = providers;
+        self
     }
 
     /// Pushes the image rooted at `root` (a manifest or an index in the store) to
-    /// `name` (`[HOST[:PORT]/]REPO[:TAG]`; `by_digest` drops the tag and pushes the root
-    /// by its digest only). Progress shows one step per blob with the bytes sent.
+    /// `name` (`[docker://][HOST[:PORT]/]REPO[:TAG]`; `by_digest` drops the tag and
+    /// pushes the root by its digest only). Progress shows one step per blob with the
+    /// bytes sent.
     pub async fn push(
         &self,
         name: &str,
@@ -144,119 +146,40 @@ impl Pusher {
         by_digest: bool,
         progress: &Progress,
     ) -> Result<PushReport, PushError> {
-        let parsed = Reference::try_from(name).map_err(|e| PushError::InvalidReference {
-            name: name.to_string(),
-            reason: e.to_string(),
-        })?;
-        if parsed.digest().is_some() {
+        let image = ImageReference::parse(name)?;
+        if image.digest.is_some() {
             return Err(PushError::InvalidReference {
                 name: name.to_string(),
                 reason: "a name to push to cannot contain a digest".into(),
             });
         }
-        let registry = parsed.resolve_registry().to_string();
-        let repository = parsed.repository().to_string();
         let target = if by_digest {
-            Reference::with_digest(
-                parsed.registry().to_string(),
-                repository.clone(),
-                root.digest.to_string(),
-            )
+            ManifestRef::Digest(root.digest.clone())
         } else {
-            Reference::with_tag(
-                parsed.registry().to_string(),
-                repository.clone(),
-                parsed.tag().unwrap_or("latest").to_string(),
-            )
+            image.manifest_ref()
         };
-        let auth = self.auth_for(&registry)?;
-        let config = ClientConfig {
-            protocol: if self.opts.insecure {
-                ClientProtocol::Http
-            } else {
-                ClientProtocol::Https
-            },
-            // One streamed PUT per blob: the body is read from the store as it is sent.
-            use_monolithic_push: true,
-            connect_timeout: Some(Duration::from_secs(15)),
-            read_timeout: Some(Duration::from_secs(300)),
-            ..ClientConfig::default()
-        };
-        // oci-client is built without a bundled crypto provider (see the workspace
-        // Cargo.toml); install ring's once per process. An Err means one is installed.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = Client::try_from(config).map_err(|e| PushError::Request {
-            registry: registry.clone(),
-            action: "creating the HTTP client".into(),
-            source: e,
-        })?;
+        let mut registry_opts = self.opts.registry.clone();
+        if self.opts.insecure {
+            registry_opts.insecure_hosts.push(image.registry.clone());
+        }
+        // Authenticating pings the registry: an unreachable or refusing registry fails
+        // here, before any blob work starts.
+        let client = RegistryClient::connect(&image, &registry_opts, Access::Push).await?;
         let session = Arc::new(Session {
             client,
             store: self.store.clone(),
-            opts: self.opts.clone(),
+            providers: self.providers.clone(),
+            jobs: self.opts.jobs.max(1),
             target,
-            registry,
-            repository,
             progress: progress.clone(),
         });
         // Boxed: proves the future Send at these concrete lifetimes (rust-lang/rust#102211).
-        session.push(root, &auth).boxed().await
-    }
-
-    fn auth_for(&self, registry: &str) -> Result<RegistryAuth, PushError> {
-        let path = match &self.opts.docker_config {
-            Some(p) => Some(p.clone()),
-            None => auth::default_docker_config(),
-        };
-        let creds = match path {
-            Some(p) => auth::credentials_for(&p, registry)?,
-            None => None,
-        };
-        Ok(match creds {
-            Some(c) => RegistryAuth::Basic(c.username, c.password),
-            None => RegistryAuth::Anonymous,
-        })
+        session.push(root).boxed().await
     }
 }
 
 impl Session {
-    fn backoff(&self) -> ExponentialBuilder {
-        ExponentialBuilder::default()
-            .with_min_delay(self.opts.retry_delay)
-            .with_max_delay(Duration::from_secs(10))
-            .with_max_times(self.opts.retries)
-            .with_jitter()
-    }
-
-    /// Runs `op` with retries on transient failures; classifies the final error.
-    async fn retrying<T, F, Fut>(&self, action: &str, op: F) -> Result<T, PushError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
-    {
-        op.retry(self.backoff())
-            .sleep(tokio::time::sleep)
-            .when(is_transient)
-            .notify(|e, delay| {
-                tracing::warn!(registry = %self.registry, %action, error = %e, ?delay, "retrying");
-            })
-            .await
-            .map_err(|e| classify(&self.registry, &self.repository, action, e))
-    }
-
-    async fn push(
-        self: &Arc<Self>,
-        root: &Descriptor,
-        auth: &RegistryAuth,
-    ) -> Result<PushReport, PushError> {
-        // Authenticating pings the registry: an unreachable or refusing registry fails
-        // here, before any blob work starts.
-        self.retrying("authenticating", || {
-            self.client
-                .auth(&self.target, auth, RegistryOperation::Push)
-        })
-        .await?;
-
+    async fn push(self: &Arc<Self>, root: &Descriptor) -> Result<PushReport, PushError> {
         let graph = self.walk(root).await?;
         let blobs: BTreeMap<Digest, BlobOutcome> = futures::stream::iter(graph.blobs.into_values())
             .map(|(desc, kind)| {
@@ -269,7 +192,7 @@ impl Session {
                 // (rust-lang/rust#102211).
                 .boxed()
             })
-            .buffer_unordered(self.opts.jobs.max(1))
+            .buffer_unordered(self.jobs)
             .try_collect()
             .await?;
 
@@ -293,17 +216,13 @@ impl Session {
             .map(|(desc, bytes)| {
                 let this = self.clone();
                 async move {
-                    let r = Reference::with_digest(
-                        this.target.registry().to_string(),
-                        this.repository.clone(),
-                        desc.digest.to_string(),
-                    );
-                    this.push_manifest(&r, &desc, bytes).await?;
+                    let by_digest = ManifestRef::Digest(desc.digest.clone());
+                    this.push_manifest(&by_digest, &desc, bytes).await?;
                     Ok::<_, PushError>(desc.digest.clone())
                 }
                 .boxed()
             })
-            .buffer_unordered(self.opts.jobs.max(1))
+            .buffer_unordered(self.jobs)
             .try_collect()
             .await?;
         manifests.sort();
@@ -311,7 +230,7 @@ impl Session {
         self.push_manifest(&self.target, &desc, bytes).await?;
         manifests.push(desc.digest.clone());
         Ok(PushReport {
-            reference: self.target.whole(),
+            reference: self.client.image(&self.target).to_string(),
             digest: desc.digest,
             blobs,
             manifests,
@@ -331,33 +250,30 @@ impl Session {
             })
     }
 
-    /// Reads a manifest or index (at most [`MAX_MANIFEST`] bytes) from the store.
+    /// Reads a manifest or index (at most [`strata_registry::MAX_MANIFEST_SIZE`]
+    /// bytes) from the store.
     async fn read_small(&self, desc: &Descriptor) -> Result<Vec<u8>, PushError> {
         let digest = desc.digest.to_string();
-        if desc.size > MAX_MANIFEST {
+        let limit = strata_registry::MAX_MANIFEST_SIZE;
+        if desc.size > limit {
             return Err(PushError::InvalidManifest {
                 digest,
-                reason: format!("{} bytes is larger than {MAX_MANIFEST}", desc.size),
+                reason: format!("{} bytes is larger than {limit}", desc.size),
             });
         }
-        let reader = self
-            .store
-            .reader(desc)
-            .await
-            .map_err(|source| PushError::Content {
-                digest: digest.clone(),
-                source,
-            })?;
+        let store_error = |source| PushError::Content {
+            digest: digest.clone(),
+            from: blobs::STORE.into(),
+            source,
+        };
+        let reader = self.store.reader(desc).await.map_err(store_error)?;
         let mut buf = vec![0u8; desc.size as usize];
         let mut offset = 0usize;
         while offset < buf.len() {
             let n = reader
                 .read_at(&mut buf[offset..], offset as u64)
                 .await
-                .map_err(|source| PushError::Content {
-                    digest: digest.clone(),
-                    source,
-                })?;
+                .map_err(store_error)?;
             if n == 0 {
                 return Err(PushError::InvalidManifest {
                     digest,
@@ -377,7 +293,7 @@ impl Session {
 
     async fn push_manifest(
         &self,
-        reference: &Reference,
+        reference: &ManifestRef,
         desc: &Descriptor,
         bytes: Bytes,
     ) -> Result<(), PushError> {
@@ -388,220 +304,27 @@ impl Session {
         };
         let task = self.progress.start(
             format!("pushing:{}", desc.digest),
-            format!("pushing {kind} {} to {}", desc.digest, reference.whole()),
+            format!(
+                "pushing {kind} {} to {}",
+                desc.digest,
+                self.client.image(reference)
+            ),
         );
-        let content_type = http::HeaderValue::from_str(&desc.media_type).map_err(|_| {
-            PushError::InvalidManifest {
-                digest: desc.digest.to_string(),
-                reason: format!("media type {:?} is not a header value", desc.media_type),
-            }
-        })?;
-        let action = format!("pushing {kind} {}", desc.digest);
         let res = self
-            .retrying(&action, || {
-                self.client
-                    .push_manifest_raw(reference, bytes.clone(), content_type.clone())
-            })
+            .client
+            .push_manifest(reference, &desc.media_type, bytes)
             .await;
         match res {
-            Ok(_) => {
+            Ok(()) => {
                 task.update(desc.size, Some(desc.size));
                 task.complete();
                 Ok(())
             }
             Err(e) => {
+                let e = PushError::from(e);
                 task.fail(&e);
                 Err(e)
             }
         }
     }
-
-    /// The label key naming this registry's repositories holding a blob.
-    fn source_label(&self) -> String {
-        format!(
-            "{}.{}",
-            strata_oci::labels::DISTRIBUTION_SOURCE,
-            self.registry
-        )
-    }
-
-    /// Repositories of this registry the store's label says hold `digest`.
-    async fn known_sources(&self, digest: &Digest) -> Vec<String> {
-        match self.store.info(digest).await {
-            Ok(info) => info
-                .labels
-                .get(&self.source_label())
-                .map(|v| {
-                    v.split(',')
-                        .map(str::trim)
-                        .filter(|r| !r.is_empty() && *r != self.repository)
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default(),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    /// Records in the store that the target repository now holds `digest`.
-    async fn remember_source(&self, digest: &Digest) {
-        let key = self.source_label();
-        let res = async {
-            let mut info = self.store.info(digest).await?;
-            let mut repos: BTreeSet<String> = info
-                .labels
-                .get(&key)
-                .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
-                .unwrap_or_default();
-            if !repos.insert(self.repository.clone()) {
-                return Ok(());
-            }
-            repos.retain(|r| !r.is_empty());
-            let value = repos.into_iter().collect::<Vec<_>>().join(",");
-            info.labels.insert(key.clone(), value);
-            self.store
-                .update(info, &[format!("labels.{key}")])
-                .await
-                .map(|_| ())
-        }
-        .await;
-        if let Err(e) = res {
-            // The push itself succeeded; a missing label only costs a later mount.
-            tracing::warn!(%digest, error = %e, "recording the distribution source label");
-        }
-    }
-
-    async fn push_blob(&self, desc: &Descriptor, kind: BlobRole) -> Result<BlobOutcome, PushError> {
-        let digest = desc.digest.to_string();
-        let exists = self
-            .retrying(&format!("checking {kind} {digest}"), || {
-                self.client.blob_exists(&self.target, &digest)
-            })
-            .await?;
-        if exists {
-            let task = self.progress.start(
-                format!("pushing:{digest}"),
-                format!("{kind} {digest} already in {}", self.repository),
-            );
-            task.update(desc.size, Some(desc.size));
-            task.complete();
-            self.remember_source(&desc.digest).await;
-            return Ok(BlobOutcome::Existed);
-        }
-        for from in self.known_sources(&desc.digest).await {
-            let source = Reference::with_tag(
-                self.target.registry().to_string(),
-                from.clone(),
-                "latest".to_string(),
-            );
-            match self.client.mount_blob(&self.target, &source, &digest).await {
-                Ok(()) => {
-                    let task = self.progress.start(
-                        format!("pushing:{digest}"),
-                        format!("{kind} {digest} mounted from {from}"),
-                    );
-                    task.update(desc.size, Some(desc.size));
-                    task.complete();
-                    self.remember_source(&desc.digest).await;
-                    return Ok(BlobOutcome::Mounted);
-                }
-                Err(e) => {
-                    tracing::debug!(%digest, %from, error = %e, "cross-repository mount refused")
-                }
-            }
-        }
-        let task = self.progress.start(
-            format!("pushing:{digest}"),
-            format!("pushing {kind} {digest}"),
-        );
-        task.update(0, Some(desc.size));
-        // A failed store read surfaces in the client as a body error; keep the real
-        // cause so it is reported (and not retried) as a store error.
-        let store_error: Arc<Mutex<Option<strata_content::Error>>> = Arc::default();
-        let action = format!("uploading {kind} {digest}");
-        let res = (|| async {
-            let reader = self
-                .store
-                .reader(desc)
-                .await
-                .map_err(|e| OciDistributionError::IoError(std::io::Error::other(e)))?;
-            let body = blob_stream(reader, desc.size, task.clone(), store_error.clone());
-            self.client
-                .push_blob_stream(&self.target, body, &digest, Some(desc.size))
-                .await
-        })
-        .retry(self.backoff())
-        .sleep(tokio::time::sleep)
-        .when(|e| store_error.lock().map(|s| s.is_none()).unwrap_or(false) && is_transient(e))
-        .notify(|e, delay| {
-            tracing::warn!(registry = %self.registry, %action, error = %e, ?delay, "retrying");
-        })
-        .await;
-        let res = match res {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let stored = store_error.lock().ok().and_then(|mut s| s.take());
-                Err(match stored {
-                    Some(source) => PushError::Content {
-                        digest: digest.clone(),
-                        source,
-                    },
-                    None => classify(&self.registry, &self.repository, &action, e),
-                })
-            }
-        };
-        match res {
-            Ok(()) => {
-                task.update(desc.size, Some(desc.size));
-                task.complete();
-                self.remember_source(&desc.digest).await;
-                Ok(BlobOutcome::Uploaded)
-            }
-            Err(e) => {
-                task.fail(&e);
-                Err(e)
-            }
-        }
-    }
-}
-
-/// The bytes of a blob as a stream of chunks read from the store, reporting the
-/// bytes handed to the HTTP client on `task`. A read error is kept in `failed`.
-fn blob_stream(
-    reader: Box<dyn ReaderAt>,
-    size: u64,
-    task: ProgressTask,
-    failed: Arc<Mutex<Option<strata_content::Error>>>,
-) -> impl Stream<Item = Result<Bytes, OciDistributionError>> + Send + 'static {
-    task.update(0, Some(size));
-    futures::stream::try_unfold(
-        (reader, 0u64, task, failed),
-        move |(reader, offset, task, failed)| async move {
-            if offset >= size {
-                return Ok(None);
-            }
-            let mut buf = vec![0u8; (size - offset).min(READ_CHUNK) as usize];
-            let n = match reader.read_at(&mut buf, offset).await {
-                Ok(0) => {
-                    let e = std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        format!("blob ended at {offset} of {size} bytes"),
-                    );
-                    return Err(OciDistributionError::IoError(e));
-                }
-                Ok(n) => n,
-                Err(e) => {
-                    let text = e.to_string();
-                    if let Ok(mut slot) = failed.lock() {
-                        *slot = Some(e);
-                    }
-                    return Err(OciDistributionError::IoError(std::io::Error::other(text)));
-                }
-            };
-            buf.truncate(n);
-            let offset = offset + n as u64;
-            task.update(offset, Some(size));
-            Ok(Some((Bytes::from(buf), (reader, offset, task, failed))))
-        },
-    )
 }
