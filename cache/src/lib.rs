@@ -93,5 +93,5 @@ pub use immutable_ref::{ImmutableRef, LABEL_DESCRIPTION};
 pub use import::{
     import_image, open_image, pull_image, read_image, BaseImage, ImageRecords, ImageReference,
     ImageRoot, ImportError, ImportedImage, InvalidImageReference, OciLayoutProvider, PulledImage,
-    RegistryReference, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE,
+    MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE,
 };

@@ -172,7 +172,7 @@ fn world() -> World {
 
 async fn import(w: &World, reference: &str) -> Result<ImportedImage, ImportError> {
     let reference = ImageReference::parse(reference).unwrap();
-    let root = open_image(&reference, None, None).await?;
+    let root = open_image(&reference, None, None, &Default::default()).await?;
     import_image(&root, None, &w.materializer).await
 }
 
@@ -288,7 +288,9 @@ async fn a_pull_stores_everything_and_the_store_record_imports_again() {
     let w = world();
     let reference =
         ImageReference::parse(&format!("oci:{}:base", base.layout().display())).unwrap();
-    let root = open_image(&reference, None, None).await.unwrap();
+    let root = open_image(&reference, None, None, &Default::default())
+        .await
+        .unwrap();
     let read = read_image(&root, None).await.unwrap();
     let content: Arc<dyn ContentStore> = w.store.clone();
     let images: &dyn ImageStore = w.store.as_ref();
@@ -325,7 +327,9 @@ async fn a_pull_stores_everything_and_the_store_record_imports_again() {
         name: "the test store".into(),
     };
     let reference = ImageReference::parse("store:example.com/base:1").unwrap();
-    let root = open_image(&reference, Some(&records), None).await.unwrap();
+    let root = open_image(&reference, Some(&records), None, &Default::default())
+        .await
+        .unwrap();
     let image = import_image(&root, None, &w.materializer).await.unwrap();
     assert_eq!(image.digest, pulled.manifest.digest);
     assert_eq!(
@@ -339,7 +343,7 @@ async fn a_pull_stores_everything_and_the_store_record_imports_again() {
     assert_base_tree(&image).await;
 
     let missing = ImageReference::parse("store:nope").unwrap();
-    match open_image(&missing, Some(&records), None)
+    match open_image(&missing, Some(&records), None, &Default::default())
         .await
         .unwrap_err()
     {
@@ -478,7 +482,9 @@ async fn an_index_gives_the_platform_asked_for_or_names_those_it_has() {
     base.tag(&index, "multi");
     let reference =
         ImageReference::parse(&format!("oci:{}:multi", base.layout().display())).unwrap();
-    let root = open_image(&reference, None, None).await.unwrap();
+    let root = open_image(&reference, None, None, &Default::default())
+        .await
+        .unwrap();
     let amd64 = Platform::parse("linux/amd64").unwrap();
     match read_image(&root, Some(&amd64)).await.unwrap_err() {
         ImportError::MissingPlatform {
@@ -543,7 +549,9 @@ async fn a_pull_of_a_tampered_layer_leaves_nothing_half_written() {
     std::fs::write(&path, &bytes).unwrap();
     let reference =
         ImageReference::parse(&format!("oci:{}:base", base.layout().display())).unwrap();
-    let root = open_image(&reference, None, None).await.unwrap();
+    let root = open_image(&reference, None, None, &Default::default())
+        .await
+        .unwrap();
     let read = read_image(&root, None).await.unwrap();
     let content: Arc<dyn ContentStore> = w.store.clone();
     let err = pull_image(

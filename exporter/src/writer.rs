@@ -57,8 +57,8 @@ pub struct CommittedImage {
     pub lease: LeaseGuard,
     /// Base-image layers the image references that the content store does not have,
     /// with where to fetch them: outputs that read blobs from the store fetch them
-    /// first ([`CommittedImage::fetch_remote_blobs`]); a push streams them from there
-    /// or mounts them.
+    /// first ([`CommittedImage::fetch_remote_blobs`]); a push mounts them or streams
+    /// them from their provider.
     pub remote_blobs: BTreeMap<Digest, BlobLayer>,
 }
 

@@ -185,7 +185,19 @@ impl BlobProvider for RegistryClient {
         &self,
         desc: &Descriptor,
     ) -> strata_content::Result<Box<dyn AsyncRead + Send + Unpin>> {
-        self.open_blob(desc).await.map_err(|e| match e {
+        // Manifests and indexes live under /manifests/, not /blobs/.
+        let opened = if media_types::is_manifest(&desc.media_type)
+            || media_types::is_index(&desc.media_type)
+        {
+            self.fetch_manifest(&ManifestRef::Digest(desc.digest.clone()))
+                .await
+                .map(|(_, bytes)| {
+                    Box::new(std::io::Cursor::new(bytes)) as Box<dyn AsyncRead + Send + Unpin>
+                })
+        } else {
+            self.open_blob(desc).await
+        };
+        opened.map_err(|e| match e {
             RegistryError::NotFound { .. } => strata_content::Error::NotFound(e.to_string()),
             e => strata_content::Error::io(
                 format!("fetching blob {} from {}", desc.digest, self.name()),

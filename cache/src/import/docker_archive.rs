@@ -20,7 +20,7 @@ use crate::import::image::{diff_ids, ImageRoot, MAX_CONFIG_SIZE};
 use crate::import::layout::{
     index_archive, open_archived_layout, ArchiveBlob, ArchiveProvider, MAX_INDEX_FILE,
 };
-use crate::import::reference::RegistryReference;
+use crate::import::reference::parse_registry_reference;
 
 /// The name of `docker save`'s list of images.
 const MANIFEST_FILE: &str = "manifest.json";
@@ -50,7 +50,7 @@ pub(crate) async fn open_docker_archive(
         let mut tried = open_archived_layout(reference, archive.clone(), KIND, name).await;
         if let (Err(ImportError::TagNotFound { .. }), Some(name)) = (&tried, name) {
             // `docker save` names images in full (`docker.io/library/busybox:1`).
-            if let Ok(full) = RegistryReference::parse(name) {
+            if let Ok(full) = parse_registry_reference(name) {
                 let full = full.to_string();
                 if let ok @ Ok(_) =
                     open_archived_layout(reference, archive.clone(), KIND, Some(&full)).await
@@ -208,7 +208,7 @@ fn select<'a>(
             }),
         };
     };
-    let normalized = |n: &str| RegistryReference::parse(n).ok().map(|r| r.to_string());
+    let normalized = |n: &str| parse_registry_reference(n).ok().map(|r| r.to_string());
     let wanted = normalized(name);
     images
         .iter()

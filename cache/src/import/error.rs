@@ -150,6 +150,15 @@ pub enum ImportError {
         source: Box<RefError>,
     },
     /// The reference needs something this call was not given (a registry client,
+    /// The registry refused or failed (401, 404, unreachable, a lying answer).
+    #[error("base image {image}: {source}")]
+    Registry {
+        /// The reference as written.
+        image: String,
+        /// The registry's error, naming the registry, repository and blob.
+        #[source]
+        source: Box<strata_registry::RegistryError>,
+    },
     /// a containerd connection).
     #[error("{image}: {reason}")]
     Unsupported {

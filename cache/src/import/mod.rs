@@ -21,6 +21,7 @@ mod reference;
 use std::sync::Arc;
 
 use strata_content::{ContentStore, ImageStore, StoreProvider};
+use strata_registry::{Access, RegistryClient, RegistryOptions};
 
 pub use error::ImportError;
 pub use image::{
@@ -29,7 +30,7 @@ pub use image::{
 };
 pub use layout::OciLayoutProvider;
 pub use pull::{pull_image, PulledImage};
-pub use reference::{ImageReference, InvalidImageReference, RegistryReference};
+pub use reference::{ImageReference, InvalidImageReference};
 
 /// A store's image records and the content they point at: strata's own store, or
 /// containerd (whose backends implement the same traits).
@@ -51,15 +52,17 @@ impl std::fmt::Debug for ImageRecords {
     }
 }
 
-/// Finds the image `reference` names, without reading it: an OCI layout or archive,
-/// a docker archive (indexed once, its blobs then read in place), or an image record
-/// of `store` (`store:NAME`) or `containerd` (`containerd:NAME`). A registry
-/// reference, or a record of a store not given, is [`ImportError::Unsupported`]: a
-/// registry client resolves those into an [`ImageRoot`] itself.
+/// Finds the image `reference` names, without reading it: a registry image (its
+/// manifest resolved, with `registry`'s credentials and insecure hosts; its blobs
+/// then streamed from the registry), an OCI layout or archive, a docker archive
+/// (indexed once, its blobs then read in place), or an image record of `store`
+/// (`store:NAME`) or `containerd` (`containerd:NAME`). A record of a store not given
+/// is [`ImportError::Unsupported`].
 pub async fn open_image(
     reference: &ImageReference,
     store: Option<&ImageRecords>,
     containerd: Option<&ImageRecords>,
+    registry: &RegistryOptions,
 ) -> Result<ImageRoot, ImportError> {
     let text = reference.to_string();
     let unsupported = |reason: &str| ImportError::Unsupported {
@@ -67,9 +70,25 @@ pub async fn open_image(
         reason: reason.to_string(),
     };
     match reference {
-        ImageReference::Registry(_) => Err(unsupported(
-            "a registry image is opened by the registry client",
-        )),
+        ImageReference::Registry(r) => {
+            let failed = |source| ImportError::Registry {
+                image: text.clone(),
+                source: Box::new(source),
+            };
+            let client = RegistryClient::connect(r, registry, Access::Pull)
+                .await
+                .map_err(failed)?;
+            let (root, _) = client
+                .fetch_manifest(&r.manifest_ref())
+                .await
+                .map_err(failed)?;
+            Ok(ImageRoot {
+                reference: text.clone(),
+                name: reference.base_name(),
+                root,
+                provider: Arc::new(client),
+            })
+        }
         ImageReference::OciLayout { dir, tag } => {
             layout::open_oci_layout(&text, dir, tag.as_deref()).await
         }

@@ -6,10 +6,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use strata_oci::Digest;
-
-/// Docker Hub's registry host, as references name it.
-const DOCKER_HUB: &str = "docker.io";
+use strata_registry::ImageReference as RegistryReference;
 
 /// Text that is not an image reference; names the text and says why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -21,106 +18,27 @@ pub struct InvalidImageReference {
     pub reason: String,
 }
 
-/// An image in a registry: `HOST/REPOSITORY[:TAG][@DIGEST]`, normalized as docker
-/// does (`alpine` is `docker.io/library/alpine:latest`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct RegistryReference {
-    /// The registry host (`host[:port]`; `docker.io` for Docker Hub).
-    pub registry: String,
-    /// The repository in that registry (`library/debian`).
-    pub repository: String,
-    /// The tag; `latest` when neither a tag nor a digest is given.
-    pub tag: Option<String>,
-    /// The manifest (or index) digest, when pinned.
-    pub digest: Option<Digest>,
-}
-
-impl RegistryReference {
-    /// Parses `[HOST/]REPOSITORY[:TAG][@DIGEST]`.
-    pub fn parse(text: &str) -> Result<RegistryReference, InvalidImageReference> {
-        let bad = |reason: &str| InvalidImageReference {
+/// Parses a registry reference (`[HOST/]REPOSITORY[:TAG][@DIGEST]`), normalized as
+/// docker does (`alpine` is `docker.io/library/alpine:latest`).
+pub(crate) fn parse_registry_reference(
+    text: &str,
+) -> Result<RegistryReference, InvalidImageReference> {
+    RegistryReference::parse(text).map_err(|e| match e {
+        strata_registry::RegistryError::InvalidReference { text, reason } => {
+            InvalidImageReference { text, reason }
+        }
+        other => InvalidImageReference {
             text: text.to_string(),
-            reason: reason.to_string(),
-        };
-        let (name, digest) = match text.split_once('@') {
-            Some((name, digest)) => (
-                name,
-                Some(Digest::parse(digest).map_err(|e| bad(&e.to_string()))?),
-            ),
-            None => (text, None),
-        };
-        let (name, tag) = match name.rfind(':') {
-            Some(i) if !name[i + 1..].contains('/') => (&name[..i], Some(&name[i + 1..])),
-            _ => (name, None),
-        };
-        if let Some(tag) = tag {
-            let valid = !tag.is_empty()
-                && tag.len() <= 128
-                && tag
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-                && !tag.starts_with(['.', '-']);
-            if !valid {
-                return Err(bad(&format!("{tag:?} is not a valid tag")));
-            }
-        }
-        let (registry, repository) = match name.split_once('/') {
-            Some((first, rest))
-                if first.contains('.') || first.contains(':') || first == "localhost" =>
-            {
-                (first.to_string(), rest.to_string())
-            }
-            _ => (DOCKER_HUB.to_string(), name.to_string()),
-        };
-        let repository = if registry == DOCKER_HUB && !repository.contains('/') {
-            format!("library/{repository}")
-        } else {
-            repository
-        };
-        let valid_repository = !repository.is_empty()
-            && repository.split('/').all(|part| {
-                !part.is_empty()
-                    && part
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
-            });
-        if !valid_repository {
-            return Err(bad(&format!(
-                "{repository:?} is not a repository name (lowercase letters, digits, '.', '_', '-', '/')"
-            )));
-        }
-        let tag = match (tag, &digest) {
-            (Some(tag), _) => Some(tag.to_string()),
-            (None, Some(_)) => None,
-            (None, None) => Some("latest".to_string()),
-        };
-        Ok(RegistryReference {
-            registry,
-            repository,
-            tag,
-            digest,
-        })
-    }
-}
-
-impl fmt::Display for RegistryReference {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.registry, self.repository)?;
-        if let Some(tag) = &self.tag {
-            write!(f, ":{tag}")?;
-        }
-        if let Some(digest) = &self.digest {
-            write!(f, "@{digest}")?;
-        }
-        Ok(())
-    }
+            reason: other.to_string(),
+        },
+    })
 }
 
 /// Where an image to build on (or pull) is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ImageReference {
     /// An image in a registry (`docker://REF` or a bare reference).
-    Registry(RegistryReference),
+    Registry(strata_registry::ImageReference),
     /// An OCI image layout directory, and the `org.opencontainers.image.ref.name` of
     /// the image in its `index.json` (none: its only image).
     OciLayout {
@@ -182,10 +100,10 @@ impl ImageReference {
             }
         };
         if let Some(rest) = text.strip_prefix("docker://") {
-            return Ok(ImageReference::Registry(RegistryReference::parse(rest)?));
+            return Ok(ImageReference::Registry(parse_registry_reference(rest)?));
         }
         let Some((transport, rest)) = text.split_once(':') else {
-            return Ok(ImageReference::Registry(RegistryReference::parse(text)?));
+            return Ok(ImageReference::Registry(parse_registry_reference(text)?));
         };
         Ok(match transport {
             "oci" => {
@@ -203,7 +121,7 @@ impl ImageReference {
             "containerd" => ImageReference::Containerd(named(rest)?),
             "store" => ImageReference::Store(named(rest)?),
             "docker" => return Err(bad("a registry reference is written docker://HOST/REPO")),
-            _ => ImageReference::Registry(RegistryReference::parse(text)?),
+            _ => ImageReference::Registry(parse_registry_reference(text)?),
         })
     }
 

@@ -45,7 +45,13 @@ impl PushTarget {
         names: &[String],
         progress: &Progress,
     ) -> Result<()> {
-        let pusher = Pusher::new(ctx.content.clone(), self.opts.clone());
+        // Base layers the store lacks are mounted or streamed from where they came.
+        let providers = committed
+            .remote_blobs
+            .iter()
+            .map(|(digest, layer)| (digest.clone(), layer.provider.clone()))
+            .collect();
+        let pusher = Pusher::new(ctx.content.clone(), self.opts.clone()).with_providers(providers);
         for name in names {
             let task = progress.start(format!("push:{name}"), format!("pushing {name}"));
             match pusher
@@ -132,10 +138,7 @@ impl ExporterInstance for RegistryInstance {
     }
 
     async fn export(&self, source: Source, progress: Progress) -> Result<BTreeMap<String, String>> {
-        let committed = self
-            .writer
-            .commit_local(&source, &self.opts, &progress)
-            .await?;
+        let committed = self.writer.commit(&source, &self.opts, &progress).await?;
         // The lease keeps every blob until the registry has it.
         let pushed = self
             .target
