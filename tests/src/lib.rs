@@ -1,8 +1,10 @@
 //! # strata-tests
 //!
 //! Helpers shared by strata's end-to-end tests: finding the real tools the tests run
-//! (skopeo, umoci, ctr, containerd), running them with useful failure messages,
-//! starting private servers that are stopped by PID, and comparing directory trees.
+//! (skopeo, umoci, ctr, containerd, dockerd), running them with useful failure messages,
+//! starting private servers that are stopped by PID, building base images with real
+//! tools (see [`umoci_base`] and the functions beside it), and comparing directory
+//! trees.
 //!
 //! A missing tool is a test failure that says what to install, never a silent pass:
 //! CI installs every tool with `apt-get` (see `.ci/run`).
@@ -15,10 +17,16 @@
 
 #![deny(missing_docs)]
 
+mod base_image;
 pub mod servers;
 mod strata_bin;
 pub mod tree;
 
+pub use base_image::{
+    base_rootfs, containerd_base, docker_load_base, docker_save_base, oci_archive_base, push_base,
+    umoci_base, unique_name, BaseLayout, BASE_CREATED, BASE_ENV, BASE_HISTORY, BASE_LABEL,
+    BASE_RELEASE, BASE_TAG,
+};
 pub use strata_bin::{strata_bin, strata_command};
 
 use std::path::PathBuf;
@@ -39,6 +47,7 @@ pub fn tool(name: &str) -> PathBuf {
     let package = match name {
         "ctr" => "containerd",
         "registry" => "docker-registry",
+        "docker" | "dockerd" => "docker.io",
         other => other,
     };
     panic!("{name} is not installed: run `apt-get install -y {package}` (CI's .ci/run does)");
