@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{run, tool};
+use crate::{run, run_within, tool};
 
 /// A containerd daemon private to one test.
 pub struct Containerd {
@@ -365,10 +365,15 @@ impl Dockerd {
     }
 
     /// Runs `docker -H <host> <args>` and returns its stdout; panics with the command,
-    /// its exit status and stderr if it fails.
+    /// its exit status and stderr if it fails, or if it takes over
+    /// [`Dockerd::COMMAND_LIMIT`] (then it is killed).
     pub fn docker(&self, args: &[&str]) -> String {
-        run(self.docker_command().args(args))
+        run_within(self.docker_command().args(args), Self::COMMAND_LIMIT)
     }
+
+    /// How long [`Dockerd::docker`] lets one command run: loads, saves and runs of
+    /// test images take seconds; this is generous for a loaded 2-CPU machine.
+    pub const COMMAND_LIMIT: Duration = Duration::from_secs(180);
 
     /// The daemon's log so far (its containerd logs into it too).
     pub fn log(&self) -> String {
