@@ -62,6 +62,63 @@ impl BaseLayout {
     pub fn umoci_image(&self) -> String {
         format!("{}:{}", self.layout.display(), self.tag)
     }
+
+    /// The digest (`sha256:…`) of the base's manifest, from the layout's index.json
+    /// entry tagged [`BaseLayout::tag`]. Panics if there is none.
+    pub fn manifest_digest(&self) -> String {
+        let index = self.read_json(&self.layout.join("index.json"));
+        let entry = index["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == *self.tag)
+            .unwrap_or_else(|| panic!("no manifest tagged {} in {index}", self.tag));
+        entry["digest"]
+            .as_str()
+            .unwrap_or_else(|| panic!("index entry without digest: {entry}"))
+            .to_string()
+    }
+
+    /// The digests of the base's layer blobs (gzip), bottom first, from its manifest.
+    pub fn layer_digests(&self) -> Vec<String> {
+        let manifest = self.read_blob_json(&self.manifest_digest());
+        manifest["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|layer| layer["digest"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// The base's diff IDs (digests of the uncompressed layers), bottom first, from its
+    /// config.
+    pub fn diff_ids(&self) -> Vec<String> {
+        let manifest = self.read_blob_json(&self.manifest_digest());
+        let config_digest = manifest["config"]["digest"]
+            .as_str()
+            .unwrap_or_else(|| panic!("manifest without config digest: {manifest}"))
+            .to_string();
+        let config = self.read_blob_json(&config_digest);
+        config["rootfs"]["diff_ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| d.as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    fn read_blob_json(&self, digest: &str) -> serde_json::Value {
+        let (algorithm, hex) = digest
+            .split_once(':')
+            .unwrap_or_else(|| panic!("not a digest: {digest}"));
+        self.read_json(&self.layout.join("blobs").join(algorithm).join(hex))
+    }
+
+    fn read_json(&self, path: &Path) -> serde_json::Value {
+        let text =
+            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
 }
 
 /// A name unique in this machine's run of tests, `<prefix>-<pid>-<n>`: for image
