@@ -4,8 +4,9 @@
 #
 #   scripts/test.sh [cargo test arguments…]
 #
-# The end-to-end tests run skopeo, umoci, containerd (and ctr) and docker-registry
-# (servers start on loopback or a socket in a temp dir and stop by PID); pigz, zstd
+# The end-to-end tests run skopeo, umoci, containerd (and ctr), docker-registry and
+# dockerd (docker.io; servers start on loopback or a socket in a temp dir and stop by
+# PID); base images are built from the static busybox (busybox-static); pigz, zstd
 # and attr check layers; gcc builds the C of libdeflate, zstd and SQLite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 # command → Debian package
 declare -A need=(
   [skopeo]=skopeo [umoci]=umoci [containerd]=containerd [ctr]=containerd
-  [docker-registry]=docker-registry [pigz]=pigz [zstd]=zstd [getfattr]=attr [gcc]=gcc
+  [docker-registry]=docker-registry [dockerd]=docker.io [pigz]=pigz [zstd]=zstd [getfattr]=attr [gcc]=gcc
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -21,6 +22,14 @@ for cmd in "${!need[@]}"; do
     || missing+=("${need[$cmd]}")
 done
 [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+# Debian's plain busybox package also installs /bin/busybox, but linked dynamically:
+# base images need the static one.
+if command -v dpkg-query >/dev/null 2>&1; then
+  dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' \
+    || missing+=(busybox-static)
+else
+  [ -x /bin/busybox ] || missing+=(busybox-static)
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)

@@ -1,11 +1,12 @@
 //! Private servers for tests, stopped by PID when dropped: a containerd with its root,
-//! state and socket in a temp dir, and a docker-registry on 127.0.0.1.
+//! state and socket in a temp dir, a docker-registry on 127.0.0.1, and a Docker engine
+//! (`dockerd`) with its data, state and socket in a temp dir.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{run, tool};
+use crate::{run, run_within, tool};
 
 /// A containerd daemon private to one test.
 pub struct Containerd {
@@ -279,6 +280,168 @@ impl Drop for Registry {
     fn drop(&mut self) {
         stop(&mut self.child);
     }
+}
+
+/// A Docker engine (Debian's `docker.io` `dockerd`) private to one test.
+///
+/// Everything it keeps is under a fresh temp dir: `--data-root`, `--exec-root`, the
+/// API socket (`-H unix://…/docker.sock`), `--pidfile` and an empty `--config-file`
+/// (so the host's `/etc/docker/daemon.json` does not apply). It runs with
+/// `--iptables=false --bridge=none`, so containers need `--network none`. dockerd
+/// starts and supervises its own containerd (socket under the exec-root), which needs
+/// nothing from the test. The docker CLI gets a private `DOCKER_CONFIG` too.
+///
+/// Dropping it stops dockerd by PID (SIGTERM, which stops its containers and its
+/// containerd; SIGKILL after 10 s), then detaches whatever is still mounted under the
+/// temp dir (dockerd bind-mounts its data-root; overlay mounts of containers).
+pub struct Dockerd {
+    child: Child,
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+}
+
+impl Dockerd {
+    /// Starts dockerd and waits (polling, 30 s at most) until `docker version` answers;
+    /// panics with its log if it exits or does not come up.
+    pub fn start() -> Dockerd {
+        let dockerd = tool("dockerd");
+        // Short prefix: containerd's socket lives under the exec-root and unix socket
+        // paths are limited to 108 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("strata-dockerd-")
+            .tempdir()
+            .expect("temp dir for dockerd");
+        let socket = dir.path().join("docker.sock");
+        let config = dir.path().join("daemon.json");
+        std::fs::write(&config, "{}\n").expect("write daemon.json");
+        std::fs::create_dir(dir.path().join("cli")).expect("docker CLI config dir");
+        let log = std::fs::File::create(dir.path().join("dockerd.log")).expect("log file");
+        let log2 = log.try_clone().expect("log file");
+        let child = Command::new(dockerd)
+            .arg("--iptables=false")
+            .arg("--bridge=none")
+            .arg("--config-file")
+            .arg(&config)
+            .arg("--data-root")
+            .arg(dir.path().join("data"))
+            .arg("--exec-root")
+            .arg(dir.path().join("exec"))
+            .arg("--pidfile")
+            .arg(dir.path().join("docker.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", socket.display()))
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .expect("start dockerd");
+        let mut me = Dockerd { child, dir, socket };
+        let log = me.dir.path().join("dockerd.log");
+        let mut probe = me.docker_command();
+        probe.args(["version", "--format", "{{.Server.Version}}"]);
+        wait_ready(&mut me.child, "dockerd", &log, || {
+            probe.output().is_ok_and(|o| o.status.success())
+        });
+        me
+    }
+
+    /// The engine's API socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// `unix://<socket>`, what `docker -H` and `DOCKER_HOST` take.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// A `docker -H <host>` command (with the private CLI config) to add arguments
+    /// to, for callers that need its exit status or stdin.
+    pub fn docker_command(&self) -> Command {
+        let mut cmd = Command::new(tool("docker"));
+        cmd.env("DOCKER_CONFIG", self.dir.path().join("cli"))
+            .arg("-H")
+            .arg(self.host());
+        cmd
+    }
+
+    /// Runs `docker -H <host> <args>` and returns its stdout; panics with the command,
+    /// its exit status and stderr if it fails, or if it takes over
+    /// [`Dockerd::COMMAND_LIMIT`] (then it is killed).
+    pub fn docker(&self, args: &[&str]) -> String {
+        run_within(self.docker_command().args(args), Self::COMMAND_LIMIT)
+    }
+
+    /// How long [`Dockerd::docker`] lets one command run: loads, saves and runs of
+    /// test images take seconds; this is generous for a loaded 2-CPU machine.
+    pub const COMMAND_LIMIT: Duration = Duration::from_secs(180);
+
+    /// The daemon's log so far (its containerd logs into it too).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+        // dockerd kills its containerd on exit (parent-death signal); make sure, by the
+        // PID it wrote, checking it is still that containerd.
+        let exec = self.dir.path().join("exec");
+        if let Some(pid) = std::fs::read_to_string(exec.join("containerd/containerd.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<libc::pid_t>().ok())
+        {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&*exec.to_string_lossy()) {
+                // SAFETY: kill(2) has no memory-safety conditions.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        unmount_under(self.dir.path());
+    }
+}
+
+/// Detaches every mount at or under `dir`, deepest first (read from
+/// /proc/self/mountinfo), so the temp dir can be removed.
+fn unmount_under(dir: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|escaped| PathBuf::from(unescape_mountinfo(escaped)))
+        .filter(|point| point.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points.dedup();
+    for point in points {
+        let Ok(c_path) = std::ffi::CString::new(point.as_os_str().as_encoded_bytes()) else {
+            continue;
+        };
+        // SAFETY: c_path is a valid NUL-terminated path that outlives the call.
+        unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, …).
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            let octal = std::str::from_utf8(&bytes[i + 1..i + 4]).unwrap_or("");
+            if let Ok(byte) = u8::from_str_radix(octal, 8) {
+                out.push(byte);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Polls `ready` until it holds; panics with the server's log (at `log`) if `child`
