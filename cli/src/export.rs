@@ -10,19 +10,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine as _;
+use strata_cache::Materializer;
 use strata_cache::{DirectoryChain, DirectoryError, ImmutableRef, LayerDir};
 use strata_containerd::ContainerdSnapshotter;
 use strata_differ::WalkingDiffer;
 use strata_exporter::{
-    Destination, DockerExporter, ExportContext, Exporter, ExporterInstance, ImageExporter,
-    OciExporter, OutputKind, OutputOptions, Progress, RegistryExporter, Source, WriterFactory,
+    merge_config, BaseImageRef, Destination, DockerExporter, ExportContext, Exporter,
+    ExporterInstance, ImageExporter, ImageOptions, OciExporter, OutputKind, OutputOptions,
+    PlatformSource, Progress, PushOptions, RegistryExporter, Source, WriterFactory,
     RESPONSE_DESCRIPTOR, RESPONSE_IMAGE_DIGEST,
 };
 use strata_snapshotter::{DirectorySnapshotter, Snapshotter};
 
+use crate::base;
 use crate::error::CliError;
 use crate::output::{parse_output, OutputSpec};
-use crate::plan::{self, LayerPlan, Plan};
+use crate::plan::{self, LayerPlan, Plan, PlatformPlan};
 use crate::render::{render, ProgressMode};
 use crate::store::{self, Store, StoreLocation};
 
@@ -66,7 +69,12 @@ pub fn snapshots_dir(store: &Path) -> PathBuf {
     store.join(".strata").join("snapshots")
 }
 
-fn exporter(kind: OutputKind, ctx: ExportContext, stdout: bool) -> Box<dyn Exporter> {
+fn exporter(
+    kind: OutputKind,
+    ctx: ExportContext,
+    stdout: bool,
+    push: PushOptions,
+) -> Box<dyn Exporter> {
     let sink: WriterFactory = Arc::new(|| Ok(Box::new(std::io::stdout()) as _));
     match kind {
         OutputKind::Oci if stdout => Box::new(OciExporter::new(ctx).with_writer(sink)),
@@ -74,8 +82,15 @@ fn exporter(kind: OutputKind, ctx: ExportContext, stdout: bool) -> Box<dyn Expor
         OutputKind::Docker if stdout => Box::new(DockerExporter::new(ctx).with_writer(sink)),
         OutputKind::Docker => Box::new(DockerExporter::new(ctx)),
         OutputKind::Image => Box::new(ImageExporter::new(ctx)),
-        OutputKind::Registry => Box::new(RegistryExporter::new(ctx)),
+        OutputKind::Registry => Box::new(RegistryExporter::new(ctx).with_push_options(push)),
     }
+}
+
+/// Push settings: plain HTTP to the `--insecure-registry` hosts.
+fn push_options(insecure: &[String]) -> PushOptions {
+    let mut push = PushOptions::default();
+    push.registry.insecure_hosts = insecure.to_vec();
+    push
 }
 
 /// The output's options, checked by the exporter's own parser before anything is
@@ -91,6 +106,8 @@ struct CheckedOutput {
     /// Whether the tar goes to stdout (`dest=-`, or no `dest` when stdout is not a
     /// terminal, as buildx does).
     to_stdout: bool,
+    /// The image options parsed (compression and epoch of `--copy` layers).
+    image: ImageOptions,
 }
 
 fn check_output(spec: &OutputSpec, output: &str) -> Result<CheckedOutput, CliError> {
@@ -124,6 +141,7 @@ fn check_output(spec: &OutputSpec, output: &str) -> Result<CheckedOutput, CliErr
             options: opts,
             destination: None,
             to_stdout: false,
+            image: parsed.image,
         });
     };
     if destination.tar && destination.dest.is_none() {
@@ -147,6 +165,7 @@ fn check_output(spec: &OutputSpec, output: &str) -> Result<CheckedOutput, CliErr
         options: opts,
         destination: Some(destination),
         to_stdout,
+        image: parsed.image,
     })
 }
 
@@ -203,6 +222,7 @@ pub async fn run(
         options: opts,
         destination,
         to_stdout,
+        image: image_opts,
     } = check_output(&spec, &args.output)?;
     if matches!(spec.kind, OutputKind::Image | OutputKind::Registry) && !opts.contains_key("name") {
         return Err(CliError::usage(format!(
@@ -231,36 +251,118 @@ pub async fn run(
         )));
     }
     let chains = read_layers(&plan).await?;
+    let bases = plan
+        .platforms
+        .iter()
+        .map(|p| {
+            p.base
+                .as_deref()
+                .map(|b| base::parse_reference(b, location))
+                .transpose()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
 
-    // 2. The store and the snapshot chains.
+    // 2. The store, the base images and the snapshot chains.
     let store = store::open(location, true).await?;
     let mut layer_names = BTreeMap::new();
-    let mut tops: Vec<Option<ImmutableRef>> = Vec::new();
+    let mut images: Vec<PlatformSource> = Vec::new();
+    // What --copy layers write is held until the exporter's lease holds it.
+    let copy_lease = match plan.platforms.iter().any(|p| !p.copies.is_empty()) {
+        true => Some(base::temporary_lease(&store).await?),
+        false => None,
+    };
     if let Some(key) = &args.snapshot {
         let top = containerd_chain(&store, &args.snapshotter, key, &mut layer_names).await?;
-        tops.push(Some(top));
+        images.push(PlatformSource {
+            platform: None,
+            top: Some(top),
+            config: plan.platforms[0].config.clone(),
+            base: None,
+        });
     } else {
-        directory_chains(store_dir, &plan, &chains, &mut layer_names, &mut tops).await?;
-    }
-
-    let source = if plan.multi {
-        let mut entries = Vec::new();
-        for (p, top) in plan.platforms.iter().zip(&tops) {
-            let (Some(platform), Some(top)) = (p.platform.clone(), top.clone()) else {
-                return Err(CliError::failed(format!(
-                    "platform {} has no layers; each platform of a spec needs at least one",
-                    p.platform
-                        .as_ref()
-                        .map(|p| p.to_string())
-                        .unwrap_or_default()
-                )));
+        let needs_extraction = bases.iter().any(Option::is_some) || copy_lease.is_some();
+        let materializer = match needs_extraction {
+            true => Some(base::materializer(&store, store_dir)?),
+            false => None,
+        };
+        for (i, (p, chain)) in plan.platforms.iter().zip(chains).enumerate() {
+            let label = p
+                .platform
+                .as_ref()
+                .map_or_else(|| "default".to_string(), |p| p.to_string());
+            let imported = match (&bases[i], &materializer) {
+                (Some(reference), Some(m)) => {
+                    let root = base::open(
+                        reference,
+                        &store,
+                        location,
+                        store_dir,
+                        &args.insecure_registries,
+                    )
+                    .await?;
+                    Some(base::import(&root, p.platform.as_ref(), m).await?)
+                }
+                _ => None,
             };
-            entries.push((platform, top, p.config.clone()));
+            let base_top = imported.as_ref().and_then(|b| b.top.clone());
+            let mut link = base_top.as_ref();
+            while let Some(r) = link {
+                layer_names.insert(r.id().to_string(), format!("base layer {}", r.id()));
+                link = r.parent();
+            }
+            let top = directory_chain(store_dir, p, chain, base_top, &mut layer_names).await?;
+            let top = match (&materializer, &copy_lease) {
+                (Some(m), Some(lease)) if !p.copies.is_empty() => {
+                    let leased = Materializer {
+                        store: store.content.with_lease(lease.id()),
+                        ..m.clone()
+                    };
+                    let top = base::stack_copies(
+                        top,
+                        &p.copies,
+                        args.chown,
+                        image_opts.compression,
+                        image_opts.source_date_epoch,
+                        &leased,
+                    )
+                    .await?;
+                    for (r, c) in std::iter::successors(top.as_ref(), |r| r.parent())
+                        .zip(p.copies.iter().rev())
+                    {
+                        layer_names.insert(r.id().to_string(), format!("COPY {}", c.shown));
+                    }
+                    top
+                }
+                _ => top,
+            };
+            let (config, base_ref) = match &imported {
+                Some(b) => (
+                    Some(
+                        merge_config(&b.config, p.config.as_deref(), &label)
+                            .map_err(|e| CliError::context("--config", e))?,
+                    ),
+                    Some(BaseImageRef {
+                        name: b.name.clone(),
+                        digest: b.digest.clone(),
+                    }),
+                ),
+                None => (p.config.clone(), None),
+            };
+            if plan.multi && top.is_none() {
+                return Err(CliError::failed(format!(
+                    "platform {label} has no layers; each platform of a spec needs at least one"
+                )));
+            }
+            images.push(PlatformSource {
+                platform: if plan.multi { p.platform.clone() } else { None },
+                top,
+                config,
+                base: base_ref,
+            });
         }
-        Source::multi_platform(entries)
-    } else {
-        Source::single(tops[0].clone(), plan.platforms[0].config.clone())
-    };
+    }
+    let tops: Vec<ImmutableRef> = images.iter().filter_map(|i| i.top.clone()).collect();
+    let source = Source { images };
 
     // 3. The export, with progress rendered as it happens.
     let ctx = ExportContext::new(
@@ -270,18 +372,28 @@ pub async fn run(
         Arc::new(WalkingDiffer::new(store.content.clone())),
     )
     .with_jobs(args.jobs);
-    let instance: Box<dyn ExporterInstance> = exporter(spec.kind, ctx, to_stdout)
-        .resolve(opts)
-        .await
-        .map_err(|e| CliError::usage(format!("invalid --output {:?}: {e}", args.output)))?;
+    let instance: Box<dyn ExporterInstance> = exporter(
+        spec.kind,
+        ctx,
+        to_stdout,
+        push_options(&args.insecure_registries),
+    )
+    .resolve(opts)
+    .await
+    .map_err(|e| CliError::usage(format!("invalid --output {:?}: {e}", args.output)))?;
     let (progress, events) = Progress::channel();
     let renderer = tokio::spawn(render(args.progress, events, layer_names));
     let result = instance.export(source, progress).await;
     drop(instance);
     let _ = renderer.await;
-    for top in tops.into_iter().flatten() {
+    for top in tops {
         if let Err(e) = top.release().await {
             tracing::debug!(error = %e, "releasing snapshot view");
+        }
+    }
+    if let Some(lease) = copy_lease {
+        if let Err(e) = lease.release().await {
+            tracing::debug!(error = %e, "releasing the lease of the copy layers");
         }
     }
     let response = match result {
@@ -345,40 +457,43 @@ fn layer_error(layers: &[LayerPlan], error: DirectoryError) -> CliError {
     }
 }
 
-/// Registers (or finds) each platform's `--layer` directories as a snapshot chain in
-/// the directory snapshotter under `store_dir`; pushes each chain's top.
-async fn directory_chains(
+/// Registers (or finds) one platform's `--layer` directories as a snapshot chain in
+/// the directory snapshotter under `store_dir`, on `base` (a base image's top) when
+/// there is one; returns the chain's top (`base` without layers).
+async fn directory_chain(
     store_dir: &Path,
-    plan: &Plan,
-    chains: &[DirectoryChain],
+    p: &PlatformPlan,
+    chain: DirectoryChain,
+    base: Option<ImmutableRef>,
     layer_names: &mut BTreeMap<String, String>,
-    tops: &mut Vec<Option<ImmutableRef>>,
-) -> Result<(), CliError> {
+) -> Result<Option<ImmutableRef>, CliError> {
+    if p.layers.is_empty() {
+        return Ok(base);
+    }
     let snapshots = DirectorySnapshotter::open(snapshots_dir(store_dir)).map_err(|e| {
         CliError::context(format!("opening snapshots of {}", store_dir.display()), e)
     })?;
-    let snapshotter: Arc<dyn Snapshotter> = Arc::new(snapshots.clone());
-    for (p, chain) in plan.platforms.iter().zip(chains) {
-        let names = chain
-            .register(&snapshots)
-            .await
-            .map_err(|e| layer_error(&p.layers, e))?;
-        for (name, l) in names.iter().zip(&p.layers) {
-            layer_names
-                .entry(name.clone())
-                .or_insert_with(|| l.shown.clone());
-        }
-        let top = match names.last() {
-            Some(name) => Some(
-                ImmutableRef::load(snapshotter.clone(), name)
-                    .await
-                    .map_err(|e| CliError::context(format!("loading snapshot {name}"), e))?,
-            ),
-            None => None,
-        };
-        tops.push(top);
+    let chain = match &base {
+        Some(b) => chain.onto(b.id()),
+        None => chain,
+    };
+    let names = chain
+        .register(&snapshots)
+        .await
+        .map_err(|e| layer_error(&p.layers, e))?;
+    for (name, l) in names.iter().zip(&p.layers) {
+        layer_names
+            .entry(name.clone())
+            .or_insert_with(|| l.shown.clone());
     }
-    Ok(())
+    let Some(name) = names.last() else {
+        return Ok(base);
+    };
+    let snapshotter: Arc<dyn Snapshotter> = Arc::new(snapshots);
+    ImmutableRef::load_onto(snapshotter, name, base)
+        .await
+        .map(Some)
+        .map_err(|e| CliError::context(format!("loading snapshot {name}"), e))
 }
 
 /// Loads the committed containerd snapshot `key` (and its parents) from containerd's

@@ -6,6 +6,7 @@
 //! Exit codes: 0 success; 1 failure, with one line on stderr naming what failed
 //! (`--debug` or `RUST_LOG` show more through `tracing`); 2 usage errors.
 
+mod base;
 mod error;
 mod export;
 mod output;
@@ -227,6 +228,19 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 "fsck checks the local store only: containerd verifies the digest of \
                  every blob it commits (drop --containerd to check the local store)",
             ))
+        }
+        Command::Pull {
+            reference,
+            platform,
+        } => {
+            base::pull(
+                &reference,
+                platform.as_deref(),
+                &location,
+                &store,
+                &cli.insecure_registries,
+            )
+            .await
         }
         Command::Images => store_cmds::images(&store::open(&location, false).await?).await,
         Command::Gc => store_cmds::gc(&store::open(&location, false).await?, &store).await,

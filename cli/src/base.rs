@@ -1,0 +1,184 @@
+//! Base images on the command line: `--base REF` (imported as blob-backed refs, its
+//! tree extracted only when a `--layer` is diffed against it), `--copy` layers, and
+//! `strata pull`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_cache::{
+    copy_ref, open_image, pull_image, read_image, ImageRecords, ImageReference, ImageRoot,
+    ImmutableRef, ImportedImage, Materializer,
+};
+use strata_content::LeaseGuard;
+use strata_differ::{CompareOptions, CopyOptions, WalkingDiffer};
+use strata_oci::{Compression, Platform};
+use strata_registry::RegistryOptions;
+use strata_snapshotter::NativeSnapshotter;
+
+use crate::error::CliError;
+use crate::plan::{parse_platform, CopyPlan};
+use crate::store::{self, Store, StoreLocation};
+
+/// How long the lease on `--copy` layers and pulled blobs outlives a process that died
+/// holding it.
+const TEMPORARY_LEASE: Duration = Duration::from_secs(3600);
+
+/// Where base images' trees are extracted (one committed snapshot per chainID), under
+/// the store directory.
+pub fn extracted_dir(store_dir: &Path) -> PathBuf {
+    store_dir.join(".strata").join("snapshots").join("native")
+}
+
+/// What turns the base images of `store` into trees: blobs fetched into the store,
+/// applied by the walking differ, into the native snapshotter under `store_dir`.
+pub fn materializer(store: &Store, store_dir: &Path) -> Result<Materializer, CliError> {
+    let dir = extracted_dir(store_dir);
+    let snapshotter = NativeSnapshotter::open(&dir)
+        .map_err(|e| CliError::context(format!("opening snapshots {}", dir.display()), e))?;
+    Ok(Materializer {
+        store: store.content.clone(),
+        applier: Arc::new(WalkingDiffer::new(store.content.clone())),
+        snapshotter: Arc::new(snapshotter),
+    })
+}
+
+/// Parses a `--base` or `pull` reference; `containerd:` needs `--containerd`.
+pub fn parse_reference(text: &str, location: &StoreLocation) -> Result<ImageReference, CliError> {
+    let parsed = ImageReference::parse(text).map_err(|e| CliError::usage(e.to_string()))?;
+    if matches!(parsed, ImageReference::Containerd(_))
+        && !matches!(location, StoreLocation::Containerd { .. })
+    {
+        return Err(CliError::usage(format!(
+            "{text}: containerd images need --containerd SOCKET"
+        )));
+    }
+    Ok(parsed)
+}
+
+/// Finds the image `reference` names: in a registry (plain HTTP for `insecure`
+/// hosts), a layout or archive, the local store (`store:`), or containerd.
+pub async fn open(
+    reference: &ImageReference,
+    store: &Store,
+    location: &StoreLocation,
+    store_dir: &Path,
+    insecure: &[String],
+) -> Result<ImageRoot, CliError> {
+    let records = |s: &Store| ImageRecords {
+        content: s.content.clone(),
+        images: s.images.clone(),
+        name: s.shown.clone(),
+    };
+    let registry = RegistryOptions {
+        insecure_hosts: insecure.to_vec(),
+        ..RegistryOptions::default()
+    };
+    let (local, containerd) = match location {
+        StoreLocation::Local(_) => (Some(records(store)), None),
+        StoreLocation::Containerd { .. } => {
+            let local = match reference {
+                ImageReference::Store(_) => Some(records(&Store::open_local(store_dir).await?)),
+                _ => None,
+            };
+            (local, Some(records(store)))
+        }
+    };
+    open_image(reference, local.as_ref(), containerd.as_ref(), &registry)
+        .await
+        .map_err(|e| CliError::context("opening the base image", e))
+}
+
+/// Imports `reference` as blob-backed refs for `platform`: reads (and verifies) its
+/// manifest and config only; its layers are fetched when a tree or an output needs
+/// them.
+pub async fn import(
+    root: &ImageRoot,
+    platform: Option<&Platform>,
+    materializer: &Materializer,
+) -> Result<ImportedImage, CliError> {
+    read_image(root, platform)
+        .await
+        .map_err(|e| CliError::context("reading the base image", e))?
+        .into_refs(materializer)
+        .await
+        .map_err(|e| CliError::context("reading the base image", e))
+}
+
+/// Stacks `copies` on `top`, each a layer written straight from its source (owned
+/// `owner`, default 0:0) with the output's `compression` and `source_date_epoch`,
+/// into the materializer's store (leased by the caller).
+pub async fn stack_copies(
+    mut top: Option<ImmutableRef>,
+    copies: &[CopyPlan],
+    owner: Option<(u32, u32)>,
+    compression: Compression,
+    source_date_epoch: Option<i64>,
+    materializer: &Materializer,
+) -> Result<Option<ImmutableRef>, CliError> {
+    let opts = CompareOptions {
+        compression,
+        source_date_epoch,
+        ..CompareOptions::default()
+    };
+    for copy in copies {
+        let layer = copy_ref(
+            top,
+            &copy.src,
+            &CopyOptions {
+                dest: copy.dest.clone(),
+                owner,
+            },
+            &opts,
+            materializer,
+        )
+        .await
+        .map_err(|e| CliError::context(format!("--copy {}", copy.shown), e))?;
+        top = Some(layer);
+    }
+    Ok(top)
+}
+
+/// `strata pull REF`: every blob of the image (one platform of an index) fetched into
+/// the store, verified, and recorded under the image's name; prints the manifest
+/// digest.
+pub async fn pull(
+    reference: &str,
+    platform: Option<&str>,
+    location: &StoreLocation,
+    store_dir: &Path,
+    insecure: &[String],
+) -> Result<(), CliError> {
+    let parsed = parse_reference(reference, location)?;
+    let platform = platform.map(parse_platform).transpose()?;
+    let store = store::open(location, true).await?;
+    let root = open(&parsed, &store, location, store_dir, insecure).await?;
+    let image = read_image(&root, platform.as_ref())
+        .await
+        .map_err(|e| CliError::context(format!("pulling {reference}"), e))?;
+    let name = match &parsed {
+        ImageReference::Registry(r) => r.to_string(),
+        _ => root.name.clone(),
+    };
+    let lease = LeaseGuard::temporary(store.leases.clone(), TEMPORARY_LEASE)
+        .await
+        .map_err(|e| CliError::context("creating a lease", e))?;
+    let leased = store.content.with_lease(lease.id());
+    let pulled = pull_image(&image, &leased, Some((store.images.as_ref(), &name))).await;
+    // The image record holds what the pull wrote once it exists; the lease goes
+    // either way, before an error is reported.
+    let released = lease.release().await;
+    let pulled = pulled.map_err(|e| CliError::context(format!("pulling {reference}"), e))?;
+    released.map_err(|e| CliError::context("releasing the pull's lease", e))?;
+    eprintln!("pulled {name} ({} blobs fetched)", pulled.fetched.len());
+    println!("{}", pulled.manifest.digest);
+    Ok(())
+}
+
+/// A temporary lease on `store` for what an export writes before the exporter's own
+/// lease holds it (`--copy` layers).
+pub async fn temporary_lease(store: &Store) -> Result<LeaseGuard, CliError> {
+    LeaseGuard::temporary(store.leases.clone(), TEMPORARY_LEASE)
+        .await
+        .map_err(|e| CliError::context("creating a lease", e))
+}
