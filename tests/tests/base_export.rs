@@ -502,3 +502,43 @@ fn list_blobs(store: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+#[test]
+fn a_pulled_base_exports_offline_from_the_store() {
+    let w = World::new();
+    let registry = Registry::start();
+    let repo = unique_name("base/pulled");
+    let pushed = push_base(&w.base, &registry.host(), &format!("{repo}:1"));
+    let out = w
+        .strata()
+        .args(["pull", "--insecure-registry", &registry.host()])
+        .arg(format!("docker://{pushed}"))
+        .output()
+        .unwrap();
+    let digest = ok(out, "pull");
+    assert_eq!(digest.trim(), w.base.manifest_digest());
+    let images = ok(w.strata().arg("images").output().unwrap(), "images");
+    assert!(images.contains(&pushed), "{images}");
+    // Every blob is in the store: the registry is no longer needed.
+    drop(registry);
+    let src = w.copy_src();
+    let dest = w.path("out");
+    let out = w
+        .strata()
+        .args(["export", "--base", &format!("store:{pushed}"), "--copy"])
+        .arg(format!("{}:/srv/app", src.display()))
+        .arg("-o")
+        .arg(format!(
+            "type=oci,tar=false,dest={},name=strata.test/offline:1",
+            dest.display()
+        ))
+        .output()
+        .unwrap();
+    ok(out, "export --base store: without the registry");
+    let (manifest, config) = read_layout(&dest);
+    assert_built_on_base(&manifest, &config, &w.base, 1);
+    assert_eq!(
+        manifest["annotations"]["org.opencontainers.image.base.name"],
+        pushed
+    );
+}
