@@ -542,3 +542,46 @@ fn a_pulled_base_exports_offline_from_the_store() {
         pushed
     );
 }
+
+#[test]
+fn a_spec_gives_each_platform_its_base_and_copies() {
+    let w = World::new();
+    let src = w.copy_src();
+    let spec = w.path("spec.json");
+    fs::write(
+        &spec,
+        serde_json::json!({"platforms": [{
+            "platform": "linux/amd64",
+            "base": w.base.oci_reference(),
+            "copy": [format!("{}:/srv/app", src.display())],
+            "config": {"config": {"Env": ["EXTRA=1"]}}
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+    let dest = w.path("out");
+    let out = w
+        .strata()
+        .args(["export", "--spec"])
+        .arg(&spec)
+        .arg("-o")
+        .arg(format!(
+            "type=oci,tar=false,dest={},name=strata.test/spec:1",
+            dest.display()
+        ))
+        .output()
+        .unwrap();
+    ok(out, "export --spec with a base");
+    let index = json(&fs::read_to_string(dest.join("index.json")).unwrap());
+    let root = index["manifests"][0]["digest"].as_str().unwrap();
+    let blob =
+        |d: &str| json(&fs::read_to_string(dest.join("blobs/sha256").join(&d[7..])).unwrap());
+    let image_index = blob(root);
+    let entry = &image_index["manifests"][0];
+    assert_eq!(entry["platform"]["architecture"], "amd64");
+    let manifest = blob(entry["digest"].as_str().unwrap());
+    let config = blob(manifest["config"]["digest"].as_str().unwrap());
+    assert_built_on_base(&manifest, &config, &w.base, 1);
+    let env = config["config"]["Env"].as_array().unwrap();
+    assert!(env.iter().any(|e| e == "EXTRA=1"), "{env:?}");
+}
