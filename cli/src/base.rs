@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use strata_cache::{
     copy_ref, open_image, pull_image, read_image, ImageRecords, ImageReference, ImageRoot,
-    ImmutableRef, ImportedImage, Materializer,
+    ImmutableRef, Materializer,
 };
 use strata_content::LeaseGuard;
 use strata_differ::{CompareOptions, CopyOptions, WalkingDiffer};
-use strata_oci::{Compression, Platform};
+use strata_oci::Compression;
 use strata_registry::RegistryOptions;
 use strata_snapshotter::NativeSnapshotter;
 
@@ -87,22 +87,6 @@ pub async fn open(
     open_image(reference, local.as_ref(), containerd.as_ref(), &registry)
         .await
         .map_err(|e| CliError::context("opening the base image", e))
-}
-
-/// Imports `reference` as blob-backed refs for `platform`: reads (and verifies) its
-/// manifest and config only; its layers are fetched when a tree or an output needs
-/// them.
-pub async fn import(
-    root: &ImageRoot,
-    platform: Option<&Platform>,
-    materializer: &Materializer,
-) -> Result<ImportedImage, CliError> {
-    read_image(root, platform)
-        .await
-        .map_err(|e| CliError::context("reading the base image", e))?
-        .into_refs(materializer)
-        .await
-        .map_err(|e| CliError::context("reading the base image", e))
 }
 
 /// Stacks `copies` on `top`, each a layer written straight from its source (owned

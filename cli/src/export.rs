@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine as _;
-use strata_cache::Materializer;
-use strata_cache::{DirectoryChain, DirectoryError, ImmutableRef, LayerDir};
+use strata_cache::{
+    import_image, DirectoryChain, DirectoryError, ImmutableRef, LayerDir, Materializer,
+};
 use strata_containerd::ContainerdSnapshotter;
 use strata_differ::WalkingDiffer;
 use strata_exporter::{
@@ -300,7 +301,11 @@ pub async fn run(
                         &args.insecure_registries,
                     )
                     .await?;
-                    Some(base::import(&root, p.platform.as_ref(), m).await?)
+                    // Only the manifest and config are read (verified) here.
+                    let imported = import_image(&root, p.platform.as_ref(), m)
+                        .await
+                        .map_err(|e| CliError::context("reading the base image", e))?;
+                    Some(imported)
                 }
                 _ => None,
             };
