@@ -81,13 +81,15 @@ mod source;
 mod writer;
 
 pub use config::parse_config;
-pub use context::ExportContext;
+pub use context::{ExportContext, UnpackTarget};
 pub use error::{Error, Result};
 pub use exporter::{
     Exporter, ExporterInstance, RESPONSE_CONFIG_DIGEST, RESPONSE_DESCRIPTOR, RESPONSE_IMAGE_DIGEST,
     RESPONSE_IMAGE_NAME,
 };
-pub use options::{Annotations, Destination, ImageOptions, OutputKind, OutputOptions, PushRequest};
+pub use options::{
+    Annotations, Destination, ImageOptions, OutputKind, OutputOptions, PushRequest, RecordOptions,
+};
 pub use output::docker::DockerExporter;
 pub use output::image::ImageExporter;
 pub use output::layout::WriterFactory;

@@ -20,6 +20,19 @@ pub(crate) const OPTION_PUSH: &str = "push";
 pub(crate) const OPTION_PUSH_BY_DIGEST: &str = "push-by-digest";
 /// Option: talk plain HTTP to the registry.
 pub(crate) const OPTION_REGISTRY_INSECURE: &str = "registry.insecure";
+/// Option: record the image under its names (`image` exporter, default true).
+pub(crate) const OPTION_STORE: &str = "store";
+/// Option: unpack the image into the unpack target's snapshotter (`image` exporter).
+pub(crate) const OPTION_UNPACK: &str = "unpack";
+/// Option: also name the image `PREFIX@<digest>` (`image` exporter).
+pub(crate) const OPTION_DANGLING_NAME_PREFIX: &str = "dangling-name-prefix";
+/// Option: use the dangling name only when no `name` is given. BuildKit spells it
+/// this way (`exptypes.OptKeyDanglingEmptyOnly`), so strata does too.
+pub(crate) const OPTION_DANGLING_EMPTY_ONLY: &str = "danging-name-empty-only";
+/// Option: also record `NAME@<digest>` for every name (`image` exporter).
+pub(crate) const OPTION_NAME_CANONICAL: &str = "name-canonical";
+/// Option: rewrite layer timestamps to `source-date-epoch` (every exporter).
+pub(crate) const OPTION_REWRITE_TIMESTAMP: &str = "rewrite-timestamp";
 
 /// Which exporter a set of options is for (BuildKit's `type=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -99,6 +112,12 @@ pub struct ImageOptions {
     pub source_date_epoch: Option<i64>,
     /// Annotations (`annotation*`).
     pub annotations: Annotations,
+    /// `rewrite-timestamp`: accepted for BuildKit compatibility. strata already
+    /// clamps the times inside every layer it diffs to `source-date-epoch` as it writes
+    /// the layer (BuildKit does it in a second pass over the finished blobs), so the
+    /// option changes nothing; as in BuildKit, a base image's layers (exported by
+    /// their blobs) are never rewritten.
+    pub rewrite_timestamp: bool,
 }
 
 impl Default for ImageOptions {
@@ -111,6 +130,7 @@ impl Default for ImageOptions {
             force_compression: false,
             source_date_epoch: None,
             annotations: Annotations::default(),
+            rewrite_timestamp: false,
         }
     }
 }
@@ -144,6 +164,70 @@ pub struct PushRequest {
     pub insecure: Option<bool>,
 }
 
+/// What the `image` exporter does with the committed image besides pushing it
+/// (BuildKit's `store`, `unpack`, `dangling-name-prefix`, `danging-name-empty-only`,
+/// `name-canonical`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordOptions {
+    /// Record the image under its names (`store`, default true). False commits no
+    /// image record (with `push=true`: the image is only pushed); the blobs written are
+    /// left to garbage collection.
+    pub store: bool,
+    /// After naming, unpack the image (the host platform's, for an index) into the
+    /// exporter's [`UnpackTarget`](crate::UnpackTarget), keyed by chainID (`unpack`).
+    pub unpack: bool,
+    /// Also name the image `PREFIX@<digest>` (`dangling-name-prefix`).
+    pub dangling_name_prefix: Option<String>,
+    /// Use the dangling name only when no `name` is given (`danging-name-empty-only`).
+    pub dangling_name_empty_only: bool,
+    /// Besides each `NAME`, record `NAME@<digest>` (`name-canonical`); names that
+    /// already hold a digest are recorded once.
+    pub name_canonical: bool,
+}
+
+impl Default for RecordOptions {
+    fn default() -> Self {
+        RecordOptions {
+            store: true,
+            unpack: false,
+            dangling_name_prefix: None,
+            dangling_name_empty_only: false,
+            name_canonical: false,
+        }
+    }
+}
+
+impl RecordOptions {
+    /// The names the image with root `digest` gets, as BuildKit computes them: the
+    /// given `names`, then `PREFIX@<digest>` when a dangling prefix is set (unless
+    /// `dangling_name_empty_only` and there are names). These are the names pushed.
+    pub fn target_names(&self, names: &[String], digest: &strata_oci::Digest) -> Vec<String> {
+        let mut out = names.to_vec();
+        if let Some(prefix) = &self.dangling_name_prefix {
+            if !self.dangling_name_empty_only || names.is_empty() {
+                out.push(format!("{prefix}@{digest}"));
+            }
+        }
+        out
+    }
+
+    /// The image records to write for the image with root `digest` named `names`
+    /// ([`RecordOptions::target_names`]): each name, followed by `NAME@<digest>` with
+    /// `name_canonical` when the name holds no digest yet (as BuildKit, the canonical
+    /// name keeps a tag: `repo:tag@sha256:…`). A dangling name given alone is never
+    /// doubled: it holds a digest already.
+    pub fn record_names(&self, names: &[String], digest: &strata_oci::Digest) -> Vec<String> {
+        let mut out = Vec::new();
+        for name in self.target_names(names, digest) {
+            let canonical =
+                (self.name_canonical && !name.contains('@')).then(|| format!("{name}@{digest}"));
+            out.push(name);
+            out.extend(canonical);
+        }
+        out
+    }
+}
+
 /// Every option of one output, parsed and checked.
 ///
 /// ```
@@ -169,6 +253,8 @@ pub struct OutputOptions {
     pub destination: Option<Destination>,
     /// The push to make: always for `registry`, with `push=true` for `image`.
     pub push: Option<PushRequest>,
+    /// Image records and unpacking (`image` only).
+    pub records: Option<RecordOptions>,
 }
 
 impl OutputOptions {
@@ -183,14 +269,15 @@ impl OutputOptions {
         let mut destination = kind.writes_files().then(Destination::default);
         let mut pushes = kind == OutputKind::Registry;
         let mut push_request = PushRequest::default();
+        let mut records = (kind == OutputKind::Image).then(RecordOptions::default);
         for (key, value) in options {
             let invalid = |reason: String| Error::InvalidOption {
                 key: key.clone(),
                 value: value.clone(),
                 reason,
             };
-            match (key.as_str(), destination.as_mut()) {
-                ("name", _) => {
+            match (key.as_str(), destination.as_mut(), records.as_mut()) {
+                ("name", _, _) => {
                     image.names = value
                         .split(',')
                         .map(str::trim)
@@ -198,20 +285,20 @@ impl OutputOptions {
                         .map(str::to_string)
                         .collect();
                 }
-                ("oci-mediatypes", _) => image.oci_media_types = parse_bool(key, value)?,
-                ("compression", _) => {
+                ("oci-mediatypes", _, _) => image.oci_media_types = parse_bool(key, value)?,
+                ("compression", _, _) => {
                     image.compression = Compression::parse(value)
                         .ok_or_else(|| invalid("expected uncompressed, gzip or zstd".into()))?;
                 }
-                ("compression-level", _) => {
+                ("compression-level", _, _) => {
                     image.compression_level = Some(
                         value
                             .parse::<i32>()
                             .map_err(|e| invalid(format!("not an integer: {e}")))?,
                     );
                 }
-                ("force-compression", _) => image.force_compression = parse_bool(key, value)?,
-                ("source-date-epoch", _) => {
+                ("force-compression", _, _) => image.force_compression = parse_bool(key, value)?,
+                ("source-date-epoch", _, _) => {
                     if !value.is_empty() {
                         let epoch = value
                             .parse::<i64>()
@@ -222,27 +309,45 @@ impl OutputOptions {
                         image.source_date_epoch = Some(epoch);
                     }
                 }
-                ("tar", Some(d)) => d.tar = parse_bool(key, value)?,
-                ("dest", Some(d)) => {
+                ("tar", Some(d), _) => d.tar = parse_bool(key, value)?,
+                ("dest", Some(d), _) => {
                     if value.is_empty() {
                         return Err(invalid("empty path".into()));
                     }
                     d.dest = Some(PathBuf::from(value));
                 }
-                (OPTION_PUSH, _) if kind.can_push() => {
+                (OPTION_PUSH, _, _) if kind.can_push() => {
                     let wanted = parse_bool(key, value)?;
                     if kind == OutputKind::Registry && !wanted {
                         return Err(invalid("the registry exporter always pushes".into()));
                     }
                     pushes |= wanted;
                 }
-                (OPTION_PUSH_BY_DIGEST, _) if kind.can_push() => {
+                (OPTION_PUSH_BY_DIGEST, _, _) if kind.can_push() => {
                     push_request.by_digest = parse_bool(key, value)?;
                 }
-                (OPTION_REGISTRY_INSECURE, _) if kind.can_push() => {
+                (OPTION_REGISTRY_INSECURE, _, _) if kind.can_push() => {
                     push_request.insecure = Some(parse_bool(key, value)?);
                 }
-                (k, _) if k.starts_with("annotation") => {
+                (OPTION_REWRITE_TIMESTAMP, _, _) => {
+                    image.rewrite_timestamp = parse_bool(key, value)?;
+                }
+                (OPTION_STORE, _, Some(r)) => r.store = parse_bool(key, value)?,
+                (OPTION_UNPACK, _, Some(r)) => r.unpack = parse_bool(key, value)?,
+                (OPTION_DANGLING_NAME_PREFIX, _, Some(r)) => {
+                    // Empty is unset, as in BuildKit.
+                    if value.contains(['@', ',']) || value.chars().any(char::is_whitespace) {
+                        return Err(invalid(
+                            "a repository name, without digest, comma or spaces".into(),
+                        ));
+                    }
+                    r.dangling_name_prefix = (!value.is_empty()).then(|| value.clone());
+                }
+                (OPTION_DANGLING_EMPTY_ONLY, _, Some(r)) => {
+                    r.dangling_name_empty_only = parse_bool(key, value)?;
+                }
+                (OPTION_NAME_CANONICAL, _, Some(r)) => r.name_canonical = parse_bool(key, value)?,
+                (k, _, _) if k.starts_with("annotation") => {
                     image.annotations.parse_option(key, value)?;
                 }
                 _ => {
@@ -258,7 +363,13 @@ impl OutputOptions {
             check_destination(kind, d)?;
         }
         let push = pushes.then_some(push_request);
-        if push.is_some() && image.names.is_empty() {
+        let dangling = records
+            .as_ref()
+            .is_some_and(|r| r.dangling_name_prefix.is_some());
+        if let Some(r) = &records {
+            check_records(r, &image)?;
+        }
+        if push.is_some() && image.names.is_empty() && !dangling {
             return Err(Error::InvalidOption {
                 key: "name".into(),
                 value: String::new(),
@@ -270,8 +381,31 @@ impl OutputOptions {
             image,
             destination,
             push,
+            records,
         })
     }
+}
+
+/// An unpacked image is kept by its image record: `unpack=true` needs `store` and a
+/// name to record.
+fn check_records(records: &RecordOptions, image: &ImageOptions) -> Result<()> {
+    if !records.unpack {
+        return Ok(());
+    }
+    let refuse = |reason: &str| {
+        Err(Error::InvalidOption {
+            key: OPTION_UNPACK.into(),
+            value: "true".into(),
+            reason: reason.into(),
+        })
+    };
+    if !records.store {
+        return refuse("store=false records no image, so nothing would keep the unpacked snapshot");
+    }
+    if image.names.is_empty() && records.dangling_name_prefix.is_none() {
+        return refuse("unpacking needs name=REF (or dangling-name-prefix) to record the image");
+    }
+    Ok(())
 }
 
 /// The level must be one the compression has; zstd needs OCI media types.
@@ -486,6 +620,165 @@ pub(crate) mod tests {
         assert!(err.to_string().contains("name"), "{err}");
         let err = OutputOptions::parse(OutputKind::Oci, &opts(&[("push", "true")])).unwrap_err();
         assert!(matches!(err, Error::UnknownOption { ref key, .. } if key == "push"));
+    }
+
+    #[test]
+    fn image_record_options_are_buildkits() {
+        let parsed = OutputOptions::parse(OutputKind::Image, &opts(&[("name", "r/x:1")])).unwrap();
+        assert_eq!(parsed.records, Some(RecordOptions::default()));
+        assert!(parsed.records.unwrap().store);
+        let parsed = OutputOptions::parse(
+            OutputKind::Image,
+            &opts(&[
+                ("name", "r/x:1"),
+                ("store", "true"),
+                ("unpack", ""),
+                ("dangling-name-prefix", "dangling/img"),
+                ("danging-name-empty-only", "true"),
+                ("name-canonical", "1"),
+                ("rewrite-timestamp", "true"),
+            ]),
+        )
+        .unwrap();
+        assert!(parsed.image.rewrite_timestamp);
+        assert_eq!(
+            parsed.records,
+            Some(RecordOptions {
+                store: true,
+                unpack: true,
+                dangling_name_prefix: Some("dangling/img".into()),
+                dangling_name_empty_only: true,
+                name_canonical: true,
+            })
+        );
+        // store=false with push: only pushed.
+        let parsed = OutputOptions::parse(
+            OutputKind::Image,
+            &opts(&[("name", "r/x"), ("store", "false"), ("push", "true")]),
+        )
+        .unwrap();
+        assert!(parsed.push.is_some() && !parsed.records.unwrap().store);
+        // An empty prefix is unset; a dangling prefix is a name to push to.
+        let parsed =
+            OutputOptions::parse(OutputKind::Image, &opts(&[("dangling-name-prefix", "")]))
+                .unwrap();
+        assert_eq!(parsed.records.unwrap().dangling_name_prefix, None);
+        assert!(OutputOptions::parse(
+            OutputKind::Image,
+            &opts(&[("dangling-name-prefix", "r/d"), ("push", "true")])
+        )
+        .is_ok());
+        // rewrite-timestamp is every exporter's; the record options are the image's.
+        assert!(
+            OutputOptions::parse(OutputKind::Oci, &opts(&[("rewrite-timestamp", "1")]))
+                .is_ok_and(|p| p.image.rewrite_timestamp && p.records.is_none())
+        );
+        for key in ["store", "unpack", "name-canonical", "dangling-name-prefix"] {
+            for kind in [OutputKind::Oci, OutputKind::Docker, OutputKind::Registry] {
+                let mut o = opts(&[(key, "true"), ("name", "r/x")]);
+                o.insert("dest".into(), "/tmp/x".into());
+                o.retain(|k, _| k != "dest" || kind.writes_files());
+                let err = OutputOptions::parse(kind, &o).unwrap_err();
+                assert!(
+                    matches!(err, Error::UnknownOption { key: ref k, .. } if k == key),
+                    "{kind} {key}: {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_record_options_are_named() {
+        /// Options, the option named in the error, what the reason says.
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
+            (&[("store", "maybe")], "store", "true or false"),
+            (&[("unpack", "yes")], "unpack", "true or false"),
+            (
+                &[("name-canonical", "2")],
+                "name-canonical",
+                "true or false",
+            ),
+            (
+                &[("rewrite-timestamp", "x")],
+                "rewrite-timestamp",
+                "true or false",
+            ),
+            (
+                &[("dangling-name-prefix", "r/x@sha256:00")],
+                "dangling-name-prefix",
+                "without digest",
+            ),
+            (&[("unpack", "true")], "unpack", "needs name=REF"),
+            (
+                &[("unpack", "true"), ("store", "false"), ("name", "r/x")],
+                "unpack",
+                "store=false",
+            ),
+        ];
+        for (pairs, key, reason) in cases {
+            let err = OutputOptions::parse(OutputKind::Image, &opts(pairs)).unwrap_err();
+            match &err {
+                Error::InvalidOption {
+                    key: k, reason: r, ..
+                } => {
+                    assert_eq!(k, key, "{err}");
+                    assert!(r.contains(reason), "{err} should say {reason}");
+                }
+                other => panic!("{pairs:?} gave {other:?}"),
+            }
+        }
+        // A dangling name is enough to unpack.
+        assert!(OutputOptions::parse(
+            OutputKind::Image,
+            &opts(&[("unpack", "true"), ("dangling-name-prefix", "d/x")])
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn names_and_records_follow_buildkit() {
+        let digest = strata_oci::Digest::sha256_of(b"root");
+        let names = vec!["r/x:1".to_string(), format!("r/y@{digest}")];
+        let plain = RecordOptions::default();
+        assert_eq!(plain.target_names(&names, &digest), names);
+        assert_eq!(plain.record_names(&names, &digest), names);
+        let canonical = RecordOptions {
+            name_canonical: true,
+            ..RecordOptions::default()
+        };
+        assert_eq!(
+            canonical.record_names(&names, &digest),
+            vec![
+                "r/x:1".to_string(),
+                format!("r/x:1@{digest}"),
+                format!("r/y@{digest}")
+            ]
+        );
+        let dangling = RecordOptions {
+            dangling_name_prefix: Some("d/img".into()),
+            name_canonical: true,
+            ..RecordOptions::default()
+        };
+        // Alone: the dangling name only (it holds the digest already).
+        assert_eq!(
+            dangling.record_names(&[], &digest),
+            vec![format!("d/img@{digest}")]
+        );
+        // With names: in addition to them, unless empty-only.
+        assert_eq!(
+            dangling.target_names(&names[..1], &digest),
+            vec!["r/x:1".to_string(), format!("d/img@{digest}")]
+        );
+        let empty_only = RecordOptions {
+            dangling_name_empty_only: true,
+            ..dangling.clone()
+        };
+        assert_eq!(empty_only.target_names(&names[..1], &digest), &names[..1]);
+        assert_eq!(
+            empty_only.target_names(&[], &digest),
+            vec![format!("d/img@{digest}")]
+        );
     }
 
     #[test]
