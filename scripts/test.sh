@@ -6,7 +6,8 @@
 #
 # The end-to-end tests run skopeo, umoci, containerd (and ctr) and docker-registry
 # (servers start on loopback or a socket in a temp dir and stop by PID); pigz, zstd
-# and attr check layers; gcc builds the C of libdeflate, zstd and SQLite.
+# and attr check layers; gcc builds the C of libdeflate, zstd and SQLite; the static
+# busybox of busybox-static is the program `ctr run` starts in an unpacked image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,11 @@ for cmd in "${!need[@]}"; do
     || missing+=("${need[$cmd]}")
 done
 [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+# A static busybox (the dynamic `busybox` package installs the same path).
+if ! command -v dpkg-query >/dev/null 2>&1 \
+  || ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'; then
+  missing+=(busybox-static)
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)

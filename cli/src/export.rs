@@ -10,15 +10,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine as _;
-use strata_cache::{DirectoryChain, DirectoryError, ImmutableRef, LayerDir};
+use strata_cache::{DirectoryChain, DirectoryError, ImmutableRef, LayerDir, Materializer};
 use strata_containerd::ContainerdSnapshotter;
 use strata_differ::WalkingDiffer;
 use strata_exporter::{
     Destination, DockerExporter, ExportContext, Exporter, ExporterInstance, ImageExporter,
-    OciExporter, OutputKind, OutputOptions, Progress, RegistryExporter, Source, WriterFactory,
-    RESPONSE_DESCRIPTOR, RESPONSE_IMAGE_DIGEST,
+    OciExporter, OutputKind, OutputOptions, Progress, RegistryExporter, Source, UnpackTarget,
+    WriterFactory, RESPONSE_DESCRIPTOR, RESPONSE_IMAGE_DIGEST,
 };
-use strata_snapshotter::{DirectorySnapshotter, Snapshotter};
+use strata_snapshotter::{DirectorySnapshotter, NativeSnapshotter, Snapshotter};
 
 use crate::error::CliError;
 use crate::output::{parse_output, OutputSpec};
@@ -49,13 +49,57 @@ pub struct ExportArgs {
     /// `--snapshot`: the key of a committed containerd snapshot to export instead of
     /// `--layer` directories.
     pub snapshot: Option<String>,
-    /// `--snapshotter`: containerd's snapshotter holding `snapshot`.
+    /// `--snapshotter`: containerd's snapshotter holding `snapshot`, and the one
+    /// `unpack=true` extracts into.
     pub snapshotter: String,
 }
 
 /// Where the snapshot metadata of the directory snapshotter lives in a store.
 pub fn snapshots_dir(store: &Path) -> PathBuf {
     store.join(".strata").join("snapshots")
+}
+
+/// The name `unpack=true` into the local store gives its snapshotter (in the config's
+/// `containerd.io/gc.ref.snapshot.native` label): strata's native snapshotter, laid
+/// out as containerd's.
+const LOCAL_UNPACK_SNAPSHOTTER: &str = "native";
+
+/// Where `unpack=true` extracts images of the local store: a native snapshotter
+/// beside the directory snapshotter's metadata.
+pub fn unpack_snapshots_dir(store: &Path) -> PathBuf {
+    snapshots_dir(store).join(LOCAL_UNPACK_SNAPSHOTTER)
+}
+
+/// The snapshotter `unpack=true` extracts into: with containerd, its snapshotter
+/// `snapshotter` (what `ctr run` uses); otherwise strata's native snapshotter under
+/// `store_dir`. Layers are read from the store's content and applied by the walking
+/// differ (mounting containerd's overlay mounts needs root).
+fn unpack_target(
+    store: &Store,
+    store_dir: &Path,
+    snapshotter: &str,
+) -> Result<UnpackTarget, CliError> {
+    let (snapshots, name): (Arc<dyn Snapshotter>, &str) = match &store.containerd {
+        Some(conn) => (
+            Arc::new(ContainerdSnapshotter::new(conn.clone(), snapshotter)),
+            snapshotter,
+        ),
+        None => {
+            let dir = unpack_snapshots_dir(store_dir);
+            let native = NativeSnapshotter::open(&dir).map_err(|e| {
+                CliError::context(format!("opening snapshotter {}", dir.display()), e)
+            })?;
+            (Arc::new(native), LOCAL_UNPACK_SNAPSHOTTER)
+        }
+    };
+    Ok(UnpackTarget {
+        materializer: Materializer {
+            store: store.content.clone(),
+            applier: Arc::new(WalkingDiffer::new(store.content.clone())),
+            snapshotter: snapshots,
+        },
+        snapshotter_name: name.to_string(),
+    })
 }
 
 fn exporter(kind: OutputKind, ctx: ExportContext, stdout: bool) -> Box<dyn Exporter> {
@@ -83,6 +127,10 @@ struct CheckedOutput {
     /// Whether the tar goes to stdout (`dest=-`, or no `dest` when stdout is not a
     /// terminal, as buildx does).
     to_stdout: bool,
+    /// Whether the image is unpacked (`unpack=true`).
+    unpack: bool,
+    /// Whether the output names the image (`name`, or `dangling-name-prefix`).
+    named: bool,
 }
 
 fn check_output(spec: &OutputSpec, output: &str) -> Result<CheckedOutput, CliError> {
@@ -111,11 +159,16 @@ fn check_output(spec: &OutputSpec, output: &str) -> Result<CheckedOutput, CliErr
     }
     let parsed = OutputOptions::parse(spec.kind, &opts)
         .map_err(|e| CliError::usage(format!("invalid --output {output:?}: {e}")))?;
+    let records = parsed.records.unwrap_or_default();
+    let unpack = records.unpack;
+    let named = !parsed.image.names.is_empty() || records.dangling_name_prefix.is_some();
     let Some(mut destination) = parsed.destination else {
         return Ok(CheckedOutput {
             options: opts,
             destination: None,
             to_stdout: false,
+            unpack,
+            named,
         });
     };
     if destination.tar && destination.dest.is_none() {
@@ -139,6 +192,8 @@ fn check_output(spec: &OutputSpec, output: &str) -> Result<CheckedOutput, CliErr
         options: opts,
         destination: Some(destination),
         to_stdout,
+        unpack,
+        named,
     })
 }
 
@@ -195,10 +250,12 @@ pub async fn run(
         options: opts,
         destination,
         to_stdout,
+        unpack,
+        named,
     } = check_output(&spec, &args.output)?;
-    if matches!(spec.kind, OutputKind::Image | OutputKind::Registry) && !opts.contains_key("name") {
+    if matches!(spec.kind, OutputKind::Image | OutputKind::Registry) && !named {
         return Err(CliError::usage(format!(
-            "invalid --output {:?}: type={} needs name=REF",
+            "invalid --output {:?}: type={} needs name=REF (or dangling-name-prefix=REPO)",
             args.output, spec.kind
         )));
     }
@@ -253,13 +310,16 @@ pub async fn run(
     };
 
     // 3. The export, with progress rendered as it happens.
-    let ctx = ExportContext::new(
+    let mut ctx = ExportContext::new(
         store.content.clone(),
         store.leases.clone(),
         store.images.clone(),
         Arc::new(WalkingDiffer::new(store.content.clone())),
     )
     .with_jobs(args.jobs);
+    if unpack {
+        ctx = ctx.with_unpack_target(unpack_target(&store, store_dir, &args.snapshotter)?);
+    }
     let instance: Box<dyn ExporterInstance> = exporter(spec.kind, ctx, to_stdout)
         .resolve(opts)
         .await

@@ -22,8 +22,8 @@ use crate::error::{CliError, EXIT_FAILURE};
 use crate::render::ProgressMode;
 use crate::store::StoreLocation;
 
-/// containerd's default snapshotter, which `--snapshot` reads unless `--snapshotter`
-/// names another.
+/// containerd's default snapshotter, which `--snapshot` reads and `unpack=true`
+/// extracts into unless `--snapshotter` names another.
 const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
 
 #[derive(Parser)]
@@ -92,14 +92,15 @@ struct ExportCli {
     /// directories; each snapshot's history text is its strata.io/description label.
     #[arg(long, value_name = "KEY", conflicts_with_all = ["layers", "descriptions", "spec"])]
     snapshot: Option<String>,
-    /// The containerd snapshotter holding --snapshot: overlayfs (containerd's default),
-    /// native, …
+    /// The containerd snapshotter holding --snapshot, and the one type=image,unpack=true
+    /// extracts into: overlayfs (containerd's default), native, …
     #[arg(long, value_name = "NAME")]
     snapshotter: Option<String>,
     /// Output, buildx syntax: type=oci|docker|image[,dest=PATH][,name=REF][,tar=…]
     /// [,compression=gzip|zstd|uncompressed][,compression-level=N]
     /// [,force-compression=true][,oci-mediatypes=…][,source-date-epoch=N]
-    /// [,annotation.KEY=VALUE]…
+    /// [,annotation.KEY=VALUE]…; type=image also [,unpack=true][,store=false]
+    /// [,name-canonical=true][,dangling-name-prefix=REPO]
     #[arg(short = 'o', long = "output", value_name = "SPEC", required = true)]
     output: String,
     /// How many layers to compute at the same time (default: the number of CPUs).
@@ -157,9 +158,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     };
     match cli.command {
         Command::Export(a) => {
-            if a.snapshotter.is_some() && a.snapshot.is_none() {
+            if a.snapshotter.is_some() && !matches!(location, StoreLocation::Containerd { .. }) {
                 return Err(CliError::usage(
-                    "--snapshotter names where --snapshot KEY is: give --snapshot too",
+                    "--snapshotter names a containerd snapshotter (of --snapshot KEY, or for \
+                     unpack=true): it needs --containerd SOCKET",
                 ));
             }
             let jobs = match a.jobs {
