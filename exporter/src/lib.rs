@@ -13,10 +13,12 @@
 //!   and the image config. [`Source::from_buildkit`] adapts BuildKit's refs and
 //!   metadata map ([`CONFIG_KEY`], [`PLATFORMS_KEY`]).
 //! - [`OutputOptions::parse`]: BuildKit's option names (`name`, `compression`,
-//!   `oci-mediatypes`, `source-date-epoch`, `annotation.*`, `tar`, `dest`, `push`, …)
+//!   `oci-mediatypes`, `source-date-epoch`, `annotation.*`, `tar`, `dest`, `push`,
+//!   `unpack`, `store`, `name-canonical`, `dangling-name-prefix`, …)
 //!   parsed and checked for an [`OutputKind`] without any store, so a CLI or frontend
 //!   can refuse bad options before it opens anything.
-//! - [`Exporter`]s, built from an [`ExportContext`] (stores, differ, job limit):
+//! - [`Exporter`]s, built from an [`ExportContext`] (stores, differ, job limit, and
+//!   the [`UnpackTarget`] `unpack=true` extracts into):
 //!   [`ImageExporter`] (content store + image records), [`OciExporter`] (OCI layout tar
 //!   or directory), [`DockerExporter`] (docker-archive tar) and [`RegistryExporter`]
 //!   (pushed by the [`Pusher`], which the `image` exporter also uses with
