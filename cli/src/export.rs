@@ -50,9 +50,13 @@ pub struct ExportArgs {
     /// `--layer` directories.
     pub snapshot: Option<String>,
     /// `--snapshotter`: containerd's snapshotter holding `snapshot`, and the one
-    /// `unpack=true` extracts into.
-    pub snapshotter: String,
+    /// `unpack=true` extracts into ([`DEFAULT_SNAPSHOTTER`] when not given).
+    pub snapshotter: Option<String>,
 }
+
+/// containerd's default snapshotter, which `--snapshot` reads and `unpack=true`
+/// extracts into unless `--snapshotter` names another.
+pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
 
 /// Where the snapshot metadata of the directory snapshotter lives in a store.
 pub fn snapshots_dir(store: &Path) -> PathBuf {
@@ -253,6 +257,13 @@ pub async fn run(
         unpack,
         named,
     } = check_output(&spec, &args.output)?;
+    if args.snapshotter.is_some() && args.snapshot.is_none() && !unpack {
+        return Err(CliError::usage(
+            "--snapshotter names where --snapshot KEY is, or where unpack=true extracts: \
+             give one of them",
+        ));
+    }
+    let snapshotter = args.snapshotter.as_deref().unwrap_or(DEFAULT_SNAPSHOTTER);
     if matches!(spec.kind, OutputKind::Image | OutputKind::Registry) && !named {
         return Err(CliError::usage(format!(
             "invalid --output {:?}: type={} needs name=REF (or dangling-name-prefix=REPO)",
@@ -284,7 +295,7 @@ pub async fn run(
     let mut layer_names = BTreeMap::new();
     let mut tops: Vec<Option<ImmutableRef>> = Vec::new();
     if let Some(key) = &args.snapshot {
-        let top = containerd_chain(&store, &args.snapshotter, key, &mut layer_names).await?;
+        let top = containerd_chain(&store, snapshotter, key, &mut layer_names).await?;
         tops.push(Some(top));
     } else {
         directory_chains(store_dir, &plan, &chains, &mut layer_names, &mut tops).await?;
@@ -318,7 +329,7 @@ pub async fn run(
     )
     .with_jobs(args.jobs);
     if unpack {
-        ctx = ctx.with_unpack_target(unpack_target(&store, store_dir, &args.snapshotter)?);
+        ctx = ctx.with_unpack_target(unpack_target(&store, store_dir, snapshotter)?);
     }
     let instance: Box<dyn ExporterInstance> = exporter(spec.kind, ctx, to_stdout)
         .resolve(opts)

@@ -22,10 +22,6 @@ use crate::error::{CliError, EXIT_FAILURE};
 use crate::render::ProgressMode;
 use crate::store::StoreLocation;
 
-/// containerd's default snapshotter, which `--snapshot` reads and `unpack=true`
-/// extracts into unless `--snapshotter` names another.
-const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
-
 #[derive(Parser)]
 #[command(
     name = "strata",
@@ -182,9 +178,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     progress: a.progress,
                     metadata_file: a.metadata_file,
                     snapshot: a.snapshot,
-                    snapshotter: a
-                        .snapshotter
-                        .unwrap_or_else(|| DEFAULT_SNAPSHOTTER.to_string()),
+                    snapshotter: a.snapshotter,
                 },
                 &location,
                 &store,

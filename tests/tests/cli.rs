@@ -894,4 +894,15 @@ async fn unpack_into_the_local_store_and_canonical_names() {
     let out = strata(&store, &args, &[]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--containerd"));
+    // With --containerd, it needs --snapshot or unpack=true to be about something
+    // (refused before containerd is contacted).
+    let mut args = strs(&["--containerd", "/nonexistent/containerd.sock"]);
+    args.extend(t.export_args("type=image,name=example.com/u:3"));
+    args.extend(strs(&["--snapshotter", "native"]));
+    let out = strata(&store, &args, &[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unpack=true"),
+        "{out:?}"
+    );
 }
