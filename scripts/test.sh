@@ -23,8 +23,7 @@ for cmd in "${!need[@]}"; do
 done
 [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 # A static busybox (the dynamic `busybox` package installs the same path).
-if ! command -v dpkg-query >/dev/null 2>&1 \
-  || ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'; then
+if [ "$(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null)" != "install ok installed" ]; then
   missing+=(busybox-static)
 fi
 
