@@ -6,8 +6,9 @@
 #
 # The end-to-end tests run skopeo, umoci, containerd (and ctr), docker-registry and
 # dockerd (docker.io; servers start on loopback or a socket in a temp dir and stop by
-# PID); base images are built from the static busybox (busybox-static); pigz, zstd
-# and attr check layers; gcc builds the C of libdeflate, zstd and SQLite.
+# PID); base images are built from the static busybox (busybox-static), which is also
+# the program `ctr run` starts in an unpacked image; pigz, zstd and attr check layers;
+# gcc builds the C of libdeflate, zstd and SQLite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +26,8 @@ done
 # Debian's plain busybox package also installs /bin/busybox, but linked dynamically:
 # base images need the static one.
 if command -v dpkg-query >/dev/null 2>&1; then
-  dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' \
+  # No pipe: with pipefail, grep -q closing early could fail the dpkg-query side.
+  [ "$(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null)" = "install ok installed" ] \
     || missing+=(busybox-static)
 else
   [ -x /bin/busybox ] || missing+=(busybox-static)

@@ -1,6 +1,7 @@
 //! Base images on the command line: `--base REF` (imported as blob-backed refs, its
-//! tree extracted only when a `--layer` is diffed against it), `--copy` layers, and
-//! `strata pull`.
+//! tree extracted only when a `--layer` is diffed against it), `--copy` layers,
+//! `strata pull`; and the native snapshotter under the store that base trees and
+//! `unpack=true` images are extracted into.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,13 +11,16 @@ use strata_cache::{
     copy_ref, open_image, pull_image, read_image, ImageRecords, ImageReference, ImageRoot,
     ImmutableRef, Materializer,
 };
+use strata_containerd::ContainerdSnapshotter;
 use strata_content::LeaseGuard;
 use strata_differ::{CompareOptions, CopyOptions, WalkingDiffer};
+use strata_exporter::UnpackTarget;
 use strata_oci::Compression;
 use strata_registry::RegistryOptions;
-use strata_snapshotter::NativeSnapshotter;
+use strata_snapshotter::{NativeSnapshotter, Snapshotter};
 
 use crate::error::CliError;
+use crate::export::snapshots_dir;
 use crate::plan::{parse_platform, CopyPlan};
 use crate::store::{self, Store, StoreLocation};
 
@@ -24,22 +28,61 @@ use crate::store::{self, Store, StoreLocation};
 /// holding it.
 const TEMPORARY_LEASE: Duration = Duration::from_secs(3600);
 
-/// Where base images' trees are extracted (one committed snapshot per chainID), under
-/// the store directory.
-pub fn extracted_dir(store_dir: &Path) -> PathBuf {
-    store_dir.join(".strata").join("snapshots").join("native")
+/// The name of strata's native snapshotter under the store, as `unpack=true` records
+/// it in the config's `containerd.io/gc.ref.snapshot.native` label.
+const NATIVE_SNAPSHOTTER: &str = "native";
+
+/// Where the native snapshotter under the store keeps its snapshots: base images'
+/// trees (one committed snapshot per chainID) and images unpacked with `unpack=true`.
+pub fn native_snapshots_dir(store_dir: &Path) -> PathBuf {
+    snapshots_dir(store_dir).join(NATIVE_SNAPSHOTTER)
 }
 
 /// What turns the base images of `store` into trees: blobs fetched into the store,
 /// applied by the walking differ, into the native snapshotter under `store_dir`.
 pub fn materializer(store: &Store, store_dir: &Path) -> Result<Materializer, CliError> {
-    let dir = extracted_dir(store_dir);
-    let snapshotter = NativeSnapshotter::open(&dir)
+    materializer_into(store, native(store_dir)?)
+}
+
+/// The snapshotter `unpack=true` extracts into: with containerd, its snapshotter
+/// `snapshotter` (what `ctr run` uses); otherwise the native snapshotter under
+/// `store_dir`. Layers are read from the store's content and applied by the walking
+/// differ (mounting containerd's overlay mounts needs root).
+pub fn unpack_target(
+    store: &Store,
+    store_dir: &Path,
+    snapshotter: &str,
+) -> Result<UnpackTarget, CliError> {
+    let (snapshots, name): (Arc<dyn Snapshotter>, &str) = match &store.containerd {
+        Some(conn) => (
+            Arc::new(ContainerdSnapshotter::new(conn.clone(), snapshotter)),
+            snapshotter,
+        ),
+        None => (native(store_dir)?, NATIVE_SNAPSHOTTER),
+    };
+    Ok(UnpackTarget {
+        materializer: materializer_into(store, snapshots)?,
+        snapshotter_name: name.to_string(),
+    })
+}
+
+/// The native snapshotter under `store_dir`.
+fn native(store_dir: &Path) -> Result<Arc<dyn Snapshotter>, CliError> {
+    let dir = native_snapshots_dir(store_dir);
+    let native = NativeSnapshotter::open(&dir)
         .map_err(|e| CliError::context(format!("opening snapshots {}", dir.display()), e))?;
+    Ok(Arc::new(native))
+}
+
+/// Extraction from `store`'s blobs into `snapshotter`.
+fn materializer_into(
+    store: &Store,
+    snapshotter: Arc<dyn Snapshotter>,
+) -> Result<Materializer, CliError> {
     Ok(Materializer {
         store: store.content.clone(),
         applier: Arc::new(WalkingDiffer::new(store.content.clone())),
-        snapshotter: Arc::new(snapshotter),
+        snapshotter,
     })
 }
 

@@ -10,24 +10,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine as _;
-use strata_cache::{
-    import_image, DirectoryChain, DirectoryError, ImmutableRef, LayerDir, Materializer,
-};
-use strata_containerd::ContainerdSnapshotter;
+use strata_cache::ImmutableRef;
 use strata_differ::WalkingDiffer;
 use strata_exporter::{
-    merge_config, BaseImageRef, Destination, DockerExporter, ExportContext, Exporter,
-    ExporterInstance, ImageExporter, ImageOptions, OciExporter, OutputKind, OutputOptions,
-    PlatformSource, Progress, PushOptions, RegistryExporter, Source, WriterFactory,
-    RESPONSE_DESCRIPTOR, RESPONSE_IMAGE_DIGEST,
+    Destination, DockerExporter, ExportContext, Exporter, ExporterInstance, ImageExporter,
+    ImageOptions, OciExporter, OutputKind, OutputOptions, PlatformSource, Progress, PushOptions,
+    RegistryExporter, Source, WriterFactory, RESPONSE_DESCRIPTOR, RESPONSE_IMAGE_DIGEST,
 };
-use strata_snapshotter::{DirectorySnapshotter, Snapshotter};
 
 use crate::base;
 use crate::error::CliError;
 use crate::output::{parse_output, OutputSpec};
-use crate::plan::{self, LayerPlan, Plan, PlatformPlan};
+use crate::plan::{self, Plan};
 use crate::render::{render, ProgressMode};
+use crate::sources;
 use crate::store::{self, Store, StoreLocation};
 
 /// The arguments of `strata export`, already parsed by clap.
@@ -61,9 +57,14 @@ pub struct ExportArgs {
     /// `--snapshot`: the key of a committed containerd snapshot to export instead of
     /// `--layer` directories.
     pub snapshot: Option<String>,
-    /// `--snapshotter`: containerd's snapshotter holding `snapshot`.
-    pub snapshotter: String,
+    /// `--snapshotter`: containerd's snapshotter holding `snapshot`, and the one
+    /// `unpack=true` extracts into ([`DEFAULT_SNAPSHOTTER`] when not given).
+    pub snapshotter: Option<String>,
 }
+
+/// containerd's default snapshotter, which `--snapshot` reads and `unpack=true`
+/// extracts into unless `--snapshotter` names another.
+pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
 
 /// Where the snapshot metadata of the directory snapshotter lives in a store.
 pub fn snapshots_dir(store: &Path) -> PathBuf {
@@ -109,6 +110,10 @@ struct CheckedOutput {
     to_stdout: bool,
     /// The image options parsed (compression and epoch of `--copy` layers).
     image: ImageOptions,
+    /// Whether the image is unpacked (`unpack=true`).
+    unpack: bool,
+    /// Whether the output names the image (`name`, or `dangling-name-prefix`).
+    named: bool,
 }
 
 fn check_output(spec: &OutputSpec, output: &str) -> Result<CheckedOutput, CliError> {
@@ -137,12 +142,17 @@ fn check_output(spec: &OutputSpec, output: &str) -> Result<CheckedOutput, CliErr
     }
     let parsed = OutputOptions::parse(spec.kind, &opts)
         .map_err(|e| CliError::usage(format!("invalid --output {output:?}: {e}")))?;
+    let records = parsed.records.unwrap_or_default();
+    let unpack = records.unpack;
+    let named = !parsed.image.names.is_empty() || records.dangling_name_prefix.is_some();
     let Some(mut destination) = parsed.destination else {
         return Ok(CheckedOutput {
             options: opts,
             destination: None,
             to_stdout: false,
             image: parsed.image,
+            unpack,
+            named,
         });
     };
     if destination.tar && destination.dest.is_none() {
@@ -167,6 +177,8 @@ fn check_output(spec: &OutputSpec, output: &str) -> Result<CheckedOutput, CliErr
         destination: Some(destination),
         to_stdout,
         image: parsed.image,
+        unpack,
+        named,
     })
 }
 
@@ -224,10 +236,19 @@ pub async fn run(
         destination,
         to_stdout,
         image: image_opts,
+        unpack,
+        named,
     } = check_output(&spec, &args.output)?;
-    if matches!(spec.kind, OutputKind::Image | OutputKind::Registry) && !opts.contains_key("name") {
+    if args.snapshotter.is_some() && args.snapshot.is_none() && !unpack {
+        return Err(CliError::usage(
+            "--snapshotter names where --snapshot KEY is, or where unpack=true extracts: \
+             give one of them",
+        ));
+    }
+    let snapshotter = args.snapshotter.as_deref().unwrap_or(DEFAULT_SNAPSHOTTER);
+    if matches!(spec.kind, OutputKind::Image | OutputKind::Registry) && !named {
         return Err(CliError::usage(format!(
-            "invalid --output {:?}: type={} needs name=REF",
+            "invalid --output {:?}: type={} needs name=REF (or dangling-name-prefix=REPO)",
             args.output, spec.kind
         )));
     }
@@ -251,7 +272,7 @@ pub async fn run(
             plan.platforms.len()
         )));
     }
-    let chains = read_layers(&plan).await?;
+    let chains = sources::read_layers(&plan).await?;
     let bases = plan
         .platforms
         .iter()
@@ -273,7 +294,7 @@ pub async fn run(
         false => None,
     };
     if let Some(key) = &args.snapshot {
-        let top = containerd_chain(&store, &args.snapshotter, key, &mut layer_names).await?;
+        let top = sources::containerd_chain(&store, snapshotter, key, &mut layer_names).await?;
         images.push(PlatformSource {
             platform: None,
             top: Some(top),
@@ -281,102 +302,37 @@ pub async fn run(
             base: None,
         });
     } else {
-        let needs_extraction = bases.iter().any(Option::is_some) || copy_lease.is_some();
-        let materializer = match needs_extraction {
-            true => Some(base::materializer(&store, store_dir)?),
-            false => None,
-        };
-        for (i, (p, chain)) in plan.platforms.iter().zip(chains).enumerate() {
-            let label = p
-                .platform
-                .as_ref()
-                .map_or_else(|| "default".to_string(), |p| p.to_string());
-            let imported = match (&bases[i], &materializer) {
-                (Some(reference), Some(m)) => {
-                    let root = base::open(
-                        reference,
-                        &store,
-                        location,
-                        store_dir,
-                        &args.insecure_registries,
-                    )
-                    .await?;
-                    // Only the manifest and config are read (verified) here.
-                    let imported = import_image(&root, p.platform.as_ref(), m)
-                        .await
-                        .map_err(|e| CliError::context("reading the base image", e))?;
-                    Some(imported)
-                }
-                _ => None,
-            };
-            let base_top = imported.as_ref().and_then(|b| b.top.clone());
-            let mut link = base_top.as_ref();
-            while let Some(r) = link {
-                layer_names.insert(r.id().to_string(), format!("base layer {}", r.id()));
-                link = r.parent();
-            }
-            let top = directory_chain(store_dir, p, chain, base_top, &mut layer_names).await?;
-            let top = match (&materializer, &copy_lease) {
-                (Some(m), Some(lease)) if !p.copies.is_empty() => {
-                    let leased = Materializer {
-                        store: store.content.with_lease(lease.id()),
-                        ..m.clone()
-                    };
-                    let top = base::stack_copies(
-                        top,
-                        &p.copies,
-                        args.chown,
-                        image_opts.compression,
-                        image_opts.source_date_epoch,
-                        &leased,
-                    )
-                    .await?;
-                    for (r, c) in std::iter::successors(top.as_ref(), |r| r.parent())
-                        .zip(p.copies.iter().rev())
-                    {
-                        layer_names.insert(r.id().to_string(), format!("COPY {}", c.shown));
-                    }
-                    top
-                }
-                _ => top,
-            };
-            let (config, base_ref) = match &imported {
-                Some(b) => (
-                    Some(
-                        merge_config(&b.config, p.config.as_deref(), &label)
-                            .map_err(|e| CliError::context("--config", e))?,
-                    ),
-                    Some(BaseImageRef {
-                        name: b.name.clone(),
-                        digest: b.digest.clone(),
-                    }),
-                ),
-                None => (p.config.clone(), None),
-            };
-            if plan.multi && top.is_none() {
-                return Err(CliError::failed(format!(
-                    "platform {label} has no layers; each platform of a spec needs at least one"
-                )));
-            }
-            images.push(PlatformSource {
-                platform: if plan.multi { p.platform.clone() } else { None },
-                top,
-                config,
-                base: base_ref,
-            });
-        }
+        images = sources::platform_sources(
+            &plan,
+            chains,
+            &bases,
+            &sources::Inputs {
+                store: &store,
+                location,
+                store_dir,
+                insecure_registries: &args.insecure_registries,
+                chown: args.chown,
+                image: &image_opts,
+                copy_lease: copy_lease.as_ref(),
+            },
+            &mut layer_names,
+        )
+        .await?;
     }
     let tops: Vec<ImmutableRef> = images.iter().filter_map(|i| i.top.clone()).collect();
     let source = Source { images };
 
     // 3. The export, with progress rendered as it happens.
-    let ctx = ExportContext::new(
+    let mut ctx = ExportContext::new(
         store.content.clone(),
         store.leases.clone(),
         store.images.clone(),
         Arc::new(WalkingDiffer::new(store.content.clone())),
     )
     .with_jobs(args.jobs);
+    if unpack {
+        ctx = ctx.with_unpack_target(base::unpack_target(&store, store_dir, snapshotter)?);
+    }
     let instance: Box<dyn ExporterInstance> = exporter(
         spec.kind,
         ctx,
@@ -424,111 +380,6 @@ pub async fn run(
     Ok(())
 }
 
-/// Reads (fingerprints) every platform's `--layer` directories, all platforms at once;
-/// errors name the first layer, in plan order, that could not be read.
-async fn read_layers(plan: &Plan) -> Result<Vec<DirectoryChain>, CliError> {
-    let reads = plan.platforms.iter().map(|p| async {
-        let layers: Vec<LayerDir> = p
-            .layers
-            .iter()
-            .map(|l| LayerDir {
-                dir: l.dir.clone(),
-                description: l.description.clone(),
-            })
-            .collect();
-        DirectoryChain::read(&layers)
-            .await
-            .map_err(|e| layer_error(&p.layers, e))
-    });
-    futures::future::join_all(reads).await.into_iter().collect()
-}
-
-/// `error` of one of `layers`, named as the user named the layer.
-fn layer_error(layers: &[LayerPlan], error: DirectoryError) -> CliError {
-    let dir = error.dir().map(Path::to_path_buf).unwrap_or_default();
-    let shown = layers
-        .iter()
-        .find(|l| l.dir == dir)
-        .map_or_else(|| dir.display().to_string(), |l| l.shown.clone());
-    match error {
-        DirectoryError::Read { path, source, .. } => CliError::context(
-            format!("reading layer {shown}"),
-            format!("{}: {source}", path.display()),
-        ),
-        DirectoryError::Register { source, .. } => {
-            CliError::context(format!("registering layer {shown}"), source)
-        }
-        other => CliError::context("registering layers", other),
-    }
-}
-
-/// Registers (or finds) one platform's `--layer` directories as a snapshot chain in
-/// the directory snapshotter under `store_dir`, on `base` (a base image's top) when
-/// there is one; returns the chain's top (`base` without layers).
-async fn directory_chain(
-    store_dir: &Path,
-    p: &PlatformPlan,
-    chain: DirectoryChain,
-    base: Option<ImmutableRef>,
-    layer_names: &mut BTreeMap<String, String>,
-) -> Result<Option<ImmutableRef>, CliError> {
-    if p.layers.is_empty() {
-        return Ok(base);
-    }
-    let snapshots = DirectorySnapshotter::open(snapshots_dir(store_dir)).map_err(|e| {
-        CliError::context(format!("opening snapshots of {}", store_dir.display()), e)
-    })?;
-    let chain = match &base {
-        Some(b) => chain.onto(b.id()),
-        None => chain,
-    };
-    let names = chain
-        .register(&snapshots)
-        .await
-        .map_err(|e| layer_error(&p.layers, e))?;
-    for (name, l) in names.iter().zip(&p.layers) {
-        layer_names
-            .entry(name.clone())
-            .or_insert_with(|| l.shown.clone());
-    }
-    let Some(name) = names.last() else {
-        return Ok(base);
-    };
-    let snapshotter: Arc<dyn Snapshotter> = Arc::new(snapshots);
-    ImmutableRef::load_onto(snapshotter, name, base)
-        .await
-        .map(Some)
-        .map_err(|e| CliError::context(format!("loading snapshot {name}"), e))
-}
-
-/// Loads the committed containerd snapshot `key` (and its parents) from containerd's
-/// snapshotter `snapshotter`; names its links for progress.
-async fn containerd_chain(
-    store: &Store,
-    snapshotter: &str,
-    key: &str,
-    layer_names: &mut BTreeMap<String, String>,
-) -> Result<ImmutableRef, CliError> {
-    let Some(conn) = store.containerd.clone() else {
-        return Err(CliError::usage(
-            "--snapshot names a containerd snapshot: it needs --containerd SOCKET",
-        ));
-    };
-    let snapshots: Arc<dyn Snapshotter> = Arc::new(ContainerdSnapshotter::new(conn, snapshotter));
-    let top = ImmutableRef::load(snapshots, key).await.map_err(|e| {
-        CliError::context(
-            format!("loading snapshot {key:?} of containerd's {snapshotter} snapshotter"),
-            e,
-        )
-    })?;
-    let mut link = Some(&top);
-    while let Some(r) = link {
-        layer_names.insert(r.id().to_string(), r.id().to_string());
-        link = r.parent();
-    }
-    Ok(top)
-}
-
 /// After a failed export (which released its lease before returning the error):
 /// collect what it wrote. GC never removes leased or referenced content, so this is safe
 /// while other exports run.
@@ -563,6 +414,8 @@ fn write_metadata(file: &Path, response: &BTreeMap<String, String>) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::LayerPlan;
+    use strata_cache::{DirectoryChain, LayerDir};
 
     #[tokio::test]
     async fn an_unreadable_layer_is_an_error_naming_it() {
@@ -576,7 +429,7 @@ mod tests {
             description: String::new(),
         }];
         let err = match DirectoryChain::read(&read).await {
-            Err(e) => layer_error(&[layer], e),
+            Err(e) => crate::sources::layer_error(&[layer], e),
             Ok(_) => panic!("a missing layer directory was read"),
         };
         let msg = err.to_string();

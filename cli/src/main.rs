@@ -12,6 +12,7 @@ mod export;
 mod output;
 mod plan;
 mod render;
+mod sources;
 mod store;
 mod store_cmds;
 
@@ -22,10 +23,6 @@ use clap::{Parser, Subcommand};
 use crate::error::{CliError, EXIT_FAILURE};
 use crate::render::ProgressMode;
 use crate::store::StoreLocation;
-
-/// containerd's default snapshotter, which `--snapshot` reads unless `--snapshotter`
-/// names another.
-const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
 
 #[derive(Parser)]
 #[command(
@@ -122,14 +119,15 @@ struct ExportCli {
     /// directories; each snapshot's history text is its strata.io/description label.
     #[arg(long, value_name = "KEY", conflicts_with_all = ["layers", "descriptions", "spec"])]
     snapshot: Option<String>,
-    /// The containerd snapshotter holding --snapshot: overlayfs (containerd's default),
-    /// native, …
+    /// The containerd snapshotter holding --snapshot, and the one type=image,unpack=true
+    /// extracts into: overlayfs (containerd's default), native, …
     #[arg(long, value_name = "NAME")]
     snapshotter: Option<String>,
     /// Output, buildx syntax: type=oci|docker|image[,dest=PATH][,name=REF][,tar=…]
     /// [,compression=gzip|zstd|uncompressed][,compression-level=N]
     /// [,force-compression=true][,oci-mediatypes=…][,source-date-epoch=N]
-    /// [,annotation.KEY=VALUE]…
+    /// [,annotation.KEY=VALUE]…; type=image also [,unpack=true][,store=false]
+    /// [,name-canonical=true][,dangling-name-prefix=REPO]
     #[arg(short = 'o', long = "output", value_name = "SPEC", required = true)]
     output: String,
     /// How many layers to compute at the same time (default: the number of CPUs).
@@ -187,9 +185,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     };
     match cli.command {
         Command::Export(a) => {
-            if a.snapshotter.is_some() && a.snapshot.is_none() {
+            if a.snapshotter.is_some() && !matches!(location, StoreLocation::Containerd { .. }) {
                 return Err(CliError::usage(
-                    "--snapshotter names where --snapshot KEY is: give --snapshot too",
+                    "--snapshotter names a containerd snapshotter (of --snapshot KEY, or for \
+                     unpack=true): it needs --containerd SOCKET",
                 ));
             }
             let jobs = match a.jobs {
@@ -214,9 +213,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     progress: a.progress,
                     metadata_file: a.metadata_file,
                     snapshot: a.snapshot,
-                    snapshotter: a
-                        .snapshotter
-                        .unwrap_or_else(|| DEFAULT_SNAPSHOTTER.to_string()),
+                    snapshotter: a.snapshotter,
                 },
                 &location,
                 &store,

@@ -14,6 +14,8 @@
 //! `InvalidArgument`. Field paths are checked here so a bad one is refused before
 //! containerd sees it; `walk` lists the namespace's snapshots and filters them here.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use strata_snapshotter::{Error, Filter, Info, Kind, Labels, Mount, Result, Snapshotter, Usage};
 use tonic::Code;
@@ -41,6 +43,8 @@ use crate::proto::snapshots;
 pub struct ContainerdSnapshotter {
     conn: ContainerdConnection,
     snapshotter: String,
+    /// The lease the snapshots it creates join (`with_lease`).
+    lease: Option<String>,
 }
 
 impl ContainerdSnapshotter {
@@ -49,6 +53,18 @@ impl ContainerdSnapshotter {
         ContainerdSnapshotter {
             conn,
             snapshotter: snapshotter.into(),
+            lease: None,
+        }
+    }
+
+    /// The same snapshotter with every snapshot it prepares, views or commits added to
+    /// containerd's lease `lease` (the `containerd-lease` header), as containerd's own
+    /// unpacker works, so containerd's garbage collector keeps them until the lease
+    /// goes.
+    pub fn leased(&self, lease: impl Into<String>) -> ContainerdSnapshotter {
+        ContainerdSnapshotter {
+            lease: Some(lease.into()),
+            ..self.clone()
         }
     }
 
@@ -163,12 +179,15 @@ impl Snapshotter for ContainerdSnapshotter {
         let resp = self
             .conn
             .snapshots()
-            .prepare(self.conn.request(snapshots::PrepareSnapshotRequest {
-                snapshotter: self.snapshotter.clone(),
-                key: key.to_string(),
-                parent: parent.unwrap_or_default().to_string(),
-                labels: labels_to(&labels),
-            }))
+            .prepare(self.conn.request_in_lease(
+                snapshots::PrepareSnapshotRequest {
+                    snapshotter: self.snapshotter.clone(),
+                    key: key.to_string(),
+                    parent: parent.unwrap_or_default().to_string(),
+                    labels: labels_to(&labels),
+                },
+                self.lease.as_deref(),
+            ))
             .await
             .map_err(|s| self.err(key, &format!("prepare on {parent:?}"), s))?
             .into_inner();
@@ -180,12 +199,15 @@ impl Snapshotter for ContainerdSnapshotter {
         let resp = self
             .conn
             .snapshots()
-            .view(self.conn.request(snapshots::ViewSnapshotRequest {
-                snapshotter: self.snapshotter.clone(),
-                key: key.to_string(),
-                parent: parent.unwrap_or_default().to_string(),
-                labels: labels_to(&labels),
-            }))
+            .view(self.conn.request_in_lease(
+                snapshots::ViewSnapshotRequest {
+                    snapshotter: self.snapshotter.clone(),
+                    key: key.to_string(),
+                    parent: parent.unwrap_or_default().to_string(),
+                    labels: labels_to(&labels),
+                },
+                self.lease.as_deref(),
+            ))
             .await
             .map_err(|s| self.err(key, &format!("view of {parent:?}"), s))?
             .into_inner();
@@ -207,12 +229,15 @@ impl Snapshotter for ContainerdSnapshotter {
         }
         self.conn
             .snapshots()
-            .commit(self.conn.request(snapshots::CommitSnapshotRequest {
-                snapshotter: self.snapshotter.clone(),
-                name: name.to_string(),
-                key: key.to_string(),
-                labels: labels_to(&labels),
-            }))
+            .commit(self.conn.request_in_lease(
+                snapshots::CommitSnapshotRequest {
+                    snapshotter: self.snapshotter.clone(),
+                    name: name.to_string(),
+                    key: key.to_string(),
+                    labels: labels_to(&labels),
+                },
+                self.lease.as_deref(),
+            ))
             .await
             .map_err(|s| {
                 let what = format!("commit as {name:?}");
@@ -235,6 +260,10 @@ impl Snapshotter for ContainerdSnapshotter {
             .await
             .map_err(|s| self.err(key, "remove", s))?;
         Ok(())
+    }
+
+    fn with_lease(&self, lease: &str) -> Option<Arc<dyn Snapshotter>> {
+        Some(Arc::new(self.leased(lease)))
     }
 
     async fn walk(&self, filter: &Filter) -> Result<Vec<Info>> {

@@ -93,6 +93,27 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// `unpack=true` was asked of an exporter whose context has no
+    /// [`UnpackTarget`](crate::UnpackTarget) (no snapshotter to unpack into).
+    #[error(
+        "option \"unpack\": the {exporter} exporter has no snapshotter to unpack into \
+         (the embedder sets one with ExportContext::with_unpack_target)"
+    )]
+    NoUnpackTarget {
+        /// The exporter the option was given to.
+        exporter: String,
+    },
+    /// Unpacking the image into the snapshotter failed.
+    #[error("unpacking {image} into the {snapshotter} snapshotter: {source}")]
+    Unpack {
+        /// The image (its name, as being recorded).
+        image: String,
+        /// The snapshotter's name.
+        snapshotter: String,
+        /// What failed: fetching, applying or committing a layer (naming it).
+        #[source]
+        source: Box<strata_cache::RefError>,
+    },
     /// Pushing to a registry failed.
     #[error(transparent)]
     Push(#[from] crate::push::PushError),

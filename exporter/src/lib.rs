@@ -13,10 +13,12 @@
 //!   and the image config. [`Source::from_buildkit`] adapts BuildKit's refs and
 //!   metadata map ([`CONFIG_KEY`], [`PLATFORMS_KEY`]).
 //! - [`OutputOptions::parse`]: BuildKit's option names (`name`, `compression`,
-//!   `oci-mediatypes`, `source-date-epoch`, `annotation.*`, `tar`, `dest`, `push`, …)
+//!   `oci-mediatypes`, `source-date-epoch`, `annotation.*`, `tar`, `dest`, `push`,
+//!   `unpack`, `store`, `name-canonical`, `dangling-name-prefix`, …)
 //!   parsed and checked for an [`OutputKind`] without any store, so a CLI or frontend
 //!   can refuse bad options before it opens anything.
-//! - [`Exporter`]s, built from an [`ExportContext`] (stores, differ, job limit):
+//! - [`Exporter`]s, built from an [`ExportContext`] (stores, differ, job limit, and
+//!   the [`UnpackTarget`] `unpack=true` extracts into):
 //!   [`ImageExporter`] (content store + image records), [`OciExporter`] (OCI layout tar
 //!   or directory), [`DockerExporter`] (docker-archive tar) and [`RegistryExporter`]
 //!   (pushed by the [`Pusher`], which the `image` exporter also uses with
@@ -81,13 +83,15 @@ mod source;
 mod writer;
 
 pub use config::{merge_config, parse_config};
-pub use context::ExportContext;
+pub use context::{ExportContext, UnpackTarget};
 pub use error::{Error, Result};
 pub use exporter::{
     Exporter, ExporterInstance, RESPONSE_CONFIG_DIGEST, RESPONSE_DESCRIPTOR, RESPONSE_IMAGE_DIGEST,
     RESPONSE_IMAGE_NAME,
 };
-pub use options::{Annotations, Destination, ImageOptions, OutputKind, OutputOptions, PushRequest};
+pub use options::{
+    Annotations, Destination, ImageOptions, OutputKind, OutputOptions, PushRequest, RecordOptions,
+};
 pub use output::docker::DockerExporter;
 pub use output::image::ImageExporter;
 pub use output::layout::WriterFactory;

@@ -3,6 +3,7 @@
 //! option map, so a CLI or frontend can validate `-o` before it opens anything.
 
 mod annotations;
+mod records;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,6 +14,8 @@ use strata_oci::Compression;
 use crate::error::{Error, Result};
 
 pub use annotations::Annotations;
+pub(crate) use records::check_records;
+pub use records::RecordOptions;
 
 /// Option: push the image to its names' registries (`image` exporter).
 pub(crate) const OPTION_PUSH: &str = "push";
@@ -20,6 +23,19 @@ pub(crate) const OPTION_PUSH: &str = "push";
 pub(crate) const OPTION_PUSH_BY_DIGEST: &str = "push-by-digest";
 /// Option: talk plain HTTP to the registry.
 pub(crate) const OPTION_REGISTRY_INSECURE: &str = "registry.insecure";
+/// Option: record the image under its names (`image` exporter, default true).
+pub(crate) const OPTION_STORE: &str = "store";
+/// Option: unpack the image into the unpack target's snapshotter (`image` exporter).
+pub(crate) const OPTION_UNPACK: &str = "unpack";
+/// Option: also name the image `PREFIX@<digest>` (`image` exporter).
+pub(crate) const OPTION_DANGLING_NAME_PREFIX: &str = "dangling-name-prefix";
+/// Option: use the dangling name only when no `name` is given. BuildKit spells it
+/// this way (`exptypes.OptKeyDanglingEmptyOnly`), so strata does too.
+pub(crate) const OPTION_DANGLING_EMPTY_ONLY: &str = "danging-name-empty-only";
+/// Option: also record `NAME@<digest>` for every name (`image` exporter).
+pub(crate) const OPTION_NAME_CANONICAL: &str = "name-canonical";
+/// Option: rewrite layer timestamps to `source-date-epoch` (every exporter).
+pub(crate) const OPTION_REWRITE_TIMESTAMP: &str = "rewrite-timestamp";
 
 /// Which exporter a set of options is for (BuildKit's `type=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -99,6 +115,12 @@ pub struct ImageOptions {
     pub source_date_epoch: Option<i64>,
     /// Annotations (`annotation*`).
     pub annotations: Annotations,
+    /// `rewrite-timestamp`: accepted for BuildKit compatibility. strata already
+    /// clamps the times inside every layer it diffs to `source-date-epoch` as it writes
+    /// the layer (BuildKit does it in a second pass over the finished blobs), so the
+    /// option changes nothing; as in BuildKit, a base image's layers (exported by
+    /// their blobs) are never rewritten.
+    pub rewrite_timestamp: bool,
 }
 
 impl Default for ImageOptions {
@@ -111,6 +133,7 @@ impl Default for ImageOptions {
             force_compression: false,
             source_date_epoch: None,
             annotations: Annotations::default(),
+            rewrite_timestamp: false,
         }
     }
 }
@@ -169,6 +192,8 @@ pub struct OutputOptions {
     pub destination: Option<Destination>,
     /// The push to make: always for `registry`, with `push=true` for `image`.
     pub push: Option<PushRequest>,
+    /// Image records and unpacking (`image` only).
+    pub records: Option<RecordOptions>,
 }
 
 impl OutputOptions {
@@ -183,14 +208,15 @@ impl OutputOptions {
         let mut destination = kind.writes_files().then(Destination::default);
         let mut pushes = kind == OutputKind::Registry;
         let mut push_request = PushRequest::default();
+        let mut records = (kind == OutputKind::Image).then(RecordOptions::default);
         for (key, value) in options {
             let invalid = |reason: String| Error::InvalidOption {
                 key: key.clone(),
                 value: value.clone(),
                 reason,
             };
-            match (key.as_str(), destination.as_mut()) {
-                ("name", _) => {
+            match (key.as_str(), destination.as_mut(), records.as_mut()) {
+                ("name", _, _) => {
                     image.names = value
                         .split(',')
                         .map(str::trim)
@@ -198,20 +224,20 @@ impl OutputOptions {
                         .map(str::to_string)
                         .collect();
                 }
-                ("oci-mediatypes", _) => image.oci_media_types = parse_bool(key, value)?,
-                ("compression", _) => {
+                ("oci-mediatypes", _, _) => image.oci_media_types = parse_bool(key, value)?,
+                ("compression", _, _) => {
                     image.compression = Compression::parse(value)
                         .ok_or_else(|| invalid("expected uncompressed, gzip or zstd".into()))?;
                 }
-                ("compression-level", _) => {
+                ("compression-level", _, _) => {
                     image.compression_level = Some(
                         value
                             .parse::<i32>()
                             .map_err(|e| invalid(format!("not an integer: {e}")))?,
                     );
                 }
-                ("force-compression", _) => image.force_compression = parse_bool(key, value)?,
-                ("source-date-epoch", _) => {
+                ("force-compression", _, _) => image.force_compression = parse_bool(key, value)?,
+                ("source-date-epoch", _, _) => {
                     if !value.is_empty() {
                         let epoch = value
                             .parse::<i64>()
@@ -222,27 +248,45 @@ impl OutputOptions {
                         image.source_date_epoch = Some(epoch);
                     }
                 }
-                ("tar", Some(d)) => d.tar = parse_bool(key, value)?,
-                ("dest", Some(d)) => {
+                ("tar", Some(d), _) => d.tar = parse_bool(key, value)?,
+                ("dest", Some(d), _) => {
                     if value.is_empty() {
                         return Err(invalid("empty path".into()));
                     }
                     d.dest = Some(PathBuf::from(value));
                 }
-                (OPTION_PUSH, _) if kind.can_push() => {
+                (OPTION_PUSH, _, _) if kind.can_push() => {
                     let wanted = parse_bool(key, value)?;
                     if kind == OutputKind::Registry && !wanted {
                         return Err(invalid("the registry exporter always pushes".into()));
                     }
                     pushes |= wanted;
                 }
-                (OPTION_PUSH_BY_DIGEST, _) if kind.can_push() => {
+                (OPTION_PUSH_BY_DIGEST, _, _) if kind.can_push() => {
                     push_request.by_digest = parse_bool(key, value)?;
                 }
-                (OPTION_REGISTRY_INSECURE, _) if kind.can_push() => {
+                (OPTION_REGISTRY_INSECURE, _, _) if kind.can_push() => {
                     push_request.insecure = Some(parse_bool(key, value)?);
                 }
-                (k, _) if k.starts_with("annotation") => {
+                (OPTION_REWRITE_TIMESTAMP, _, _) => {
+                    image.rewrite_timestamp = parse_bool(key, value)?;
+                }
+                (OPTION_STORE, _, Some(r)) => r.store = parse_bool(key, value)?,
+                (OPTION_UNPACK, _, Some(r)) => r.unpack = parse_bool(key, value)?,
+                (OPTION_DANGLING_NAME_PREFIX, _, Some(r)) => {
+                    // Empty is unset, as in BuildKit.
+                    if value.contains(['@', ',']) || value.chars().any(char::is_whitespace) {
+                        return Err(invalid(
+                            "a repository name, without digest, comma or spaces".into(),
+                        ));
+                    }
+                    r.dangling_name_prefix = (!value.is_empty()).then(|| value.clone());
+                }
+                (OPTION_DANGLING_EMPTY_ONLY, _, Some(r)) => {
+                    r.dangling_name_empty_only = parse_bool(key, value)?;
+                }
+                (OPTION_NAME_CANONICAL, _, Some(r)) => r.name_canonical = parse_bool(key, value)?,
+                (k, _, _) if k.starts_with("annotation") => {
                     image.annotations.parse_option(key, value)?;
                 }
                 _ => {
@@ -258,7 +302,13 @@ impl OutputOptions {
             check_destination(kind, d)?;
         }
         let push = pushes.then_some(push_request);
-        if push.is_some() && image.names.is_empty() {
+        let dangling = records
+            .as_ref()
+            .is_some_and(|r| r.dangling_name_prefix.is_some());
+        if let Some(r) = &records {
+            check_records(r, &image)?;
+        }
+        if push.is_some() && image.names.is_empty() && !dangling {
             return Err(Error::InvalidOption {
                 key: "name".into(),
                 value: String::new(),
@@ -270,6 +320,7 @@ impl OutputOptions {
             image,
             destination,
             push,
+            records,
         })
     }
 }

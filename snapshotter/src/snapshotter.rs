@@ -104,4 +104,14 @@ pub trait Snapshotter: Send + Sync {
     async fn remove(&self, key: &str) -> Result<()>;
     /// Every snapshot that passes `filter`, sorted by name.
     async fn walk(&self, filter: &Filter) -> Result<Vec<Info>>;
+
+    /// The same snapshotter with every snapshot it creates (prepared, viewed or
+    /// committed) held by the content store's lease `lease`, as containerd's
+    /// `containerd-lease` header does, so its garbage collector cannot remove them
+    /// before something else references them. `None` (the default) for backends whose
+    /// snapshots no collector removes.
+    fn with_lease(&self, lease: &str) -> Option<std::sync::Arc<dyn Snapshotter>> {
+        let _ = lease;
+        None
+    }
 }

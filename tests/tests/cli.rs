@@ -843,3 +843,66 @@ fn registry_output_pushes_an_image_skopeo_pulls() {
         &t.path("final"),
     );
 }
+
+#[tokio::test]
+async fn unpack_into_the_local_store_and_canonical_names() {
+    let t = Trees::new();
+    let store = t.store();
+    let metadata = t.path("metadata.json");
+    let mut args = t.export_args("type=image,name=example.com/u:1,unpack=true,name-canonical=true");
+    args.extend(strs(&["--progress", "quiet", "--metadata-file"]));
+    args.push(metadata.display().to_string());
+    let (out, _) = strata_ok(&store, &args, &[]);
+    let digest = out.trim().to_string();
+    let response = read_json(&metadata);
+
+    // The chain is in strata's native snapshotter under the store, by chainID.
+    let config: Value = {
+        let d: Digest = response["containerimage.config.digest"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        read_json(&store.join("blobs/sha256").join(d.hex()))
+    };
+    let native =
+        strata_snapshotter::NativeSnapshotter::open(store.join(".strata/snapshots/native"))
+            .unwrap();
+    let mut parent: Option<Digest> = None;
+    for diff_id in config["rootfs"]["diff_ids"].as_array().unwrap() {
+        let id =
+            strata_cache::chain_id(parent.as_ref(), &diff_id.as_str().unwrap().parse().unwrap());
+        let info = strata_snapshotter::Snapshotter::stat(&native, &id.to_string())
+            .await
+            .unwrap_or_else(|e| panic!("chain {id}: {e}"));
+        assert_eq!(info.parent, parent.as_ref().map(Digest::to_string));
+        parent = Some(id);
+    }
+    assert!(parent.is_some());
+
+    // name-canonical: NAME and NAME@<digest>.
+    let (images, _) = strata_ok(&store, &strs(&["images"]), &[]);
+    assert!(images.contains("example.com/u:1 "), "{images}");
+    assert!(
+        images.contains(&format!("example.com/u:1@{digest}")),
+        "{images}"
+    );
+
+    // --snapshotter is containerd's: a usage error without --containerd.
+    let mut args = t.export_args("type=image,name=example.com/u:2,unpack=true");
+    args.extend(strs(&["--snapshotter", "overlayfs"]));
+    let out = strata(&store, &args, &[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--containerd"));
+    // With --containerd, it needs --snapshot or unpack=true to be about something
+    // (refused before containerd is contacted).
+    let mut args = strs(&["--containerd", "/nonexistent/containerd.sock"]);
+    args.extend(t.export_args("type=image,name=example.com/u:3"));
+    args.extend(strs(&["--snapshotter", "native"]));
+    let out = strata(&store, &args, &[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unpack=true"),
+        "{out:?}"
+    );
+}

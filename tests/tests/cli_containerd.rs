@@ -345,3 +345,117 @@ fn a_missing_socket_or_namespace_fails_with_one_line_naming_it() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The static busybox of Debian's `busybox-static` (scripts/test.sh installs it).
+const STATIC_BUSYBOX: &str = "/bin/busybox";
+
+#[test]
+fn unpack_true_lets_ctr_run_the_image_without_unpacking_it_again() {
+    let busybox = Path::new(STATIC_BUSYBOX);
+    assert!(
+        busybox.is_file(),
+        "{STATIC_BUSYBOX} is missing: install Debian's busybox-static (scripts/test.sh does)"
+    );
+    let ctd = Containerd::start();
+    let sock = ctd.socket().to_str().expect("socket path").to_string();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = tmp.path().join("store");
+    let rootfs = tmp.path().join("rootfs");
+    write_files(&rootfs, &[("etc/hostname", "strata\n")]);
+    std::fs::create_dir_all(rootfs.join("bin")).expect("mkdir bin");
+    std::fs::copy(busybox, rootfs.join("bin/busybox")).expect("copy busybox");
+    let ns = "unpack";
+    ctd.ctr(&["namespaces", "create", ns]);
+    // containerd's default snapshotter when overlay mounts work here, else native.
+    let probe = tempfile::tempdir().expect("temp dir");
+    let snapshotter = match strata_snapshotter::OverlaySnapshotter::supported(probe.path()) {
+        Ok(()) => "overlayfs",
+        Err(reason) => {
+            eprintln!("overlay mounts do not work here ({reason}): unpacking into native");
+            "native"
+        }
+    };
+    let name = "example.com/busybox:1";
+    let metadata = tmp.path().join("metadata.json");
+    strata_ok(
+        &store,
+        &[
+            "--containerd",
+            &sock,
+            "--namespace",
+            ns,
+            "export",
+            "--layer",
+            rootfs.to_str().expect("path"),
+            "--snapshotter",
+            snapshotter,
+            "--progress",
+            "quiet",
+            "--metadata-file",
+            metadata.to_str().expect("path"),
+            "-o",
+            &format!("type=image,name={name},unpack=true"),
+        ],
+    );
+    let response: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&metadata).expect("metadata")).expect("json");
+    let config_digest = response["containerimage.config.digest"]
+        .as_str()
+        .expect("config digest");
+    let config: serde_json::Value =
+        serde_json::from_str(&ctd.ctr(&["-n", ns, "content", "get", config_digest]))
+            .expect("config");
+    // One layer: its chainID is its diffID.
+    let chain_id = config["rootfs"]["diff_ids"][0]
+        .as_str()
+        .expect("diff_id")
+        .to_string();
+
+    // The snapshot is containerd's, named by the chainID, committed; no extraction
+    // snapshot is left behind.
+    let snapshots = ctd.ctr(&["-n", ns, "snapshots", "--snapshotter", snapshotter, "ls"]);
+    assert!(
+        snapshots
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(chain_id.as_str())
+                && l.contains("Committed")),
+        "{chain_id} not committed in:\n{snapshots}"
+    );
+    assert_eq!(snapshots.lines().count(), 2, "{snapshots}");
+    // The export's lease, which held the snapshots until the label did, is gone.
+    let leases = ctd.ctr(&["-n", ns, "leases", "ls"]);
+    assert_eq!(leases.lines().count(), 1, "{leases}");
+    // The config's label keeps it: a garbage collection leaves it there.
+    let label = format!("containerd.io/gc.ref.snapshot.{snapshotter}={chain_id}");
+    let content = ctd.ctr(&["-n", ns, "content", "ls"]);
+    assert!(
+        content
+            .lines()
+            .any(|l| l.starts_with(config_digest) && l.contains(&label)),
+        "no {label} on {config_digest}:\n{content}"
+    );
+    strata_ok(&store, &["--containerd", &sock, "--namespace", ns, "gc"]);
+    let after_gc = ctd.ctr(&["-n", ns, "snapshots", "--snapshotter", snapshotter, "ls"]);
+    assert!(after_gc.contains(&chain_id), "collected:\n{after_gc}");
+
+    // ctr runs it as it is.
+    let out = ctd.ctr(&[
+        "-n",
+        ns,
+        "run",
+        "--rm",
+        "--snapshotter",
+        snapshotter,
+        name,
+        "strata-unpack-test",
+        "/bin/busybox",
+        "echo",
+        "hello-from-inside",
+    ]);
+    assert_eq!(out.trim(), "hello-from-inside", "{}", ctd.log());
+    let after_run = ctd.ctr(&["-n", ns, "snapshots", "--snapshotter", snapshotter, "ls"]);
+    assert_eq!(
+        after_run, snapshots,
+        "ctr run unpacked again or left a snapshot"
+    );
+}

@@ -7,6 +7,8 @@
 //!   keeps the image's blobs while the record exists and removes them once it is gone,
 //!   and a blob written under a lease survives GC until the lease is deleted;
 //! - a chain prepared and committed with `ctr snapshots` exported by key;
+//! - snapshots made through a leased snapshotter kept by containerd's GC until the
+//!   lease goes;
 //! - a socket that does not exist and a namespace that does not exist: one typed error
 //!   each.
 
@@ -500,4 +502,51 @@ async fn a_missing_socket_or_namespace_is_one_clear_error() {
         ContainerdConnection::connect_or_create(ctd.socket(), "bad/name").await,
         Err(Error::InvalidArgument(_))
     ));
+}
+
+/// What a leased snapshotter creates joins the lease, as containerd's unpacker relies
+/// on (`unpack=true` extracts through one): containerd's GC keeps it, active or
+/// committed, until the lease goes, and collects a snapshot nothing holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_of_a_leased_snapshotter_survive_gc_until_the_lease_goes() {
+    let ctd = start();
+    let store = connect(&ctd, "leased").await;
+    let conn = ContainerdConnection::connect(ctd.socket(), "leased")
+        .await
+        .unwrap();
+    let plain = ContainerdSnapshotter::new(conn, "native");
+    let lease = store.create_lease(None, Labels::new()).await.unwrap();
+    let leased = plain
+        .with_lease(&lease.id)
+        .expect("containerd takes leases");
+    leased.prepare("a1", None, Labels::new()).await.unwrap();
+    leased.commit("c1", "a1", Labels::new()).await.unwrap();
+    leased
+        .prepare("a2", Some("c1"), Labels::new())
+        .await
+        .unwrap();
+    plain
+        .prepare("unleased", None, Labels::new())
+        .await
+        .unwrap();
+    let resources = store.list_resources(&lease.id).await.unwrap();
+    for key in ["c1", "a2"] {
+        assert!(
+            resources.iter().any(|r| r.id == key
+                && r.kind == strata_content::ResourceKind::Snapshot("native".into())),
+            "{key} not in the lease: {resources:?}"
+        );
+    }
+
+    store.garbage_collect().await.unwrap();
+    assert!(plain.stat("c1").await.is_ok() && plain.stat("a2").await.is_ok());
+    let err = plain.stat("unleased").await.unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+
+    store.delete_lease(&lease.id).await.unwrap();
+    store.garbage_collect().await.unwrap();
+    for key in ["a2", "c1"] {
+        let err = plain.stat(key).await.unwrap_err();
+        assert!(err.is_not_found(), "{key}: {err}");
+    }
 }

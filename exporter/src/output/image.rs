@@ -1,5 +1,6 @@
 //! The `image` exporter: commits the image to the content store and records it under
-//! each name given.
+//! each name given (BuildKit's `store`, `dangling-name-prefix`, `name-canonical`),
+//! unpacks it when asked (`unpack`, see `unpack.rs`) and pushes it (`push`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,10 +10,11 @@ use async_trait::async_trait;
 use strata_content::{Image, Labels};
 
 use crate::context::ExportContext;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::exporter::{response, Exporter, ExporterInstance};
-use crate::options::{ImageOptions, OutputKind, OutputOptions};
+use crate::options::{ImageOptions, OutputKind, OutputOptions, RecordOptions};
 use crate::output::registry::PushTarget;
+use crate::output::unpack::unpack_image;
 use crate::progress::Progress;
 use crate::push::PushOptions;
 use crate::source::Source;
@@ -20,6 +22,14 @@ use crate::writer::CommittedImage;
 use crate::writer::ImageWriter;
 
 /// Exports into the content store, with an image record per `name`.
+///
+/// Options: the shared ones (`name`, `compression`, `oci-mediatypes`,
+/// `annotation.*`, …), `push`, `push-by-digest`, `registry.insecure`, and BuildKit's
+/// `store` (false: no image record), `dangling-name-prefix` (also name the image
+/// `PREFIX@<digest>`; with `danging-name-empty-only=true` only when no name is given),
+/// `name-canonical` (also record `NAME@<digest>`) and `unpack` (extract the image into
+/// the context's [`UnpackTarget`](crate::UnpackTarget) keyed by chainID and label the
+/// config `containerd.io/gc.ref.snapshot.<snapshotter>`, so `ctr run` starts it).
 pub struct ImageExporter {
     ctx: ExportContext,
     writer: Arc<ImageWriter>,
@@ -42,7 +52,14 @@ impl Exporter for ImageExporter {
         options: BTreeMap<String, String>,
     ) -> Result<Box<dyn ExporterInstance>> {
         let parsed = OutputOptions::parse(OutputKind::Image, &options)?;
+        let records = parsed.records.unwrap_or_default();
+        if records.unpack && self.ctx.unpack.is_none() {
+            return Err(Error::NoUnpackTarget {
+                exporter: OutputKind::Image.to_string(),
+            });
+        }
         Ok(Box::new(ImageInstance {
+            records,
             ctx: self.ctx.clone(),
             writer: self.writer.clone(),
             push: parsed
@@ -57,6 +74,8 @@ struct ImageInstance {
     ctx: ExportContext,
     writer: Arc<ImageWriter>,
     opts: ImageOptions,
+    /// Image records and unpacking.
+    records: RecordOptions,
     /// Where to push after naming (`push=true`).
     push: Option<PushTarget>,
 }
@@ -73,47 +92,72 @@ impl ExporterInstance for ImageInstance {
             .commit_local(&source, &self.opts, &progress)
             .await?;
         let named = self.name_and_push(&committed, &progress).await;
-        // Released on failure too, before the error is returned.
+        // Released on failure too, before the error is returned. After an unpack the
+        // image record and the config's snapshot label keep the snapshots.
         committed.lease.release_after(named).await
     }
 }
 
 impl ImageInstance {
-    /// Points every name at the committed root, pushes when asked; the response.
+    /// Records the committed root under every name (unless `store=false`), unpacks
+    /// it when asked, pushes when asked; the response.
     async fn name_and_push(
         &self,
         committed: &CommittedImage,
         progress: &Progress,
     ) -> Result<BTreeMap<String, String>> {
-        for name in &self.opts.names {
-            let task = progress.start(format!("naming:{name}"), format!("naming to {name}"));
-            let now = SystemTime::now();
-            let image = Image {
-                name: name.clone(),
-                target: committed.descriptor.clone(),
-                labels: Labels::new(),
-                created_at: now,
-                updated_at: now,
-            };
-            let res = match self.ctx.images.create_image(image.clone()).await {
-                Err(e) if e.is_already_exists() => self
-                    .ctx
-                    .images
-                    .update_image(image, &["target".to_string()])
-                    .await
-                    .map(|_| ()),
-                other => other.map(|_| ()),
-            };
-            if let Err(e) = res {
-                task.fail(&e);
-                return Err(e.into());
+        let digest = &committed.descriptor.digest;
+        let names = self.records.target_names(&self.opts.names, digest);
+        if self.records.store {
+            for name in self.records.record_names(&self.opts.names, digest) {
+                self.record(committed, &name, progress).await?;
             }
-            task.complete();
+            if let (true, Some(target), Some(name)) =
+                (self.records.unpack, &self.ctx.unpack, names.first())
+            {
+                unpack_image(&self.ctx, target, committed, name, progress).await?;
+            }
         }
         if let Some(push) = &self.push {
-            push.push(&self.ctx, committed, &self.opts.names, progress)
-                .await?;
+            push.push(&self.ctx, committed, &names, progress).await?;
         }
-        Ok(response(committed, &self.opts.names))
+        Ok(response(committed, &names))
+    }
+
+    /// Points the image record `name` at the committed root (created, or updated).
+    async fn record(
+        &self,
+        committed: &CommittedImage,
+        name: &str,
+        progress: &Progress,
+    ) -> Result<()> {
+        let task = progress.start(format!("naming:{name}"), format!("naming to {name}"));
+        let now = SystemTime::now();
+        let image = Image {
+            name: name.to_string(),
+            target: committed.descriptor.clone(),
+            labels: Labels::new(),
+            created_at: now,
+            updated_at: now,
+        };
+        let res = match self.ctx.images.create_image(image.clone()).await {
+            Err(e) if e.is_already_exists() => self
+                .ctx
+                .images
+                .update_image(image, &["target".to_string()])
+                .await
+                .map(|_| ()),
+            other => other.map(|_| ()),
+        };
+        match res {
+            Ok(()) => {
+                task.complete();
+                Ok(())
+            }
+            Err(e) => {
+                task.fail(&e);
+                Err(e.into())
+            }
+        }
     }
 }

@@ -7,3 +7,4 @@ pub(crate) mod image;
 pub(crate) mod layout;
 pub(crate) mod oci;
 pub(crate) mod registry;
+mod unpack;
