@@ -488,6 +488,28 @@ fn bad_bases_fail_naming_the_base_and_the_blob_and_leave_the_store_as_it_was() {
         .unwrap();
     let err = failed(out, "a missing registry image");
     assert!(err.contains("nobody/here"), "{err}");
+
+    // A registry that wants credentials nobody gave: 401, naming the registry.
+    let locked = Registry::start_with_auth("user", "secret");
+    let pushed = format!("{}/locked/base:1", locked.host());
+    let out = w
+        .strata()
+        .env("DOCKER_CONFIG", w.path("no-docker-config"))
+        .args(["export", "--progress", "quiet"])
+        .args(["--insecure-registry", &locked.host(), "--base"])
+        .arg(format!("docker://{pushed}"))
+        .arg("--layer")
+        .arg(&tree)
+        .arg("-o")
+        .arg(format!("type=oci,dest={}", w.path("bad.tar").display()))
+        .output()
+        .unwrap();
+    let err = failed(out, "a registry that wants credentials");
+    assert!(err.contains(&locked.host()), "{err}");
+    assert!(
+        err.contains("not authorized") && err.contains("locked/base"),
+        "{err}"
+    );
     assert_eq!(list_blobs(&w.store()), store_before, "nothing half-written");
 }
 
