@@ -16,11 +16,14 @@ use crate::immutable_ref::ImmutableRef;
 /// Writes a layer holding `src`'s tree under `copy.dest` (owned as `copy.owner`
 /// says; see [`copy_layer`]) into the materializer's store with `opts` (compression,
 /// lease, `source_date_epoch`), and returns it as a blob-backed ref on `parent`,
-/// described `COPY <src> <dest>`. Nothing under `parent` is diffed or extracted.
+/// with `description` as its history `created_by` (say `COPY app /srv/app`, as the
+/// user named the source: a host path there would make the config depend on where
+/// the build ran). Nothing under `parent` is diffed or extracted.
 pub async fn copy_ref(
     parent: Option<ImmutableRef>,
     src: &Path,
     copy: &CopyOptions,
+    description: &str,
     opts: &CompareOptions,
     materializer: &Materializer,
 ) -> Result<ImmutableRef, RefError> {
@@ -36,10 +39,7 @@ pub async fn copy_ref(
     };
     let mut history = Map::new();
     history.insert("created".into(), Value::String(created));
-    history.insert(
-        "created_by".into(),
-        Value::String(format!("COPY {} {}", src.display(), copy.dest)),
-    );
+    history.insert("created_by".into(), Value::String(description.to_string()));
     let layer = BlobLayer {
         descriptor: blob.descriptor,
         diff_id: blob.diff_id,

@@ -162,7 +162,15 @@ impl ImmutableRef {
         };
         let mut blobs = match materializer.store.info(&layer.descriptor.digest).await {
             Ok(info) => parse_blob_labels(&info.labels),
-            Err(_) => BTreeMap::new(),
+            // Not fetched yet: no conversion of it either.
+            Err(e) if e.is_not_found() => BTreeMap::new(),
+            Err(source) => {
+                return Err(RefError::Fetch {
+                    layer: layer.descriptor.digest.clone(),
+                    provider: layer.provider.name(),
+                    source,
+                })
+            }
         };
         if let Some(compression) = layer.compression() {
             blobs.insert(

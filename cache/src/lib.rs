@@ -22,14 +22,11 @@
 //!   snapshots (and cached blobs) again, a changed tree gets a new name.
 //!   [`prune_stale_registrations`] removes the registrations whose trees changed or
 //!   went away.
-//! - Blob-backed refs ([`ImmutableRef::from_blob`] on a [`BlobLayer`]): a base image's
-//!   layers, exported as their blobs and extracted by a [`Materializer`] only when a
-//!   tree is asked for.
-//! - Importing an existing image: an [`ImageReference`] (`oci:DIR[:TAG]`,
+//! - Importing an existing image: an [`ImageLocation`] (`oci:DIR[:TAG]`,
 //!   `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:NAME:TAG]`, `store:NAME`,
 //!   `containerd:NAME`, `docker://REF`) is opened into an [`ImageRoot`] (a root
-//!   descriptor and a [`BlobProvider`](strata_content::BlobProvider); [`open_image`],
-//!   or a registry client), read and verified for one platform ([`read_image`] →
+//!   descriptor and a [`BlobProvider`](strata_content::BlobProvider); [`open_image`]),
+//!   read and verified for one platform ([`read_image`] →
 //!   [`BaseImage`]), and turned into a chain of blob-backed refs plus its config
 //!   ([`import_image`] → [`ImportedImage`]) or fetched into a store ([`pull_image`]).
 //!   Failures are [`ImportError`]s naming the image and the blob.
@@ -91,7 +88,7 @@ pub use error::{DirectoryError, RefError};
 pub use fingerprint::fingerprint;
 pub use immutable_ref::{ImmutableRef, LABEL_DESCRIPTION};
 pub use import::{
-    import_image, open_image, pull_image, read_image, BaseImage, ImageRecords, ImageReference,
-    ImageRoot, ImportError, ImportedImage, InvalidImageReference, OciLayoutProvider, PulledImage,
+    import_image, open_image, pull_image, read_image, BaseImage, ImageLocation, ImageRecords,
+    ImageRoot, ImportError, ImportedImage, InvalidImageLocation, OciLayoutProvider, PulledImage,
     MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE,
 };

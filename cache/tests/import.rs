@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use strata_cache::{
-    import_image, open_image, pull_image, read_image, ImageRecords, ImageReference, ImportError,
+    import_image, open_image, pull_image, read_image, ImageLocation, ImageRecords, ImportError,
     ImportedImage, Materializer, RefError,
 };
 use strata_content::{ContentStore, Filter, ImageStore, MemoryStore};
@@ -171,7 +171,7 @@ fn world() -> World {
 }
 
 async fn import(w: &World, reference: &str) -> Result<ImportedImage, ImportError> {
-    let reference = ImageReference::parse(reference).unwrap();
+    let reference = ImageLocation::parse(reference).unwrap();
     let root = open_image(&reference, None, None, &Default::default()).await?;
     import_image(&root, None, &w.materializer).await
 }
@@ -219,8 +219,7 @@ async fn an_oci_layout_imports_as_the_bases_blobs_and_tree() {
         .collect();
     assert_eq!(got, layers, "digest, size, media type as the base has them");
     assert_eq!(image.config, config_bytes(&base));
-    assert_eq!(image.digest, base.manifest_desc().digest);
-    assert_eq!(image.manifest.digest, image.digest);
+    assert_eq!(image.manifest.digest, base.manifest_desc().digest);
     assert_eq!(image.platform, Platform::host());
     assert_eq!(chain[1].description(), "umoci repack");
     // Nothing fetched before a tree is asked for.
@@ -286,8 +285,7 @@ async fn archives_written_by_skopeo_import_as_the_same_image() {
 async fn a_pull_stores_everything_and_the_store_record_imports_again() {
     let base = Base::new();
     let w = world();
-    let reference =
-        ImageReference::parse(&format!("oci:{}:base", base.layout().display())).unwrap();
+    let reference = ImageLocation::parse(&format!("oci:{}:base", base.layout().display())).unwrap();
     let root = open_image(&reference, None, None, &Default::default())
         .await
         .unwrap();
@@ -326,12 +324,12 @@ async fn a_pull_stores_everything_and_the_store_record_imports_again() {
         images: w.store.clone(),
         name: "the test store".into(),
     };
-    let reference = ImageReference::parse("store:example.com/base:1").unwrap();
+    let reference = ImageLocation::parse("store:example.com/base:1").unwrap();
     let root = open_image(&reference, Some(&records), None, &Default::default())
         .await
         .unwrap();
     let image = import_image(&root, None, &w.materializer).await.unwrap();
-    assert_eq!(image.digest, pulled.manifest.digest);
+    assert_eq!(image.manifest.digest, pulled.manifest.digest);
     assert_eq!(
         image
             .layers
@@ -342,7 +340,7 @@ async fn a_pull_stores_everything_and_the_store_record_imports_again() {
     );
     assert_base_tree(&image).await;
 
-    let missing = ImageReference::parse("store:nope").unwrap();
+    let missing = ImageLocation::parse("store:nope").unwrap();
     match open_image(&missing, Some(&records), None, &Default::default())
         .await
         .unwrap_err()
@@ -481,7 +479,7 @@ async fn an_index_gives_the_platform_asked_for_or_names_those_it_has() {
     let index = base.put(media_types::OCI_INDEX, &serde_json::to_vec(&index).unwrap());
     base.tag(&index, "multi");
     let reference =
-        ImageReference::parse(&format!("oci:{}:multi", base.layout().display())).unwrap();
+        ImageLocation::parse(&format!("oci:{}:multi", base.layout().display())).unwrap();
     let root = open_image(&reference, None, None, &Default::default())
         .await
         .unwrap();
@@ -504,7 +502,7 @@ async fn an_index_gives_the_platform_asked_for_or_names_those_it_has() {
     let image = import_image(&root, Some(&s390x), &w.materializer)
         .await
         .unwrap();
-    assert_eq!(image.digest, entry.digest);
+    assert_eq!(image.manifest.digest, entry.digest);
 }
 
 #[tokio::test]
@@ -526,7 +524,7 @@ async fn a_missing_tag_lists_the_tags_there_are() {
     // Without a tag: the only image, else the names to choose from.
     let untagged = format!("oci:{}", base.layout().display());
     let image = import(&w, &untagged).await.unwrap();
-    assert_eq!(image.digest, base.manifest_desc().digest);
+    assert_eq!(image.manifest.digest, base.manifest_desc().digest);
     base.tag(&base.manifest_desc(), "again");
     match import(&w, &untagged).await.unwrap_err() {
         ImportError::AmbiguousImage { image, available } => {
@@ -547,8 +545,7 @@ async fn a_pull_of_a_tampered_layer_leaves_nothing_half_written() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     std::fs::write(&path, &bytes).unwrap();
-    let reference =
-        ImageReference::parse(&format!("oci:{}:base", base.layout().display())).unwrap();
+    let reference = ImageLocation::parse(&format!("oci:{}:base", base.layout().display())).unwrap();
     let root = open_image(&reference, None, None, &Default::default())
         .await
         .unwrap();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata_cache::{
-    copy_ref, open_image, pull_image, read_image, ImageRecords, ImageReference, ImageRoot,
+    copy_ref, open_image, pull_image, read_image, ImageLocation, ImageRecords, ImageRoot,
     ImmutableRef, Materializer,
 };
 use strata_containerd::ContainerdSnapshotter;
@@ -87,9 +87,9 @@ fn materializer_into(
 }
 
 /// Parses a `--base` or `pull` reference; `containerd:` needs `--containerd`.
-pub fn parse_reference(text: &str, location: &StoreLocation) -> Result<ImageReference, CliError> {
-    let parsed = ImageReference::parse(text).map_err(|e| CliError::usage(e.to_string()))?;
-    if matches!(parsed, ImageReference::Containerd(_))
+pub fn parse_reference(text: &str, location: &StoreLocation) -> Result<ImageLocation, CliError> {
+    let parsed = ImageLocation::parse(text).map_err(|e| CliError::usage(e.to_string()))?;
+    if matches!(parsed, ImageLocation::Containerd(_))
         && !matches!(location, StoreLocation::Containerd { .. })
     {
         return Err(CliError::usage(format!(
@@ -102,7 +102,7 @@ pub fn parse_reference(text: &str, location: &StoreLocation) -> Result<ImageRefe
 /// Finds the image `reference` names: in a registry (plain HTTP for `insecure`
 /// hosts), a layout or archive, the local store (`store:`), or containerd.
 pub async fn open(
-    reference: &ImageReference,
+    reference: &ImageLocation,
     store: &Store,
     location: &StoreLocation,
     store_dir: &Path,
@@ -121,7 +121,7 @@ pub async fn open(
         StoreLocation::Local(_) => (Some(records(store)), None),
         StoreLocation::Containerd { .. } => {
             let local = match reference {
-                ImageReference::Store(_) => Some(records(&Store::open_local(store_dir).await?)),
+                ImageLocation::Store(_) => Some(records(&Store::open_local(store_dir).await?)),
                 _ => None,
             };
             (local, Some(records(store)))
@@ -156,6 +156,7 @@ pub async fn stack_copies(
                 dest: copy.dest.clone(),
                 owner,
             },
+            &format!("COPY {} {}", copy.shown, copy.dest),
             &opts,
             materializer,
         )
@@ -184,7 +185,7 @@ pub async fn pull(
         .await
         .map_err(|e| CliError::context(format!("pulling {reference}"), e))?;
     let name = match &parsed {
-        ImageReference::Registry(r) => r.to_string(),
+        ImageLocation::Registry(r) => r.to_string(),
         _ => root.name.clone(),
     };
     let lease = LeaseGuard::temporary(store.leases.clone(), TEMPORARY_LEASE)

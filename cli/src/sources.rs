@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use strata_cache::{
-    import_image, DirectoryChain, DirectoryError, ImageReference, ImmutableRef, LayerDir,
+    import_image, DirectoryChain, DirectoryError, ImageLocation, ImmutableRef, LayerDir,
     Materializer,
 };
 use strata_containerd::ContainerdSnapshotter;
@@ -47,7 +47,7 @@ pub struct Inputs<'a> {
 pub async fn platform_sources(
     plan: &Plan,
     chains: Vec<DirectoryChain>,
-    bases: &[Option<ImageReference>],
+    bases: &[Option<ImageLocation>],
     inputs: &Inputs<'_>,
     layer_names: &mut BTreeMap<String, String>,
 ) -> Result<Vec<PlatformSource>, CliError> {
@@ -119,7 +119,7 @@ pub async fn platform_sources(
                 ),
                 Some(BaseImageRef {
                     name: b.name.clone(),
-                    digest: b.digest.clone(),
+                    digest: b.manifest.digest.clone(),
                 }),
             ),
             None => (p.config.clone(), None),

@@ -53,12 +53,11 @@ impl Default for CopyOptions {
 ///   and fifos are kept as the differ writes them; a second name of a hardlinked file
 ///   within `src` is a hardlink entry to the first (in layer order); sockets are
 ///   skipped.
-/// - `dest` and its ancestors are directory entries, mode `0755`, with the mtime of
-///   `src` itself. The ancestors are owned by `0:0`, so applying the layer over a base
-///   does not hand the base's `/usr` or `/opt` to the `--chown` user; the destination
-///   directory itself (`dest`, or for a file `src` a `dest` ending with `/`) is owned
-///   by `copy.owner`, as BuildKit's `COPY --chown` owns the destination directory it
-///   creates. `/` itself is never an entry.
+/// - `dest` and its ancestors get no entries of their own: applied over a base, a
+///   directory the base has keeps its mode and owner (a `--copy x:/tmp/` must not take
+///   `/tmp`'s sticky bit, nor `--chown` hand `/etc` to a user); a missing one is
+///   created by the applier (containerd, docker, umoci and strata alike) as `0755`
+///   `root:root`. So `--chown` applies to what is copied, not to `dest`.
 /// - Every mtime is clamped to `opts.source_date_epoch` when set. Entries are sorted
 ///   (parents first, names in byte order), so the same `src` gives the same diffID and
 ///   blob digest on every run, whatever the thread count.
@@ -179,7 +178,6 @@ fn write_copy(
                 path: src.join(rel),
             });
         }
-        write_destination_dirs(&mut tar, &dest.path, true, &st, owner)?;
         for change in set.iter() {
             // A walk against no lower tree finds entries only.
             if let Change::Entry(rel) = change {
@@ -188,7 +186,7 @@ fn write_copy(
         }
         tracing::debug!(src = %src.display(), entries = set.len(), "copy layer");
     } else {
-        let (dir, name) = if dest.is_dir {
+        let (dir, name): (&Path, &OsStr) = if dest.is_dir {
             let name = src.file_name().ok_or_else(|| Error::Io {
                 path: src.to_path_buf(),
                 source: std::io::Error::new(
@@ -206,46 +204,9 @@ fn write_copy(
             let parent = dest.path.parent().unwrap_or(Path::new(""));
             (parent, dest.path.file_name().unwrap_or(OsStr::new("")))
         };
-        write_destination_dirs(&mut tar, dir, dest.is_dir, &st, owner)?;
         tar.write_entry_as(src, &dir.join(name))?;
     }
     tar.finish()?;
-    Ok(())
-}
-
-/// The directory entries for `dir` and its ancestors (none for the root): mode 0755,
-/// the mtime of `src`, owned by `0:0` except `dir` itself, owned by `owner` when
-/// `dir_is_dest`.
-fn write_destination_dirs<W: Write>(
-    tar: &mut LayerTarWriter<W>,
-    dir: &Path,
-    dir_is_dest: bool,
-    src: &Stat,
-    owner: (u32, u32),
-) -> Result<()> {
-    let depth = dir.components().count();
-    let mut name = PathBuf::new();
-    for (i, component) in dir.components().enumerate() {
-        name.push(component);
-        let (uid, gid) = if dir_is_dest && i + 1 == depth {
-            owner
-        } else {
-            (0, 0)
-        };
-        let st = Stat {
-            mode: libc::S_IFDIR | 0o755,
-            uid,
-            gid,
-            rdev: 0,
-            size: 0,
-            mtime: src.mtime,
-            mtime_nsec: src.mtime_nsec,
-            dev: 0,
-            ino: 0,
-            nlink: 1,
-        };
-        tar.write_directory(&name, &st)?;
-    }
     Ok(())
 }
 

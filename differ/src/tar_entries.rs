@@ -126,16 +126,6 @@ impl<W: Write> LayerTarWriter<W> {
         Ok(())
     }
 
-    /// A directory entry `name` that is not read from a tree, with the type, permission
-    /// bits, owner and mtime of `st` and no xattrs (a copy layer's destination).
-    pub(crate) fn write_directory(&mut self, name: &Path, st: &Stat) -> Result<()> {
-        let mut bytes = name.as_os_str().as_bytes().to_vec();
-        bytes.push(b'/');
-        self.write_header(&bytes, None, EntryType::Directory, st, 0, &BTreeMap::new())?;
-        self.dirs.insert(name.to_path_buf());
-        Ok(())
-    }
-
     /// A whiteout or opaque marker: an empty regular file, mode 0644, mtime 0.
     fn write_marker(&mut self, rel: &Path) -> Result<()> {
         let st = Stat {

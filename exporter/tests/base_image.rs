@@ -295,6 +295,7 @@ async fn a_copy_layer_on_a_base_neither_extracts_nor_diffs() {
             dest: "/srv/app".into(),
             owner: Some((1000, 1000)),
         },
+        "COPY src /srv/app",
         &strata_differ::CompareOptions::default(),
         &materializer,
     )
@@ -327,8 +328,5 @@ async fn a_copy_layer_on_a_base_neither_extracts_nor_diffs() {
         .last()
         .unwrap()
         .clone();
-    assert_eq!(
-        last["created_by"],
-        format!("COPY {} /srv/app", src.display())
-    );
+    assert_eq!(last["created_by"], "COPY src /srv/app");
 }

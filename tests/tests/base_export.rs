@@ -295,7 +295,8 @@ fn oci_layout_and_archive_bases_with_a_copy_layer_never_extract_the_base() {
             .clone();
         assert_eq!(
             last["created_by"],
-            format!("COPY {} /srv/app", src.display())
+            format!("COPY {} /srv/app", src.display()),
+            "the source as given"
         );
         // Nothing was extracted: the base's tree never existed.
         let extracted = w.store().join(".strata/snapshots/native");

@@ -20,7 +20,7 @@ use crate::import::image::{diff_ids, ImageRoot, MAX_CONFIG_SIZE};
 use crate::import::layout::{
     index_archive, open_archived_layout, ArchiveBlob, ArchiveProvider, MAX_INDEX_FILE,
 };
-use crate::import::reference::parse_registry_reference;
+use crate::import::location::parse_registry_reference;
 
 /// The name of `docker save`'s list of images.
 const MANIFEST_FILE: &str = "manifest.json";

@@ -4,7 +4,7 @@
 use strata_oci::Digest;
 
 use crate::error::RefError;
-use crate::import::reference::InvalidImageReference;
+use crate::import::location::InvalidImageLocation;
 
 /// A failure to import or pull an image. Every variant names the image (`image`: the
 /// reference as written) and, where one is at fault, the blob.
@@ -12,7 +12,7 @@ use crate::import::reference::InvalidImageReference;
 pub enum ImportError {
     /// The reference text does not parse.
     #[error(transparent)]
-    InvalidReference(#[from] InvalidImageReference),
+    InvalidReference(#[from] InvalidImageLocation),
     /// A manifest, index or config does not hash to the digest (or has not the size)
     /// its descriptor gives.
     #[error("{image}: {role} {blob} does not match its descriptor: {detail}")]

@@ -91,8 +91,6 @@ pub struct ImportedImage {
     pub manifest: Descriptor,
     /// The image's name, for `org.opencontainers.image.base.name`.
     pub name: String,
-    /// The manifest's digest, for `org.opencontainers.image.base.digest`.
-    pub digest: Digest,
     /// The image's platform.
     pub platform: Platform,
     /// The layers, base first (the same as the refs of `top`'s chain).
@@ -280,7 +278,6 @@ impl BaseImage {
             top,
             config: self.config,
             config_descriptor: self.config_descriptor,
-            digest: self.manifest.digest.clone(),
             manifest: self.manifest,
             name: self.name,
             platform: self.platform,

@@ -15,8 +15,8 @@ mod docker_archive;
 mod error;
 mod image;
 mod layout;
+mod location;
 mod pull;
-mod reference;
 
 use std::sync::Arc;
 
@@ -29,8 +29,8 @@ pub use image::{
     MAX_MANIFEST_SIZE,
 };
 pub use layout::OciLayoutProvider;
+pub use location::{ImageLocation, InvalidImageLocation};
 pub use pull::{pull_image, PulledImage};
-pub use reference::{ImageReference, InvalidImageReference};
 
 /// A store's image records and the content they point at: strata's own store, or
 /// containerd (whose backends implement the same traits).
@@ -59,7 +59,7 @@ impl std::fmt::Debug for ImageRecords {
 /// (`store:NAME`) or `containerd` (`containerd:NAME`). A record of a store not given
 /// is [`ImportError::Unsupported`].
 pub async fn open_image(
-    reference: &ImageReference,
+    reference: &ImageLocation,
     store: Option<&ImageRecords>,
     containerd: Option<&ImageRecords>,
     registry: &RegistryOptions,
@@ -70,7 +70,7 @@ pub async fn open_image(
         reason: reason.to_string(),
     };
     match reference {
-        ImageReference::Registry(r) => {
+        ImageLocation::Registry(r) => {
             let failed = |source| ImportError::Registry {
                 image: text.clone(),
                 source: Box::new(source),
@@ -89,20 +89,20 @@ pub async fn open_image(
                 provider: Arc::new(client),
             })
         }
-        ImageReference::OciLayout { dir, tag } => {
+        ImageLocation::OciLayout { dir, tag } => {
             layout::open_oci_layout(&text, dir, tag.as_deref()).await
         }
-        ImageReference::OciArchive { file, tag } => {
+        ImageLocation::OciArchive { file, tag } => {
             layout::open_oci_archive(&text, file, tag.as_deref()).await
         }
-        ImageReference::DockerArchive { file, name } => {
+        ImageLocation::DockerArchive { file, name } => {
             docker_archive::open_docker_archive(&text, file, name.as_deref()).await
         }
-        ImageReference::Store(name) => match store {
+        ImageLocation::Store(name) => match store {
             Some(records) => open_record(&text, records, name).await,
             None => Err(unsupported("no store was given")),
         },
-        ImageReference::Containerd(name) => match containerd {
+        ImageLocation::Containerd(name) => match containerd {
             Some(records) => open_record(&text, records, name).await,
             None => Err(unsupported(
                 "containerd images need a containerd connection",

@@ -10,7 +10,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use super::{copy, open_writer, AbortOnDrop, ContentStore, ReaderAtStream, WriterOptions};
 use crate::error::{Error, Result};
 use crate::label::Labels;
-use strata_oci::{labels, Descriptor};
+use std::collections::BTreeSet;
+
+use strata_oci::{labels, Descriptor, Digest};
 
 /// The registry repository a blob was pulled from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -22,13 +24,34 @@ pub struct DistributionSource {
 }
 
 impl DistributionSource {
-    /// The content label recording this source ([`labels::DISTRIBUTION_SOURCE`]): its
-    /// key and value.
-    pub fn label(&self) -> (String, String) {
-        (
-            format!("{}.{}", labels::DISTRIBUTION_SOURCE, self.registry),
-            self.repository.clone(),
-        )
+    /// The key of the content label listing the repositories of `registry` a blob is
+    /// in ([`labels::DISTRIBUTION_SOURCE`]`.<registry>`).
+    pub fn label_key(registry: &str) -> String {
+        format!("{}.{registry}", labels::DISTRIBUTION_SOURCE)
+    }
+
+    /// The repositories a distribution-source label value lists (comma-separated).
+    pub fn repositories(value: &str) -> impl Iterator<Item = &str> {
+        value.split(',').map(str::trim).filter(|r| !r.is_empty())
+    }
+
+    /// Records on the blob `digest` of `store` that this source holds it, keeping the
+    /// repositories recorded before (as containerd's `AppendDistributionSourceLabel`).
+    pub async fn record(&self, store: &dyn ContentStore, digest: &Digest) -> Result<()> {
+        let key = Self::label_key(&self.registry);
+        let mut info = store.info(digest).await?;
+        let mut repos: BTreeSet<String> = info
+            .labels
+            .get(&key)
+            .map(|v| Self::repositories(v).map(str::to_string).collect())
+            .unwrap_or_default();
+        if !repos.insert(self.repository.clone()) {
+            return Ok(());
+        }
+        let value = repos.into_iter().collect::<Vec<_>>().join(",");
+        info.labels.insert(key.clone(), value);
+        store.update(info, &[format!("labels.{key}")]).await?;
+        Ok(())
     }
 }
 
@@ -83,12 +106,13 @@ impl BlobProvider for StoreProvider {
     }
 }
 
-/// Copies the blob `desc` from `provider` into `store` unless the store has it.
+/// Copies the blob `desc` from `provider` into `store` unless the store has it (a
+/// present blob is still added to the store's lease, as any write of it would be).
 /// The bytes are hashed while they stream and committed only when size and digest
 /// match (at most `desc.size + 1` bytes are read, so a provider that sends more cannot
 /// fill the disk); on any error, or when the future is dropped, the ingest is aborted
 /// and nothing is left behind. `labels` are set on the committed blob (merged onto a
-/// present one), plus the provider's distribution source.
+/// present one), and the provider's distribution source is added to the blob's.
 ///
 /// Returns `true` when this call fetched the blob, `false` when it was present.
 /// Errors name the blob and the provider.
@@ -96,20 +120,9 @@ pub async fn fetch_blob(
     store: &Arc<dyn ContentStore>,
     provider: &dyn BlobProvider,
     desc: &Descriptor,
-    mut labels: Labels,
+    labels: Labels,
 ) -> Result<bool> {
-    if let Some(source) = provider.distribution_source() {
-        let (key, value) = source.label();
-        labels.insert(key, value);
-    }
-    match store.info(&desc.digest).await {
-        Ok(info) => {
-            add_labels(store.as_ref(), info, labels).await?;
-            return Ok(false);
-        }
-        Err(e) if e.is_not_found() => {}
-        Err(e) => return Err(e),
-    }
+    let source = provider.distribution_source();
     let reference = format!("fetch-{}", desc.digest);
     let mut guard = AbortOnDrop::new(Arc::clone(store), reference.clone());
     let opts = WriterOptions {
@@ -118,14 +131,25 @@ pub async fn fetch_blob(
     };
     let writer = match open_writer(store.as_ref(), opts).await {
         Ok(w) => w,
+        // Present already: the open added it to the store's lease, if any.
         Err(Error::AlreadyExists(_)) => {
             guard.disarm();
             let info = store.info(&desc.digest).await?;
             add_labels(store.as_ref(), info, labels).await?;
+            if let Some(source) = source {
+                source.record(store.as_ref(), &desc.digest).await?;
+            }
             return Ok(false);
         }
         Err(e) => return Err(e),
     };
+    let mut labels = labels;
+    if let Some(source) = &source {
+        labels.insert(
+            DistributionSource::label_key(&source.registry),
+            source.repository.clone(),
+        );
+    }
     let fetched = async {
         let reader = provider.open(desc).await?;
         copy(
@@ -242,6 +266,29 @@ mod tests {
             info.labels
                 .get("containerd.io/distribution.source.localhost:5000"),
             Some(&"base".to_string())
+        );
+    }
+
+    #[tokio::test]
+    async fn distribution_sources_accumulate() {
+        let store: Arc<dyn ContentStore> = Arc::new(MemoryStore::new());
+        let bytes = b"shared layer".to_vec();
+        let desc = desc_of(&bytes);
+        fetch_blob(&store, &Fixed(bytes), &desc, Labels::new())
+            .await
+            .unwrap();
+        let other = DistributionSource {
+            registry: "localhost:5000".into(),
+            repository: "other".into(),
+        };
+        other.record(store.as_ref(), &desc.digest).await.unwrap();
+        other.record(store.as_ref(), &desc.digest).await.unwrap();
+        let info = store.info(&desc.digest).await.unwrap();
+        let value = &info.labels[&DistributionSource::label_key("localhost:5000")];
+        assert_eq!(value, "base,other");
+        assert_eq!(
+            DistributionSource::repositories(value).collect::<Vec<_>>(),
+            ["base", "other"]
         );
     }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use strata_content::{BlobProvider, ContentStore, StoreProvider};
+use strata_content::{BlobProvider, ContentStore, DistributionSource, StoreProvider};
 use strata_oci::{BlobRole, Descriptor, Digest};
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
@@ -25,23 +25,18 @@ const READ_CHUNK: usize = 1 << 20;
 type SourceFailure = Arc<Mutex<Option<strata_content::Error>>>;
 
 impl Session {
-    /// The label key naming this registry's repositories holding a blob.
-    fn source_label(&self) -> String {
-        format!(
-            "{}.{}",
-            strata_oci::labels::DISTRIBUTION_SOURCE,
-            self.client.registry()
-        )
-    }
-
     /// Other repositories of this registry holding `digest`: from the store's label
     /// and from the blob's provider.
     async fn mount_candidates(&self, digest: &Digest) -> Vec<String> {
         let mut from: Vec<String> = match self.store.info(digest).await {
             Ok(info) => info
                 .labels
-                .get(&self.source_label())
-                .map(|v| v.split(',').map(|r| r.trim().to_string()).collect())
+                .get(&DistributionSource::label_key(self.client.registry()))
+                .map(|v| {
+                    DistributionSource::repositories(v)
+                        .map(str::to_string)
+                        .collect()
+                })
                 .unwrap_or_default(),
             Err(_) => Vec::new(),
         };
@@ -62,31 +57,14 @@ impl Session {
     /// Records in the store that the target repository now holds `digest` (nothing
     /// for a blob the store does not hold).
     async fn remember_source(&self, digest: &Digest) {
-        let key = self.source_label();
-        let repository = self.client.repository().to_string();
-        let res = async {
-            let mut info = match self.store.info(digest).await {
-                Ok(info) => info,
-                Err(e) if e.is_not_found() => return Ok(()),
-                Err(e) => return Err(e),
-            };
-            let mut repos: BTreeSet<String> = info
-                .labels
-                .get(&key)
-                .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
-                .unwrap_or_default();
-            if !repos.insert(repository) {
-                return Ok(());
-            }
-            repos.retain(|r| !r.is_empty());
-            let value = repos.into_iter().collect::<Vec<_>>().join(",");
-            info.labels.insert(key.clone(), value);
-            self.store
-                .update(info, &[format!("labels.{key}")])
-                .await
-                .map(|_| ())
-        }
-        .await;
+        let source = DistributionSource {
+            registry: self.client.registry().to_string(),
+            repository: self.client.repository().to_string(),
+        };
+        let res = match source.record(self.store.as_ref(), digest).await {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other,
+        };
         if let Err(e) = res {
             // The push itself succeeded; a missing label only costs a later mount.
             tracing::warn!(%digest, error = %e, "recording the distribution source label");

@@ -131,7 +131,7 @@ impl ImageWriter {
             }
         }
         if let Some((c, info)) = &other {
-            if !opts.force_compression && (opts.oci_media_types || *c != Compression::Zstd) {
+            if !opts.force_compression && reusable(*c, opts) {
                 tracing::debug!(snapshot = r.id(), digest = %info.digest, compression = %c, "reusing layer blob");
                 return Ok(info.clone());
             }
@@ -194,7 +194,11 @@ impl ImageWriter {
             compression: key.compression,
             source_date_epoch: None,
         };
-        if !opts.force_compression || compression == key.compression {
+        // The directory layers' rule: reused as it is unless force-compression asks
+        // for another compression or the media types cannot express it.
+        if compression == key.compression
+            || (!opts.force_compression && reusable(compression, opts))
+        {
             return r.blob(own).ok_or_else(|| Error::InvalidContent {
                 digest: layer.descriptor.digest.to_string(),
                 reason: "a base layer without its blob info".into(),
@@ -251,6 +255,13 @@ impl ImageWriter {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Whether a blob of `compression` can go into the image as it is, though another
+/// compression was asked for: BuildKit's default, unless the media types cannot
+/// express it (zstd with Docker media types).
+fn reusable(compression: Compression, opts: &ImageOptions) -> bool {
+    opts.oci_media_types || compression != Compression::Zstd
 }
 
 /// How the differ writes (or converts) a layer blob for `key` under `lease`, reporting

@@ -1,4 +1,4 @@
-//! [`ImageReference`]: where a base image is, as the CLI writes it
+//! [`ImageLocation`]: where a base image is, as the CLI writes it
 //! (`docker://HOST/REPO:TAG`, `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`,
 //! `docker-archive:FILE[:NAME:TAG]`, `containerd:NAME`, `store:NAME`, or a bare registry
 //! reference), parsed the way skopeo's transports parse them.
@@ -11,7 +11,7 @@ use strata_registry::ImageReference as RegistryReference;
 /// Text that is not an image reference; names the text and says why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid image reference {text:?}: {reason}")]
-pub struct InvalidImageReference {
+pub struct InvalidImageLocation {
     /// The text as given.
     pub text: String,
     /// What is wrong with it.
@@ -22,12 +22,12 @@ pub struct InvalidImageReference {
 /// docker does (`alpine` is `docker.io/library/alpine:latest`).
 pub(crate) fn parse_registry_reference(
     text: &str,
-) -> Result<RegistryReference, InvalidImageReference> {
+) -> Result<RegistryReference, InvalidImageLocation> {
     RegistryReference::parse(text).map_err(|e| match e {
         strata_registry::RegistryError::InvalidReference { text, reason } => {
-            InvalidImageReference { text, reason }
+            InvalidImageLocation { text, reason }
         }
-        other => InvalidImageReference {
+        other => InvalidImageLocation {
             text: text.to_string(),
             reason: other.to_string(),
         },
@@ -36,7 +36,7 @@ pub(crate) fn parse_registry_reference(
 
 /// Where an image to build on (or pull) is.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ImageReference {
+pub enum ImageLocation {
     /// An image in a registry (`docker://REF` or a bare reference).
     Registry(strata_registry::ImageReference),
     /// An OCI image layout directory, and the `org.opencontainers.image.ref.name` of
@@ -68,18 +68,18 @@ pub enum ImageReference {
     Store(String),
 }
 
-impl ImageReference {
+impl ImageLocation {
     /// Parses the CLI's syntax: `docker://REF`, `oci:DIR[:TAG]`,
     /// `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:NAME:TAG]`, `containerd:NAME`,
     /// `store:NAME`, else a bare registry reference. As in skopeo, a path ends at its
     /// first `:`.
-    pub fn parse(text: &str) -> Result<ImageReference, InvalidImageReference> {
-        let bad = |reason: &str| InvalidImageReference {
+    pub fn parse(text: &str) -> Result<ImageLocation, InvalidImageLocation> {
+        let bad = |reason: &str| InvalidImageLocation {
             text: text.to_string(),
             reason: reason.to_string(),
         };
         let path_and_name =
-            |rest: &str| -> Result<(PathBuf, Option<String>), InvalidImageReference> {
+            |rest: &str| -> Result<(PathBuf, Option<String>), InvalidImageLocation> {
                 let (path, name) = match rest.split_once(':') {
                     Some((path, name)) => (path, Some(name)),
                     None => (rest, None),
@@ -92,7 +92,7 @@ impl ImageReference {
                 }
                 Ok((PathBuf::from(path), name.map(str::to_string)))
             };
-        let named = |rest: &str| -> Result<String, InvalidImageReference> {
+        let named = |rest: &str| -> Result<String, InvalidImageLocation> {
             if rest.is_empty() {
                 Err(bad("no image name"))
             } else {
@@ -100,28 +100,28 @@ impl ImageReference {
             }
         };
         if let Some(rest) = text.strip_prefix("docker://") {
-            return Ok(ImageReference::Registry(parse_registry_reference(rest)?));
+            return Ok(ImageLocation::Registry(parse_registry_reference(rest)?));
         }
         let Some((transport, rest)) = text.split_once(':') else {
-            return Ok(ImageReference::Registry(parse_registry_reference(text)?));
+            return Ok(ImageLocation::Registry(parse_registry_reference(text)?));
         };
         Ok(match transport {
             "oci" => {
                 let (dir, tag) = path_and_name(rest)?;
-                ImageReference::OciLayout { dir, tag }
+                ImageLocation::OciLayout { dir, tag }
             }
             "oci-archive" => {
                 let (file, tag) = path_and_name(rest)?;
-                ImageReference::OciArchive { file, tag }
+                ImageLocation::OciArchive { file, tag }
             }
             "docker-archive" => {
                 let (file, name) = path_and_name(rest)?;
-                ImageReference::DockerArchive { file, name }
+                ImageLocation::DockerArchive { file, name }
             }
-            "containerd" => ImageReference::Containerd(named(rest)?),
-            "store" => ImageReference::Store(named(rest)?),
+            "containerd" => ImageLocation::Containerd(named(rest)?),
+            "store" => ImageLocation::Store(named(rest)?),
             "docker" => return Err(bad("a registry reference is written docker://HOST/REPO")),
-            _ => ImageReference::Registry(parse_registry_reference(text)?),
+            _ => ImageLocation::Registry(parse_registry_reference(text)?),
         })
     }
 
@@ -129,22 +129,22 @@ impl ImageReference {
     /// the registry reference, the record's name, or the reference as written.
     pub fn base_name(&self) -> String {
         match self {
-            ImageReference::Registry(r) => r.to_string(),
-            ImageReference::Containerd(name) | ImageReference::Store(name) => name.clone(),
+            ImageLocation::Registry(r) => r.to_string(),
+            ImageLocation::Containerd(name) | ImageLocation::Store(name) => name.clone(),
             other => other.to_string(),
         }
     }
 }
 
-impl std::str::FromStr for ImageReference {
-    type Err = InvalidImageReference;
+impl std::str::FromStr for ImageLocation {
+    type Err = InvalidImageLocation;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ImageReference::parse(s)
+        ImageLocation::parse(s)
     }
 }
 
-impl fmt::Display for ImageReference {
+impl fmt::Display for ImageLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let with =
             |f: &mut fmt::Formatter<'_>, kind: &str, path: &PathBuf, name: &Option<String>| {
@@ -155,12 +155,12 @@ impl fmt::Display for ImageReference {
                 }
             };
         match self {
-            ImageReference::Registry(r) => write!(f, "docker://{r}"),
-            ImageReference::OciLayout { dir, tag } => with(f, "oci", dir, tag),
-            ImageReference::OciArchive { file, tag } => with(f, "oci-archive", file, tag),
-            ImageReference::DockerArchive { file, name } => with(f, "docker-archive", file, name),
-            ImageReference::Containerd(name) => write!(f, "containerd:{name}"),
-            ImageReference::Store(name) => write!(f, "store:{name}"),
+            ImageLocation::Registry(r) => write!(f, "docker://{r}"),
+            ImageLocation::OciLayout { dir, tag } => with(f, "oci", dir, tag),
+            ImageLocation::OciArchive { file, tag } => with(f, "oci-archive", file, tag),
+            ImageLocation::DockerArchive { file, name } => with(f, "docker-archive", file, name),
+            ImageLocation::Containerd(name) => write!(f, "containerd:{name}"),
+            ImageLocation::Store(name) => write!(f, "store:{name}"),
         }
     }
 }
@@ -170,8 +170,8 @@ mod tests {
     use super::*;
 
     fn registry(text: &str) -> RegistryReference {
-        match ImageReference::parse(text).unwrap() {
-            ImageReference::Registry(r) => r,
+        match ImageLocation::parse(text).unwrap() {
+            ImageLocation::Registry(r) => r,
             other => panic!("{text} parsed as {other:?}"),
         }
     }
@@ -195,32 +195,32 @@ mod tests {
     #[test]
     fn transports_split_at_the_first_colon() {
         assert_eq!(
-            ImageReference::parse("oci:/tmp/layout:v1").unwrap(),
-            ImageReference::OciLayout {
+            ImageLocation::parse("oci:/tmp/layout:v1").unwrap(),
+            ImageLocation::OciLayout {
                 dir: "/tmp/layout".into(),
                 tag: Some("v1".into())
             }
         );
         assert_eq!(
-            ImageReference::parse("oci-archive:img.tar").unwrap(),
-            ImageReference::OciArchive {
+            ImageLocation::parse("oci-archive:img.tar").unwrap(),
+            ImageLocation::OciArchive {
                 file: "img.tar".into(),
                 tag: None
             }
         );
         assert_eq!(
-            ImageReference::parse("docker-archive:d.tar:example.com/a:1").unwrap(),
-            ImageReference::DockerArchive {
+            ImageLocation::parse("docker-archive:d.tar:example.com/a:1").unwrap(),
+            ImageLocation::DockerArchive {
                 file: "d.tar".into(),
                 name: Some("example.com/a:1".into())
             }
         );
         assert_eq!(
-            ImageReference::parse("containerd:docker.io/library/busybox:1").unwrap(),
-            ImageReference::Containerd("docker.io/library/busybox:1".into())
+            ImageLocation::parse("containerd:docker.io/library/busybox:1").unwrap(),
+            ImageLocation::Containerd("docker.io/library/busybox:1".into())
         );
-        let r = ImageReference::parse("store:base:1").unwrap();
-        assert_eq!(r, ImageReference::Store("base:1".into()));
+        let r = ImageLocation::parse("store:base:1").unwrap();
+        assert_eq!(r, ImageLocation::Store("base:1".into()));
         assert_eq!(r.to_string(), "store:base:1");
     }
 
@@ -235,7 +235,7 @@ mod tests {
             "a@sha256:zz",
             "a:b c",
         ] {
-            let err = ImageReference::parse(text).unwrap_err();
+            let err = ImageLocation::parse(text).unwrap_err();
             assert_eq!(err.text, text);
             assert!(err.to_string().contains(text), "{err}");
         }
