@@ -124,10 +124,16 @@ fn completed_uploads(registry: &Registry, repository: &str) -> Vec<String> {
         .collect()
 }
 
-/// `skopeo copy` + `umoci unpack` of `image` into fresh directories under `dir`;
-/// returns (copy seconds, unpack seconds, peak RSS KiB).
+/// Writes back every dirty page (`sync`, untimed) so that one side's writes are not
+/// flushed while the other side is timed. Nothing is dropped from the page cache.
+fn settle() -> Result<(), BoxError> {
+    run_measured(&mut Command::new("sync"))?;
+    Ok(())
+}
+
+/// `skopeo copy` + `umoci unpack` of `image` into `dir` (empty); returns (copy
+/// seconds, unpack seconds, peak RSS KiB).
 fn peer_pull(image: &str, dir: &Path) -> Result<(f64, f64, i64), BoxError> {
-    reset_dir(dir)?;
     let layout = format!("{}:{BASE_TAG}", dir.join("layout").display());
     let bundle = dir.join("bundle");
     let (_, copy, rss_copy) = run_measured(
@@ -180,27 +186,31 @@ pub fn bench(cache: &Path, runs: usize) -> Result<(), BoxError> {
     let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
-    // 1. Cold pull + extract, strata and the peers in turn.
+    // 1. Cold pull + extract, strata and the peers in turn. Every repetition writes
+    // into directories of its own, all removed at the end: ext4 skips inodes deleted
+    // within the last minutes when it allocates new ones (`recently_deleted`), so a
+    // tree created right after another was deleted costs several times more system
+    // time, whoever creates it.
     let mut strata: Option<(f64, i64, PullTimes)> = None;
     let mut peer: Option<(f64, f64, i64)> = None;
-    for _ in 0..runs {
-        let dir = scratch.join("strata-pull");
+    for run in 1..=runs {
+        settle()?;
         let (out, seconds, rss) = run_measured(
             Command::new(&me)
                 .args(["measure-base", "pull", "--image", &image])
                 .args(["--insecure-registry", &host])
                 .arg("--scratch")
-                .arg(&dir),
+                .arg(scratch.join(format!("strata-pull-{run}"))),
         )?;
         let times: PullTimes =
             serde_json::from_slice(&out).map_err(|e| format!("measure-base pull output: {e}"))?;
-        reset_dir(&dir)?;
         if strata.as_ref().is_none_or(|(s, _, _)| seconds < *s) {
             strata = Some((seconds, rss, times));
         }
-        let dir = scratch.join("peer-pull");
+        let dir = scratch.join(format!("peer-pull-{run}"));
+        fs::create_dir_all(&dir)?;
+        settle()?;
         let (copy, unpack, rss) = peer_pull(&image, &dir)?;
-        reset_dir(&dir)?;
         if peer.as_ref().is_none_or(|(c, u, _)| copy + unpack < c + u) {
             peer = Some((copy, unpack, rss));
         }
@@ -213,15 +223,16 @@ pub fn bench(cache: &Path, runs: usize) -> Result<(), BoxError> {
     let app = format!("{host}/{APP_REPOSITORY}:1");
     let mut export: Option<CopyExportResult> = None;
     let mut pushed: Option<CopyExportResult> = None;
-    for run in 0..runs {
+    for run in 1..=runs {
         let mut cmd = Command::new(&me);
         cmd.args(["measure-base", "copy-export", "--image", &image])
             .args(["--insecure-registry", &host, "--name", &app])
             .arg("--scratch")
-            .arg(scratch.join("copy-export"));
-        if run == 0 {
+            .arg(scratch.join(format!("copy-export-{run}")));
+        if run == 1 {
             cmd.arg("--push");
         }
+        settle()?;
         let (out, _, _) = run_measured(&mut cmd)?;
         let result: CopyExportResult = serde_json::from_slice(&out)
             .map_err(|e| format!("measure-base copy-export output: {e}"))?;
