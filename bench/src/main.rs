@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p strata-bench -- differ [--cache DIR]
+//! cargo run --release -p strata-bench -- base [--runs N]   # base image on a loopback registry
 //! ```
 //!
 //! The rootfs (`debootstrap --variant=minbase bookworm`) and the containerd peer
