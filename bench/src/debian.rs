@@ -110,7 +110,7 @@ pub struct ExportTimes {
 
 /// Reads and names `trees` (base first) as the CLI does. Done once, untimed: the
 /// fingerprint walk is part of the CLI rows, the library rows time the export.
-async fn read_chain(trees: &[PathBuf]) -> Result<DirectoryChain, BoxError> {
+pub(crate) async fn read_chain(trees: &[PathBuf]) -> Result<DirectoryChain, BoxError> {
     let layers: Vec<LayerDir> = trees
         .iter()
         .map(|tree| LayerDir {
@@ -122,7 +122,7 @@ async fn read_chain(trees: &[PathBuf]) -> Result<DirectoryChain, BoxError> {
 }
 
 /// Registers `chain` in `snapshotter` (or finds it, warm); returns the top ref.
-async fn register_chain(
+pub(crate) async fn register_chain(
     snapshotter: &DirectorySnapshotter,
     chain: &DirectoryChain,
 ) -> Result<ImmutableRef, BoxError> {

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p strata-bench -- differ [--cache DIR]
+//! cargo run --release -p strata-bench -- base [--runs N]   # base image on a loopback registry
 //! ```
 //!
 //! The rootfs (`debootstrap --variant=minbase bookworm`) and the containerd peer
@@ -22,6 +23,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod base;
 mod debian;
 mod synthetic;
 
@@ -62,6 +64,20 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         runs: usize,
     },
+    /// A Debian-sized base image on a loopback docker-registry: cold pull + extract
+    /// (strata against skopeo copy + umoci unpack), a warm export of one COPY layer on
+    /// the pulled base, and the push of that image (blob uploads counted).
+    Base {
+        /// Where the rootfs, the base image's layout and scratch stores are kept.
+        #[arg(long, env = "STRATA_BENCH_CACHE")]
+        cache: Option<PathBuf>,
+        /// Runs per configuration (the fastest is reported).
+        #[arg(long, default_value_t = 2)]
+        runs: usize,
+    },
+    /// (internal) the child measurements of `base`.
+    #[command(hide = true, subcommand)]
+    MeasureBase(base::Measure),
     /// Generated trees (1k, 10k, 100k files; with --large also 1M files, 1 GiB and
     /// 4 GiB): µs/file, s/GiB, peak RSS, and a one-file change through the overlay fast
     /// path against the double walk.
@@ -165,6 +181,13 @@ fn main() {
                 .map_err(BoxError::from)
                 .and_then(|_| debian::bench(&cache, runs.max(1)))
         }
+        Cmd::Base { cache, runs } => {
+            let cache = cache.unwrap_or_else(default_cache);
+            fs::create_dir_all(&cache)
+                .map_err(BoxError::from)
+                .and_then(|_| base::bench(&cache, runs.max(1)))
+        }
+        Cmd::MeasureBase(measure) => base::run_measure(measure),
         Cmd::Synthetic { cache, runs, large } => {
             let cache = cache.unwrap_or_else(default_cache);
             fs::create_dir_all(&cache)
