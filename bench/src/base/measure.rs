@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use serde::{Deserialize, Serialize};
 use strata_cache::{
-    copy_ref, open_image, pull_image, read_image, BaseImage, ImageReference, Materializer,
+    copy_ref, open_image, pull_image, read_image, BaseImage, ImageLocation, Materializer,
 };
 use strata_content::{ContentStore, LeaseGuard, LocalStore};
 use strata_differ::{CompareOptions, CopyOptions, WalkingDiffer};
@@ -131,7 +131,7 @@ pub(super) fn reset_dir(dir: &Path) -> Result<(), BoxError> {
 
 /// Opens and reads the registry image `image` (plain HTTP to `insecure`).
 async fn read_base(image: &str, insecure: &str) -> Result<BaseImage, BoxError> {
-    let reference = ImageReference::parse(image)?;
+    let reference = ImageLocation::parse(image)?;
     let registry = RegistryOptions {
         insecure_hosts: vec![insecure.to_string()],
         ..RegistryOptions::default()
@@ -244,6 +244,7 @@ fn measure_copy_export(
                 dest: "/app".into(),
                 owner: None,
             },
+            "COPY app /app",
             &CompareOptions {
                 compression: Compression::Gzip,
                 ..CompareOptions::default()
@@ -263,7 +264,7 @@ fn measure_copy_export(
                 config: Some(merge_config(&imported.config, None, "default")?),
                 base: Some(BaseImageRef {
                     name: imported.name.clone(),
-                    digest: imported.digest.clone(),
+                    digest: imported.manifest.digest.clone(),
                 }),
             }],
         };
