@@ -13,6 +13,15 @@ use strata_snapshotter::{unique_suffix, Kind, Labels, Snapshotter};
 
 use crate::error::RefError;
 
+/// Prefix of the keys of extractions in progress: `extract-<pid>-…-<chainID hex>`.
+const EXTRACT_PREFIX: &str = "extract-";
+
+/// True for the key of an extraction whose process is gone.
+pub(crate) fn is_dead_extraction(key: &str) -> bool {
+    key.strip_prefix(EXTRACT_PREFIX)
+        .is_some_and(strata_snapshotter::left_by_dead_process)
+}
+
 /// A layer known by its blob: a base image's layer, exported as it came (byte for
 /// byte) and extracted only when something needs its tree.
 #[derive(Clone)]
@@ -161,7 +170,7 @@ impl Materializer {
             Err(e) => return Err(e.into()),
         }
         self.fetch(layer).await?;
-        let key = format!("extract-{}-{}", unique_suffix(), chain_id.hex());
+        let key = format!("{EXTRACT_PREFIX}{}-{}", unique_suffix(), chain_id.hex());
         let mounts = self
             .snapshotter
             .prepare(&key, parent, Labels::new())

@@ -411,6 +411,13 @@ impl Drop for Inner {
 /// Prefix of the keys of the views refs create.
 const VIEW_PREFIX: &str = "strata-view/";
 
+/// True for the key of a ref view whose process is gone (`strata-view/<id>/<pid>-…`).
+pub(crate) fn is_dead_view(key: &str) -> bool {
+    key.strip_prefix(VIEW_PREFIX)
+        .and_then(|rest| rest.rsplit('/').next())
+        .is_some_and(left_by_dead_process)
+}
+
 /// Removes views left behind by ref handles of processes that exited without
 /// releasing them (their keys carry the creating pid: `strata-view/<id>/<pid>-…`), so
 /// their snapshots can be removed again. Best effort: failures are only logged.
@@ -423,13 +430,7 @@ async fn prune_dead_views(snapshotter: &dyn Snapshotter) {
         }
     };
     for view in views {
-        let Some(rest) = view.name.strip_prefix(VIEW_PREFIX) else {
-            continue;
-        };
-        let Some(suffix) = rest.rsplit('/').next() else {
-            continue;
-        };
-        if left_by_dead_process(suffix) {
+        if is_dead_view(&view.name) {
             if let Err(e) = snapshotter.remove(&view.name).await {
                 tracing::debug!(view = %view.name, error = %e, "pruning a stale ref view");
             }

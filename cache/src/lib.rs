@@ -11,7 +11,8 @@
 //!   layers, known by descriptor, diffID, history entry and a provider to fetch the
 //!   blob from. They are exported byte for byte; their tree exists only once a child's
 //!   diff needs it, when the [`Materializer`] extracts the chain once per [`chain_id`]
-//!   and reuses it afterwards. [`copy_ref`] stacks a Dockerfile-`COPY` layer written
+//!   and reuses it afterwards ([`prune_extracted`] collects the chains nothing
+//!   references). [`copy_ref`] stacks a Dockerfile-`COPY` layer written
 //!   straight from a directory.
 //! - Directory registration: existing directories, each the full tree of one layer,
 //!   registered as a chain of committed snapshots in a
@@ -76,6 +77,7 @@ mod error;
 mod fingerprint;
 mod immutable_ref;
 mod import;
+mod prune_extracted;
 
 pub use blob::{BlobInfo, BlobKey};
 pub use blob_layer::{chain_id, BlobLayer, Materializer};
@@ -90,5 +92,5 @@ pub use immutable_ref::{ImmutableRef, LABEL_DESCRIPTION};
 pub use import::{
     import_image, open_image, pull_image, read_image, BaseImage, ImageLocation, ImageRecords,
     ImageRoot, ImportError, ImportedImage, InvalidImageLocation, OciLayoutProvider, PulledImage,
-    MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE,
 };
+pub use prune_extracted::prune_extracted;

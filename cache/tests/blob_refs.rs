@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use strata_cache::{chain_id, BlobLayer, ImmutableRef, Materializer, RefError};
+use strata_cache::{chain_id, prune_extracted, BlobLayer, ImmutableRef, Materializer, RefError};
 use strata_content::{BlobProvider, ContentStore, MemoryStore, StoreProvider};
 use strata_differ::{CompareOptions, Comparer, LayerBlob, WalkingDiffer};
 use strata_oci::{Compression, Digest};
@@ -195,4 +195,65 @@ async fn a_missing_blob_names_the_layer_and_the_provider() {
         text.contains(&Digest::sha256_of(b"nobody has this").to_string()),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn pruning_keeps_the_chains_unpacked_images_reference_and_removes_the_rest() {
+    let w = world().await;
+    let layer = |i: usize| blob_layer(&w, &w.layers[i], w.layers[i].diff_id.clone());
+    let bottom = ImmutableRef::from_blob(None, layer(0), w.materializer.clone())
+        .await
+        .unwrap();
+    let top = ImmutableRef::from_blob(Some(bottom.clone()), layer(1), w.materializer.clone())
+        .await
+        .unwrap();
+    let alone = ImmutableRef::from_blob(None, layer(1), w.materializer.clone())
+        .await
+        .unwrap();
+    top.materialize().await.unwrap();
+    alone.materialize().await.unwrap();
+    let (top_id, bottom_id, alone_id) = (
+        top.id().to_string(),
+        bottom.id().to_string(),
+        alone.id().to_string(),
+    );
+    drop((top, bottom, alone));
+
+    // An unpacked image's config references the top of the first chain.
+    let mut info = w.local.info(&w.layers[0].descriptor.digest).await.unwrap();
+    let key = "containerd.io/gc.ref.snapshot.native".to_string();
+    info.labels.insert(key.clone(), top_id.clone());
+    w.local
+        .update(info.clone(), &[format!("labels.{key}")])
+        .await
+        .unwrap();
+    let removed = prune_extracted(
+        w.materializer.snapshotter.as_ref(),
+        w.local.as_ref(),
+        "native",
+    )
+    .await
+    .unwrap();
+    assert_eq!(removed, [alone_id]);
+    for kept in [&top_id, &bottom_id] {
+        assert!(
+            w.materializer.snapshotter.stat(kept).await.is_ok(),
+            "{kept}"
+        );
+    }
+
+    // Nothing references it any more: the whole chain goes, children first.
+    info.labels.remove(&key);
+    w.local
+        .update(info, &[format!("labels.{key}")])
+        .await
+        .unwrap();
+    let removed = prune_extracted(
+        w.materializer.snapshotter.as_ref(),
+        w.local.as_ref(),
+        "native",
+    )
+    .await
+    .unwrap();
+    assert_eq!(removed, [top_id, bottom_id]);
 }

@@ -30,7 +30,7 @@ const TEMPORARY_LEASE: Duration = Duration::from_secs(3600);
 
 /// The name of strata's native snapshotter under the store, as `unpack=true` records
 /// it in the config's `containerd.io/gc.ref.snapshot.native` label.
-const NATIVE_SNAPSHOTTER: &str = "native";
+pub const NATIVE_SNAPSHOTTER: &str = "native";
 
 /// Where the native snapshotter under the store keeps its snapshots: base images'
 /// trees (one committed snapshot per chainID) and images unpacked with `unpack=true`.
@@ -67,7 +67,7 @@ pub fn unpack_target(
 }
 
 /// The native snapshotter under `store_dir`.
-fn native(store_dir: &Path) -> Result<Arc<dyn Snapshotter>, CliError> {
+pub fn native(store_dir: &Path) -> Result<Arc<dyn Snapshotter>, CliError> {
     let dir = native_snapshots_dir(store_dir);
     let native = NativeSnapshotter::open(&dir)
         .map_err(|e| CliError::context(format!("opening snapshots {}", dir.display()), e))?;

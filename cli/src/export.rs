@@ -288,8 +288,13 @@ pub async fn run(
     let store = store::open(location, true).await?;
     let mut layer_names = BTreeMap::new();
     let mut images: Vec<PlatformSource> = Vec::new();
-    // What --copy layers write is held until the exporter's lease holds it.
-    let copy_lease = match plan.platforms.iter().any(|p| !p.copies.is_empty()) {
+    // What base images and --copy layers bring into the store before the exporter's
+    // own lease holds it (blobs fetched to extract a base, copy layers) is leased.
+    let needs_lease = plan
+        .platforms
+        .iter()
+        .any(|p| p.base.is_some() || !p.copies.is_empty());
+    let lease = match needs_lease {
         true => Some(base::temporary_lease(&store).await?),
         false => None,
     };
@@ -313,7 +318,7 @@ pub async fn run(
                 insecure_registries: &args.insecure_registries,
                 chown: args.chown,
                 image: &image_opts,
-                copy_lease: copy_lease.as_ref(),
+                lease: lease.as_ref(),
             },
             &mut layer_names,
         )
@@ -352,9 +357,9 @@ pub async fn run(
             tracing::debug!(error = %e, "releasing snapshot view");
         }
     }
-    if let Some(lease) = copy_lease {
+    if let Some(lease) = lease {
         if let Err(e) = lease.release().await {
-            tracing::debug!(error = %e, "releasing the lease of the copy layers");
+            tracing::debug!(error = %e, "releasing the lease of the base and copy layers");
         }
     }
     let response = match result {

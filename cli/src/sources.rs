@@ -36,8 +36,9 @@ pub struct Inputs<'a> {
     pub chown: Option<(u32, u32)>,
     /// The output's image options (the copy layers' compression and epoch).
     pub image: &'a ImageOptions,
-    /// The lease holding what the copy layers write, when there are some.
-    pub copy_lease: Option<&'a LeaseGuard>,
+    /// The lease holding what base images and copy layers bring into the store until
+    /// the exporter's lease holds it (set when there are bases or copies).
+    pub lease: Option<&'a LeaseGuard>,
 }
 
 /// One [`PlatformSource`] per platform of `plan`: its base imported (`bases`, parsed
@@ -52,10 +53,12 @@ pub async fn platform_sources(
     layer_names: &mut BTreeMap<String, String>,
 ) -> Result<Vec<PlatformSource>, CliError> {
     let mut images = Vec::new();
-    let needs_extraction = bases.iter().any(Option::is_some) || inputs.copy_lease.is_some();
-    let materializer = match needs_extraction {
-        true => Some(base::materializer(inputs.store, inputs.store_dir)?),
-        false => None,
+    let materializer = match inputs.lease {
+        Some(lease) => Some(Materializer {
+            store: inputs.store.content.with_lease(lease.id()),
+            ..base::materializer(inputs.store, inputs.store_dir)?
+        }),
+        None => None,
     };
     for (i, (p, chain)) in plan.platforms.iter().zip(chains).enumerate() {
         let label = p
@@ -87,19 +90,15 @@ pub async fn platform_sources(
             link = r.parent();
         }
         let top = directory_chain(inputs.store_dir, p, chain, base_top, layer_names).await?;
-        let top = match (&materializer, inputs.copy_lease) {
-            (Some(m), Some(lease)) if !p.copies.is_empty() => {
-                let leased = Materializer {
-                    store: inputs.store.content.with_lease(lease.id()),
-                    ..m.clone()
-                };
+        let top = match &materializer {
+            Some(m) if !p.copies.is_empty() => {
                 let top = base::stack_copies(
                     top,
                     &p.copies,
                     inputs.chown,
                     inputs.image.compression,
                     inputs.image.source_date_epoch,
-                    &leased,
+                    m,
                 )
                 .await?;
                 for (r, c) in

@@ -5,11 +5,12 @@ use std::path::Path;
 
 use indicatif::HumanBytes;
 use serde_json::Value;
-use strata_cache::{prune_stale_registrations, DirectoryError};
+use strata_cache::{prune_extracted, prune_stale_registrations, DirectoryError};
 use strata_content::{fsck, read_blob};
 use strata_oci::{media_types, walk_image, Descriptor, ImageNode, WalkError};
 use strata_snapshotter::DirectorySnapshotter;
 
+use crate::base::NATIVE_SNAPSHOTTER;
 use crate::error::CliError;
 use crate::export::snapshots_dir;
 use crate::store::Store;
@@ -49,8 +50,8 @@ pub async fn images(store: &Store) -> Result<(), CliError> {
 }
 
 /// `strata gc`: removes stale snapshot registrations under `store_dir` (trees deleted
-/// or changed since), leftover views, and every blob no image, lease or root
-/// references. With containerd the registrations are pruned only if `store_dir` has
+/// or changed since), leftover views, extracted base images no unpacked image
+/// references, and every blob no image, lease or root references. With containerd the registrations are pruned only if `store_dir` has
 /// any, and containerd runs the collection.
 pub async fn gc(store: &Store, store_dir: &Path) -> Result<(), CliError> {
     let dir = snapshots_dir(store_dir);
@@ -67,17 +68,34 @@ pub async fn gc(store: &Store, store_dir: &Path) -> Result<(), CliError> {
     } else {
         0
     };
+    // Extracted base images nothing references (before the blobs: an unpacked
+    // image's config label keeps its chain).
+    let native = crate::base::native_snapshots_dir(store_dir);
+    let removed_extracted = if native.is_dir() {
+        let snapshots = crate::base::native(store_dir)?;
+        prune_extracted(
+            snapshots.as_ref(),
+            store.content.as_ref(),
+            NATIVE_SNAPSHOTTER,
+        )
+        .await
+        .map_err(|e| CliError::context("pruning extracted snapshots", e))?
+        .len()
+    } else {
+        0
+    };
     let report = store
         .gc
         .garbage_collect()
         .await
         .map_err(|e| CliError::context("garbage collection", e))?;
     println!(
-        "removed {} blobs ({}), {} ingests, {} snapshot registrations",
+        "removed {} blobs ({}), {} ingests, {} snapshot registrations, {} extracted snapshots",
         report.removed.len(),
         HumanBytes(report.bytes_freed),
         report.removed_ingests.len(),
-        removed_snapshots
+        removed_snapshots,
+        removed_extracted
     );
     Ok(())
 }

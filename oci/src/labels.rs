@@ -28,6 +28,13 @@ pub fn gc_ref_label(i: usize) -> String {
     format!("{GC_REF_CONTENT}.{i}")
 }
 
+/// The config label key naming the snapshot an image is unpacked to in `snapshotter`
+/// (`containerd.io/gc.ref.snapshot.<snapshotter>`), which keeps that snapshot (and
+/// its parents) from containerd's GC.
+pub fn gc_ref_snapshot_label(snapshotter: &str) -> String {
+    format!("{GC_REF_SNAPSHOT}.{snapshotter}")
+}
+
 /// Whether `key` is a content reference label (`containerd.io/gc.ref.content` or
 /// `containerd.io/gc.ref.content.<anything>`), whose value is a digest GC follows.
 pub fn is_gc_ref_content(key: &str) -> bool {

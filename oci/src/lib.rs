@@ -34,6 +34,7 @@
 
 pub mod annotations;
 mod compression;
+mod config;
 mod descriptor;
 mod digest;
 mod image;
@@ -44,6 +45,7 @@ pub mod media_types;
 mod walk;
 
 pub use compression::Compression;
+pub use config::{config_diff_ids, config_platform, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE};
 pub use descriptor::{Descriptor, Platform};
 pub use digest::{Digest, Digester, InvalidDigest};
 pub use image::{ImageNode, Index, InvalidManifest, Manifest};

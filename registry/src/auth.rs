@@ -2,13 +2,12 @@
 //! `docker login` writes), looked up in this order:
 //!
 //! 1. `credHelpers[registry]`: that credential helper ([`crate::credential_helper`]);
-//! 2. an `auths[registry]` entry with credentials: its `auth` (base64 of
+//! 2. `credsStore`: the default credential helper, when set (the file's `auths` then
+//!    only name registries, as the docker CLI keeps them);
+//! 3. an `auths[registry]` entry with credentials: its `auth` (base64 of
 //!    `user:password`) or its `username`/`password` fields;
-//! 3. `credsStore`: the default credential helper;
 //!
-//! else the registry is accessed anonymously. (Docker itself skips `auths` when
-//! `credsStore` is set; strata uses inline credentials when present, so a stale
-//! `credsStore` does not hide them.)
+//! else the registry is accessed anonymously.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -148,8 +147,13 @@ pub fn credentials_for(path: &Path, registry: &str) -> Result<Option<Credentials
     };
     let config: ConfigFile =
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    // As the docker CLI: a registry's helper, else the credentials store, else the
+    // file's own entries.
     if let Some(helper) = lookup(&config.cred_helpers, registry) {
         return credential_helper::get(helper, registry, &server_url(registry));
+    }
+    if let Some(store) = config.creds_store.as_deref().filter(|s| !s.is_empty()) {
+        return credential_helper::get(store, registry, &server_url(registry));
     }
     if let Some(entry) = lookup(&config.auths, registry) {
         if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
@@ -173,10 +177,7 @@ pub fn credentials_for(path: &Path, registry: &str) -> Result<Option<Credentials
             }));
         }
     }
-    match config.creds_store.as_deref().filter(|s| !s.is_empty()) {
-        Some(store) => credential_helper::get(store, registry, &server_url(registry)),
-        None => Ok(None),
-    }
+    Ok(None)
 }
 
 #[cfg(test)]

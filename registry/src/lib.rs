@@ -24,5 +24,4 @@ pub use auth::{credentials_for, default_docker_config, Credentials};
 pub use client::{Access, RegistryClient};
 pub use error::RegistryError;
 pub use options::RegistryOptions;
-pub use pull::MAX_MANIFEST_SIZE;
 pub use reference::{ImageReference, ManifestRef};

@@ -5,16 +5,13 @@ use async_trait::async_trait;
 use futures::TryStreamExt;
 use serde::Deserialize;
 use strata_content::{BlobProvider, DistributionSource};
-use strata_oci::{media_types, Descriptor, Digest};
+use strata_oci::{media_types, Descriptor, Digest, MAX_MANIFEST_SIZE};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::io::StreamReader;
 
 use crate::client::RegistryClient;
 use crate::error::RegistryError;
 use crate::reference::ManifestRef;
-
-/// The largest manifest or index accepted (registries refuse larger ones).
-pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
 
 /// The manifest and index media types asked for.
 const MANIFEST_TYPES: &[&str] = &[

@@ -16,11 +16,12 @@ use strata_oci::{layout, media_types, to_canonical_vec, Compression, Descriptor,
 
 use crate::import::archive::TarArchive;
 use crate::import::error::ImportError;
-use crate::import::image::{diff_ids, ImageRoot, MAX_CONFIG_SIZE};
+use crate::import::image::{diff_ids, ImageRoot};
 use crate::import::layout::{
     index_archive, open_archived_layout, ArchiveBlob, ArchiveProvider, MAX_INDEX_FILE,
 };
 use crate::import::location::parse_registry_reference;
+use strata_oci::MAX_CONFIG_SIZE;
 
 /// The name of `docker save`'s list of images.
 const MANIFEST_FILE: &str = "manifest.json";

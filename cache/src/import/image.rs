@@ -7,17 +7,15 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use strata_content::{BlobProvider, Error as ContentError};
-use strata_oci::{media_types, Descriptor, Digest, Digester, ImageNode, Platform, MAX_INDEX_DEPTH};
+use strata_oci::{
+    config_diff_ids, config_platform, media_types, Descriptor, Digest, Digester, ImageNode,
+    Platform, MAX_CONFIG_SIZE, MAX_INDEX_DEPTH, MAX_MANIFEST_SIZE,
+};
 use tokio::io::AsyncReadExt;
 
 use crate::blob_layer::{BlobLayer, Materializer};
 use crate::immutable_ref::ImmutableRef;
 use crate::import::error::ImportError;
-
-/// The largest manifest or index read (what registries accept).
-pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
-/// The largest image config read.
-pub const MAX_CONFIG_SIZE: u64 = 16 << 20;
 
 /// An image found in its source, not read yet: what every source (a registry, a
 /// layout, an archive, a store) resolves a reference to.
@@ -360,23 +358,15 @@ pub(crate) fn diff_ids(
     config_digest: &Digest,
     config: &[u8],
 ) -> Result<Vec<Digest>, ImportError> {
-    #[derive(serde::Deserialize)]
-    struct Config {
-        rootfs: RootFs,
-    }
-    #[derive(serde::Deserialize)]
-    struct RootFs {
-        #[serde(default)]
-        diff_ids: Vec<Digest>,
-    }
-    serde_json::from_slice::<Config>(config)
-        .map(|c| c.rootfs.diff_ids)
-        .map_err(|e| ImportError::MalformedJson {
-            image: reference.to_string(),
-            role: "config",
-            blob: config_digest.to_string(),
-            reason: e.to_string(),
-        })
+    let malformed = |reason: String| ImportError::MalformedJson {
+        image: reference.to_string(),
+        role: "config",
+        blob: config_digest.to_string(),
+        reason,
+    };
+    let config: Map<String, Value> =
+        serde_json::from_slice(config).map_err(|e| malformed(e.to_string()))?;
+    config_diff_ids(&config).map_err(malformed)
 }
 
 /// The config's history entries that made layers (`empty_layer` ones skipped), in
@@ -394,18 +384,6 @@ fn layer_history(config: &Map<String, Value>) -> Vec<Map<String, Value>> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// The platform an image config gives (`os`, `architecture`, `variant`).
-fn config_platform(config: &Map<String, Value>) -> Platform {
-    let field = |k: &str| config.get(k).and_then(Value::as_str).map(str::to_string);
-    Platform {
-        architecture: field("architecture").unwrap_or_default(),
-        os: field("os").unwrap_or_default(),
-        os_version: field("os.version"),
-        os_features: Vec::new(),
-        variant: field("variant"),
-    }
 }
 
 /// Whether an image of platform `have` runs where `want` is asked for: the same os

@@ -24,10 +24,7 @@ use strata_content::{ContentStore, ImageStore, StoreProvider};
 use strata_registry::{Access, RegistryClient, RegistryOptions};
 
 pub use error::ImportError;
-pub use image::{
-    import_image, read_image, BaseImage, ImageRoot, ImportedImage, MAX_CONFIG_SIZE,
-    MAX_MANIFEST_SIZE,
-};
+pub use image::{import_image, read_image, BaseImage, ImageRoot, ImportedImage};
 pub use layout::OciLayoutProvider;
 pub use location::{ImageLocation, InvalidImageLocation};
 pub use pull::{pull_image, PulledImage};

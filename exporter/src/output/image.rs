@@ -87,10 +87,15 @@ impl ExporterInstance for ImageInstance {
     }
 
     async fn export(&self, source: Source, progress: Progress) -> Result<BTreeMap<String, String>> {
-        let committed = self
-            .writer
-            .commit_local(&source, &self.opts, &progress)
-            .await?;
+        // Image records (and unpacking) need every blob in the store; a push alone
+        // (store=false) mounts or streams base layers from where they came.
+        let committed = if self.records.store {
+            self.writer
+                .commit_local(&source, &self.opts, &progress)
+                .await?
+        } else {
+            self.writer.commit(&source, &self.opts, &progress).await?
+        };
         let named = self.name_and_push(&committed, &progress).await;
         // Released on failure too, before the error is returned. After an unpack the
         // image record and the config's snapshot label keep the snapshots.

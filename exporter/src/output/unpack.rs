@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use strata_cache::{chain_id, BlobLayer};
 use strata_content::{read_blob, LeaseResource, ResourceKind, StoreProvider};
 use strata_oci::{labels, Descriptor, Digest, Platform};
@@ -24,14 +24,6 @@ use crate::context::{ExportContext, UnpackTarget};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::writer::{CommittedImage, PlatformImage};
-
-/// The largest image config read back for unpacking.
-const MAX_CONFIG: u64 = 16 << 20;
-
-/// The config label naming the snapshot an image is unpacked to in `snapshotter`.
-pub(crate) fn gc_ref_snapshot_label(snapshotter: &str) -> String {
-    format!("{}.{snapshotter}", labels::GC_REF_SNAPSHOT)
-}
 
 /// Unpacks `committed` (recorded as `name`) into `target`; returns the top chainID,
 /// or `None` when there is nothing to unpack: no image for the host platform (as
@@ -126,22 +118,13 @@ async fn unpack_layers(
         snapshotter: snapshotter_name.clone(),
         source: Box::new(source),
     };
-    let top = materializer
-        .unpack(&layers)
-        .await
-        .map_err(unpack_error)?
-        .ok_or_else(|| Error::InvalidContent {
-            digest: image.manifest.digest.to_string(),
-            reason: "no layers to unpack".into(),
-        })?;
-    let expected = chain.last().cloned();
-    if expected.as_ref() != Some(&top) {
-        return Err(Error::InvalidContent {
-            digest: image.config.digest.to_string(),
-            reason: format!("unpacked to chain {top}, the config's chain is {expected:?}"),
-        });
-    }
-    let key = gc_ref_snapshot_label(snapshotter_name);
+    materializer.unpack(&layers).await.map_err(unpack_error)?;
+    // The caller checked there are layers.
+    let top = chain.last().cloned().ok_or_else(|| Error::InvalidContent {
+        digest: image.manifest.digest.to_string(),
+        reason: "no layers to unpack".into(),
+    })?;
+    let key = labels::gc_ref_snapshot_label(snapshotter_name);
     let mut info = ctx.content.info(&image.config.digest).await?;
     info.labels.insert(key.clone(), top.to_string());
     ctx.content.update(info, &[format!("labels.{key}")]).await?;
@@ -155,14 +138,14 @@ async fn unpack_layers(
 async fn host_image<'a>(
     ctx: &ExportContext,
     committed: &'a CommittedImage,
-) -> Result<Option<(&'a PlatformImage, Value)>> {
+) -> Result<Option<(&'a PlatformImage, Map<String, Value>)>> {
     let host = Platform::host();
     let mut candidates = Vec::new();
     for image in &committed.images {
         let config = read_config(ctx, &image.config).await?;
         let platform = match &image.platform {
             Some(p) => p.clone(),
-            None => config_platform(&config),
+            None => strata_oci::config_platform(&config),
         };
         if platform.os == host.os && platform.architecture == host.architecture {
             let rank = u8::from(platform.variant != host.variant);
@@ -176,41 +159,18 @@ async fn host_image<'a>(
         .map(|(_, image, config)| (image, config)))
 }
 
-async fn read_config(ctx: &ExportContext, desc: &Descriptor) -> Result<Value> {
-    let bytes = read_blob(ctx.content.as_ref(), desc, MAX_CONFIG).await?;
+async fn read_config(ctx: &ExportContext, desc: &Descriptor) -> Result<Map<String, Value>> {
+    let bytes = read_blob(ctx.content.as_ref(), desc, strata_oci::MAX_CONFIG_SIZE).await?;
     serde_json::from_slice(&bytes).map_err(|e| Error::InvalidContent {
         digest: desc.digest.to_string(),
         reason: format!("not an image config: {e}"),
     })
 }
 
-/// The platform a config declares (`os`, `architecture`, `variant`).
-fn config_platform(config: &Value) -> Platform {
-    let field = |k: &str| config.get(k).and_then(Value::as_str).map(str::to_string);
-    Platform {
-        architecture: field("architecture").unwrap_or_default(),
-        os: field("os").unwrap_or_default(),
-        os_version: None,
-        os_features: Vec::new(),
-        variant: field("variant"),
-    }
-}
-
 /// The config's `rootfs.diff_ids`.
-fn diff_ids(desc: &Descriptor, config: &Value) -> Result<Vec<Digest>> {
-    let bad = |reason: String| Error::InvalidContent {
+fn diff_ids(desc: &Descriptor, config: &Map<String, Value>) -> Result<Vec<Digest>> {
+    strata_oci::config_diff_ids(config).map_err(|reason| Error::InvalidContent {
         digest: desc.digest.to_string(),
         reason,
-    };
-    let ids = config
-        .pointer("/rootfs/diff_ids")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("no rootfs.diff_ids".into()))?;
-    ids.iter()
-        .map(|v| {
-            v.as_str()
-                .and_then(|s| s.parse::<Digest>().ok())
-                .ok_or_else(|| bad(format!("diff_id {v} is not a digest")))
-        })
-        .collect()
+    })
 }

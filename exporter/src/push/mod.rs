@@ -250,11 +250,11 @@ impl Session {
             })
     }
 
-    /// Reads a manifest or index (at most [`strata_registry::MAX_MANIFEST_SIZE`]
+    /// Reads a manifest or index (at most [`strata_oci::MAX_MANIFEST_SIZE`]
     /// bytes) from the store.
     async fn read_small(&self, desc: &Descriptor) -> Result<Vec<u8>, PushError> {
         let digest = desc.digest.to_string();
-        let limit = strata_registry::MAX_MANIFEST_SIZE;
+        let limit = strata_oci::MAX_MANIFEST_SIZE;
         if desc.size > limit {
             return Err(PushError::InvalidManifest {
                 digest,
