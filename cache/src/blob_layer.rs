@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use strata_content::{fetch_blob, BlobProvider, ContentStore, Labels as ContentLabels};
 use strata_differ::Applier;
-use strata_oci::{labels, Compression, Descriptor, Digest};
+use strata_oci::{chain_id, labels, Compression, Descriptor, Digest};
 use strata_snapshotter::{unique_suffix, Kind, Labels, Snapshotter};
 
 use crate::error::RefError;
@@ -91,16 +91,6 @@ impl BlobLayer {
             .and_then(strata_content::parse_rfc3339)
             .and_then(|nanos| i64::try_from(nanos).ok())
             .map_or(std::time::UNIX_EPOCH, strata_content::from_unix_nanos)
-    }
-}
-
-/// The chainID of a layer on top of the chain `parent` (containerd's
-/// `identity.ChainID`): the diffID itself for a bottom layer, else
-/// `sha256(parent + " " + diff_id)`.
-pub fn chain_id(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
-    match parent {
-        None => diff_id.clone(),
-        Some(p) => Digest::sha256_of(format!("{p} {diff_id}").as_bytes()),
     }
 }
 

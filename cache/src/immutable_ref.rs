@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use strata_content::ContentStore;
-use strata_oci::Digest;
+use strata_oci::{chain_id, Digest};
 use strata_snapshotter::{
     left_by_dead_process, unique_suffix, Error, Filter, Info, Kind, Labels, Mount, Result,
     Snapshotter,
@@ -15,7 +15,7 @@ use strata_snapshotter::{
 use tokio::sync::OnceCell;
 
 use crate::blob::{parse_blob_labels, BlobInfo, BlobKey};
-use crate::blob_layer::{chain_id, BlobLayer, Materializer};
+use crate::blob_layer::{BlobLayer, Materializer};
 use crate::error::RefError;
 
 /// Label holding a snapshot's description (history `created_by`).

@@ -10,7 +10,7 @@
 //! - Blob-backed refs ([`ImmutableRef::from_blob`] on a [`BlobLayer`]): a base image's
 //!   layers, known by descriptor, diffID, history entry and a provider to fetch the
 //!   blob from. They are exported byte for byte; their tree exists only once a child's
-//!   diff needs it, when the [`Materializer`] extracts the chain once per [`chain_id`]
+//!   diff needs it, when the [`Materializer`] extracts the chain once per chainID ([`strata_oci::chain_id`])
 //!   and reuses it afterwards ([`prune_extracted`] collects the chains nothing
 //!   references). [`copy_ref`] stacks a Dockerfile-`COPY` layer written
 //!   straight from a directory.
@@ -80,7 +80,7 @@ mod import;
 mod prune_extracted;
 
 pub use blob::{BlobInfo, BlobKey};
-pub use blob_layer::{chain_id, BlobLayer, Materializer};
+pub use blob_layer::{BlobLayer, Materializer};
 pub use copy_ref::copy_ref;
 pub use directories::{
     prune_stale_registrations, register_directories, DirectoryChain, LayerDir, PruneReport,

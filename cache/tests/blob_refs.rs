@@ -4,9 +4,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use strata_cache::{chain_id, prune_extracted, BlobLayer, ImmutableRef, Materializer, RefError};
+use strata_cache::{prune_extracted, BlobLayer, ImmutableRef, Materializer, RefError};
 use strata_content::{BlobProvider, ContentStore, MemoryStore, StoreProvider};
 use strata_differ::{CompareOptions, Comparer, LayerBlob, WalkingDiffer};
+use strata_oci::chain_id;
 use strata_oci::{Compression, Digest};
 use strata_snapshotter::{Kind, Mount, NativeSnapshotter, Snapshotter, TempMount};
 

@@ -10,13 +10,14 @@ use std::sync::Arc;
 
 use common::{opts, tree, Fixture};
 use serde_json::Value;
-use strata_cache::{chain_id, Materializer};
+use strata_cache::Materializer;
 use strata_content::{read_blob, ContentStore, ImageStore, LeaseManager};
 use strata_differ::WalkingDiffer;
 use strata_exporter::{
     Error, Exporter, ImageExporter, Progress, Source, UnpackTarget, RESPONSE_CONFIG_DIGEST,
     RESPONSE_IMAGE_DIGEST, RESPONSE_IMAGE_NAME,
 };
+use strata_oci::chain_id;
 use strata_oci::{Descriptor, Digest, Platform};
 use strata_snapshotter::{Kind, Labels, NativeSnapshotter, Snapshotter, TempMount};
 

@@ -136,6 +136,16 @@ impl Digester {
     }
 }
 
+/// The chainID of a layer on top of the chain `parent` (containerd's
+/// `identity.ChainID`): the diffID itself for a bottom layer, else
+/// `sha256(parent + " " + diff_id)`.
+pub fn chain_id(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
+    match parent {
+        None => diff_id.clone(),
+        Some(p) => Digest::sha256_of(format!("{p} {diff_id}").as_bytes()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

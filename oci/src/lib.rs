@@ -47,7 +47,7 @@ mod walk;
 pub use compression::Compression;
 pub use config::{config_diff_ids, config_platform, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE};
 pub use descriptor::{Descriptor, Platform};
-pub use digest::{Digest, Digester, InvalidDigest};
+pub use digest::{chain_id, Digest, Digester, InvalidDigest};
 pub use image::{ImageNode, Index, InvalidManifest, Manifest};
 pub use json::to_canonical_vec;
 pub use walk::{walk_image, BlobRole, GraphNode, ImageGraph, WalkError, MAX_INDEX_DEPTH};

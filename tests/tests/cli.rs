@@ -870,8 +870,7 @@ async fn unpack_into_the_local_store_and_canonical_names() {
             .unwrap();
     let mut parent: Option<Digest> = None;
     for diff_id in config["rootfs"]["diff_ids"].as_array().unwrap() {
-        let id =
-            strata_cache::chain_id(parent.as_ref(), &diff_id.as_str().unwrap().parse().unwrap());
+        let id = strata_oci::chain_id(parent.as_ref(), &diff_id.as_str().unwrap().parse().unwrap());
         let info = strata_snapshotter::Snapshotter::stat(&native, &id.to_string())
             .await
             .unwrap_or_else(|e| panic!("chain {id}: {e}"));

@@ -16,8 +16,9 @@
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use strata_cache::{chain_id, BlobLayer};
+use strata_cache::BlobLayer;
 use strata_content::{read_blob, LeaseResource, ResourceKind, StoreProvider};
+use strata_oci::chain_id;
 use strata_oci::{labels, Descriptor, Digest, Platform};
 
 use crate::context::{ExportContext, UnpackTarget};
