@@ -322,6 +322,38 @@ fn oci_layout_and_archive_bases_with_a_copy_layer_never_extract_the_base() {
             BASE_RELEASE
         );
     }
+
+    // Pushed to a repository that has the base already: the base layers are found
+    // there (HEAD), read from the layout never, uploaded never.
+    let registry = Registry::start();
+    let repo = unique_name("layout/base");
+    push_base(&w.base, &registry.host(), &format!("{repo}:1"));
+    let before = registry.blob_uploads(&repo).len();
+    let out = w
+        .strata()
+        .args(["export", "--insecure-registry", &registry.host()])
+        .args(["--base", &w.base.oci_reference(), "--copy"])
+        .arg(format!("{}:/srv/app", src.display()))
+        .arg("-o")
+        .arg(format!("type=registry,name={}/{repo}:app", registry.host()))
+        .output()
+        .unwrap();
+    ok(out, "export --base oci: to the base's repository");
+    // Only strata's requests: skopeo's push of the base came before.
+    let bodies: Vec<_> = registry
+        .blob_uploads(&repo)
+        .into_iter()
+        .skip(before)
+        .filter(|r| r.method == "PUT")
+        .collect();
+    assert_eq!(bodies.len(), 2, "the copy layer and the config: {bodies:?}");
+    for layer in w.base.layer_digests() {
+        let encoded = layer.replace(':', "%3A");
+        assert!(
+            !bodies.iter().any(|r| r.uri.contains(&encoded)),
+            "base layer {layer} uploaded: {bodies:?}"
+        );
+    }
 }
 
 #[test]
