@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use strata_cache::{
-    import_image, DirectoryChain, DirectoryError, ImageLocation, ImmutableRef, LayerDir,
+    import_image, DirectoryChain, DirectoryError, ImageLocation, ImageRoot, ImmutableRef, LayerDir,
     Materializer,
 };
 use strata_containerd::ContainerdSnapshotter;
@@ -53,6 +53,7 @@ pub async fn platform_sources(
     layer_names: &mut BTreeMap<String, String>,
 ) -> Result<Vec<PlatformSource>, CliError> {
     let mut images = Vec::new();
+    let mut roots: BTreeMap<String, ImageRoot> = BTreeMap::new();
     let materializer = match inputs.lease {
         Some(lease) => Some(Materializer {
             store: inputs.store.content.with_lease(lease.id()),
@@ -67,14 +68,24 @@ pub async fn platform_sources(
             .map_or_else(|| "default".to_string(), |p| p.to_string());
         let imported = match (&bases[i], &materializer) {
             (Some(reference), Some(m)) => {
-                let root = base::open(
-                    reference,
-                    inputs.store,
-                    inputs.location,
-                    inputs.store_dir,
-                    inputs.insecure_registries,
-                )
-                .await?;
+                // A base several platforms share is opened (resolved, authenticated,
+                // indexed) once.
+                let key = reference.to_string();
+                let root = match roots.get(&key) {
+                    Some(root) => root.clone(),
+                    None => {
+                        let root = base::open(
+                            reference,
+                            inputs.store,
+                            inputs.location,
+                            inputs.store_dir,
+                            inputs.insecure_registries,
+                        )
+                        .await?;
+                        roots.insert(key, root.clone());
+                        root
+                    }
+                };
                 // Only the manifest and config are read (verified) here.
                 let imported = import_image(&root, p.platform.as_ref(), m)
                     .await
