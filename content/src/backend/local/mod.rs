@@ -126,7 +126,7 @@ impl LocalStore {
     }
 
     /// Opens the committed blob `digest` as a plain file, for blocking code that wants
-    /// `std::io::Read` without going through the async [`ReaderAt`].
+    /// `std::io::Read` without going through the async [`ReaderAt`](crate::ReaderAt).
     pub fn open_blob_file(&self, digest: &Digest) -> Result<File> {
         File::open(self.inner.blob_path(digest)).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
