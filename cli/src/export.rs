@@ -307,7 +307,7 @@ pub async fn run(
             base: None,
         });
     } else {
-        images = sources::platform_sources(
+        let built = sources::platform_sources(
             &plan,
             chains,
             &bases,
@@ -322,7 +322,21 @@ pub async fn run(
             },
             &mut layer_names,
         )
-        .await?;
+        .await;
+        images = match built {
+            Ok(images) => images,
+            // A base that cannot be read, a copy that fails: what they brought in
+            // goes with their lease, as after a failed export.
+            Err(e) => {
+                if let Some(lease) = lease {
+                    if let Err(release) = lease.release().await {
+                        tracing::debug!(error = %release, "releasing the lease of a failed export");
+                    }
+                }
+                collect_failed(&store).await;
+                return Err(e);
+            }
+        };
     }
     let tops: Vec<ImmutableRef> = images.iter().filter_map(|i| i.top.clone()).collect();
     let source = Source { images };
