@@ -53,6 +53,7 @@ mod gc;
 mod image;
 mod label;
 mod lease;
+mod owner;
 mod unix_time;
 
 pub use backend::local::LocalStore;
@@ -68,4 +69,5 @@ pub use gc::{GarbageCollector, GcReport};
 pub use image::{Image, ImageStore};
 pub use label::Labels;
 pub use lease::{new_lease_id, Lease, LeaseGuard, LeaseManager, LeaseResource, ResourceKind};
+pub use owner::{ProcessOwner, OWNER_LABEL};
 pub use unix_time::{format_epoch, format_rfc3339, from_unix_nanos, parse_rfc3339, to_unix_nanos};
