@@ -57,6 +57,40 @@ impl ProcessOwner {
         self.pid
     }
 
+    /// A short form for names (temporary snapshot keys and directories):
+    /// `<pid>_<start ticks>`, without the namespace and boot (taken as this process's
+    /// when read back by [`ProcessOwner::name_token_is_dead`]).
+    pub fn name_token(&self) -> String {
+        format!("{}_{}", self.pid, self.start_ticks)
+    }
+
+    /// True when `token`, a [`ProcessOwner::name_token`] made in this boot and pid
+    /// namespace, names a process that is certainly dead (gone, a zombie, or its pid
+    /// reused). A bare pid (names made before start times were recorded) is dead when
+    /// no such process runs; anything else is never taken as dead.
+    pub fn name_token_is_dead(token: &str) -> bool {
+        let me = ProcessOwner::current();
+        let (pid, start_ticks) = match token.split_once('_') {
+            Some((pid, start)) => match (pid.parse(), start.parse()) {
+                (Ok(pid), Ok(start)) => (pid, Some(start)),
+                _ => return false,
+            },
+            None => match token.parse() {
+                Ok(pid) => (pid, None),
+                Err(_) => return false,
+            },
+        };
+        match start_ticks {
+            Some(start_ticks) => ProcessOwner {
+                pid,
+                start_ticks,
+                ..me.clone()
+            }
+            .is_dead(),
+            None => pid != me.pid && proc_stat(pid).is_none_or(|(state, _)| state == 'Z'),
+        }
+    }
+
     /// True only when this owner is certainly no longer running: it ran in an earlier
     /// boot, or (same boot, same pid namespace) its pid is gone, a zombie, or now a
     /// different process (another start time). An owner seen from another pid
@@ -213,5 +247,10 @@ mod tests {
         assert!(!recorded_owner_is_dead(None));
         assert!(!recorded_owner_is_dead(Some("garbage")));
         assert!(recorded_owner_is_dead(Some(&earlier.to_string())));
+        assert!(!ProcessOwner::name_token_is_dead(&me.name_token()));
+        assert!(ProcessOwner::name_token_is_dead(&earlier.name_token()));
+        assert!(ProcessOwner::name_token_is_dead(&dead_owner().name_token()));
+        assert!(!ProcessOwner::name_token_is_dead("not-a-pid"));
+        assert!(!ProcessOwner::name_token_is_dead(&me.pid().to_string()));
     }
 }
