@@ -153,3 +153,63 @@ fn gc_reclaims_what_killed_exports_left() {
     );
     assert!(digest.starts_with("sha256:"), "{digest}");
 }
+
+#[test]
+fn gc_never_touches_a_live_export_in_another_process() {
+    let tmp = tempfile::Builder::new()
+        .prefix("strata-live-")
+        .tempdir()
+        .expect("tempdir");
+    let tree = tmp.path().join("tree");
+    write_tree(&tree, 300);
+    let reference = export(&tmp.path().join("reference"), &tree);
+
+    // Collect while an export runs in another process, until a collection both starts
+    // and ends while the export holds its lease and ingests.
+    let mut overlapped = false;
+    for attempt in 0..5 {
+        let store = tmp.path().join(format!("store-{attempt}"));
+        let mut child = strata_command(&store)
+            .args(export_args(&tree))
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start strata export");
+        let mut during = false;
+        for _ in 0..50 {
+            sleep(Duration::from_millis(50));
+            if child.try_wait().expect("poll the export").is_some() {
+                break;
+            }
+            if ingests(&store) > 0 && leases(&store) > 0 {
+                strata_ok(&store, &["gc"]);
+                during = child.try_wait().expect("poll the export").is_none()
+                    && ingests(&store) > 0
+                    && leases(&store) > 0;
+                break;
+            }
+        }
+        let out = child.wait_with_output().expect("wait for the export");
+        assert!(
+            out.status.success(),
+            "the export failed while gc ran: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            reference,
+            "the export that gc ran beside gave another digest"
+        );
+        if during {
+            overlapped = true;
+            let fsck = strata_ok(&store, &["fsck"]);
+            assert!(fsck.contains("all verified"), "{fsck}");
+            break;
+        }
+    }
+    assert!(
+        overlapped,
+        "no gc ran while an export held a lease and an ingest: the test proves nothing"
+    );
+}
