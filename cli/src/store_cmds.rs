@@ -51,7 +51,8 @@ pub async fn images(store: &Store) -> Result<(), CliError> {
 
 /// `strata gc`: removes stale snapshot registrations under `store_dir` (trees deleted
 /// or changed since), leftover views, extracted base images no unpacked image
-/// references, and every blob no image, lease or root references. With containerd the registrations are pruned only if `store_dir` has
+/// references, the leases and ingests of dead processes (killed exports), and every
+/// blob no image, lease or root references. With containerd the registrations are pruned only if `store_dir` has
 /// any, and containerd runs the collection.
 pub async fn gc(store: &Store, store_dir: &Path) -> Result<(), CliError> {
     let dir = snapshots_dir(store_dir);
@@ -90,10 +91,11 @@ pub async fn gc(store: &Store, store_dir: &Path) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::context("garbage collection", e))?;
     println!(
-        "removed {} blobs ({}), {} ingests, {} snapshot registrations, {} extracted snapshots",
+        "removed {} blobs ({}), {} ingests, {} leases, {} snapshot registrations, {} extracted snapshots",
         report.removed.len(),
         HumanBytes(report.bytes_freed),
         report.removed_ingests.len(),
+        report.removed_leases.len(),
         removed_snapshots,
         removed_extracted
     );

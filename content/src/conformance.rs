@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use crate::{
     read_blob, write_blob, ContentStore, Error, Filter, GarbageCollector, Image, ImageStore,
-    Labels, LeaseManager, LeaseResource, ResourceKind, WriterOptions,
+    Labels, LeaseManager, LeaseResource, ProcessOwner, ResourceKind, WriterOptions, OWNER_LABEL,
 };
 use strata_oci::labels as gc_labels;
 use strata_oci::{media_types, Descriptor, Digest};
@@ -462,6 +462,64 @@ pub async fn gc_follows_refs<S: TestStore>(s: &S) {
     expect.sort();
     assert_eq!(s.garbage_collect().await.expect("gc").removed, expect);
     assert_eq!(s.walk(&Filter::All).await.expect("walk").len(), 4);
+}
+
+/// A lease whose recorded owner ([`OWNER_LABEL`]) is a dead process is deleted by
+/// garbage collection, and the blobs only it held are swept; a lease of a live process
+/// (as a [`LeaseGuard`](crate::LeaseGuard) creates it) keeps its blobs. Not part of
+/// [`run`]: it holds for the backends whose collection strata runs (local, memory), not
+/// for containerd's, which knows no owners.
+pub async fn dead_owners_leases<S: TestStore>(s: &S) {
+    let dead = crate::owner::dead_owner();
+    let dead_lease = s
+        .create_lease(None, labels(&[(OWNER_LABEL, &dead.to_string())]))
+        .await
+        .expect("create the dead process's lease");
+    let orphan = desc(b"written by a killed export");
+    write_blob(
+        s.with_lease(&dead_lease.id).as_ref(),
+        "orphan",
+        b"written by a killed export",
+        &orphan,
+        Labels::new(),
+    )
+    .await
+    .expect("write under the dead process's lease");
+    let live = s
+        .create_lease(
+            None,
+            labels(&[(OWNER_LABEL, &ProcessOwner::current().to_string())]),
+        )
+        .await
+        .expect("create a live lease");
+    let kept = desc(b"written by a live export");
+    write_blob(
+        s.with_lease(&live.id).as_ref(),
+        "kept",
+        b"written by a live export",
+        &kept,
+        Labels::new(),
+    )
+    .await
+    .expect("write under the live lease");
+    let report = s.garbage_collect().await.expect("gc");
+    assert_eq!(report.removed_leases, vec![dead_lease.id.clone()]);
+    assert_eq!(
+        report.removed,
+        vec![orphan.digest.clone()],
+        "only the dead lease's blob"
+    );
+    let leases: Vec<String> = s
+        .list_leases()
+        .await
+        .expect("list leases")
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(leases, vec![live.id.clone()], "the live lease stays");
+    s.info(&kept.digest)
+        .await
+        .expect("the live lease's blob stays");
 }
 
 /// Abort removes an ingest; a live writer's ingest cannot be aborted.

@@ -9,6 +9,13 @@
 //! and `containerd.io/gc.ref.content.<anything>` labels are followed; their values are
 //! digests (values that are not digests are ignored, as containerd does). Leased
 //! ingests are kept; unleased ingests are removed once their expiry has passed.
+//!
+//! Dead exports: a lease labelled [`OWNER_LABEL`](crate::OWNER_LABEL) (every
+//! [`LeaseGuard`](crate::LeaseGuard) is) whose [`ProcessOwner`](crate::ProcessOwner) is
+//! dead is deleted as an expired one is, before the mark, so the blobs only it held are
+//! swept. A store that records ingests' owners (the local store) also removes, first,
+//! every ingest no live writer holds, no remaining lease holds and whose owner is dead.
+//! A live process's leases and ingests are never touched.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
@@ -18,7 +25,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::image::Image;
 use crate::label::Labels;
-use crate::lease::{lease_expired, Lease, LeaseResource, ResourceKind};
+use crate::lease::{lease_expired, lease_owner_dead, Lease, LeaseResource, ResourceKind};
 use strata_oci::labels;
 use strata_oci::Digest;
 
@@ -29,8 +36,10 @@ pub struct GcReport {
     pub removed: Vec<Digest>,
     /// Bytes freed by removing them.
     pub bytes_freed: u64,
-    /// Ingests removed (expired, not leased).
+    /// Ingests removed (expired and not leased, or left by a dead process), sorted.
     pub removed_ingests: Vec<String>,
+    /// Leases deleted (expired, or owned by a dead process), sorted.
+    pub removed_leases: Vec<String>,
 }
 
 /// containerd's GC over content: mark from roots (image records, leases, blobs
@@ -52,7 +61,7 @@ pub(crate) fn content_refs(labels: &Labels) -> impl Iterator<Item = Digest> + '_
 
 /// What the mark phase decided.
 pub(crate) struct Marked {
-    /// Leases whose `gc.expire` has passed: delete them.
+    /// Leases whose `gc.expire` has passed or whose owner is dead: delete them.
     pub expired_leases: Vec<String>,
     /// Blobs to keep.
     pub live: BTreeSet<Digest>,
@@ -76,7 +85,7 @@ pub(crate) fn mark(
         work.extend(content_refs(&image.labels).map(|d| (d, true)));
     }
     for (lease, resources) in leases {
-        if lease_expired(&lease.labels, now) {
+        if lease_expired(&lease.labels, now) || lease_owner_dead(&lease.labels) {
             expired_leases.push(lease.id.clone());
             continue;
         }

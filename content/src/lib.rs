@@ -13,6 +13,14 @@
 //!   ingest state in SQLite beside it, safe for several processes at once.
 //!   [`MemoryStore`] implements them in memory (tests, embedding). Each backend is a
 //!   folder with one file per concept.
+//! - Dead exports are reclaimed: a [`LeaseGuard`]'s lease is labelled
+//!   ([`OWNER_LABEL`]) with its [`ProcessOwner`] (pid, start time, pid namespace, boot,
+//!   so a reused pid is not taken for it), and the local store records each ingest's
+//!   writer the same way. Garbage collection deletes the leases of dead owners as
+//!   expired ones, removes the ingests no live writer holds (their lock), no remaining
+//!   lease holds and whose owner is dead, then marks and sweeps; [`LocalStore::open`]
+//!   does the cheap part (leases and ingests, no sweep). A live process's leases and
+//!   ingests are never touched.
 //! - [`fsck`] verifies every blob of a store; the `conformance` feature exposes the
 //!   test suite every backend passes.
 //! - [`BlobProvider`] is where blobs not yet in a store come from (a registry, an OCI
@@ -53,6 +61,7 @@ mod gc;
 mod image;
 mod label;
 mod lease;
+mod owner;
 mod unix_time;
 
 pub use backend::local::LocalStore;
@@ -68,4 +77,5 @@ pub use gc::{GarbageCollector, GcReport};
 pub use image::{Image, ImageStore};
 pub use label::Labels;
 pub use lease::{new_lease_id, Lease, LeaseGuard, LeaseManager, LeaseResource, ResourceKind};
+pub use owner::{ProcessOwner, OWNER_LABEL};
 pub use unix_time::{format_epoch, format_rfc3339, from_unix_nanos, parse_rfc3339, to_unix_nanos};

@@ -5,6 +5,7 @@ use strata_content::{conformance, LocalStore, MemoryStore};
 #[tokio::test]
 async fn memory_store_conforms() {
     conformance::run(|| async { MemoryStore::new() }).await;
+    conformance::dead_owners_leases(&MemoryStore::new()).await;
 }
 
 #[tokio::test]
@@ -17,6 +18,9 @@ async fn local_store_conforms() {
         async move { LocalStore::open(path).await.expect("open store") }
     })
     .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = LocalStore::open(dir.path()).await.expect("open store");
+    conformance::dead_owners_leases(&store).await;
 }
 
 #[tokio::test]

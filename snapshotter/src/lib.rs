@@ -21,7 +21,8 @@
 //!   snapshots, without copying.
 //!
 //! Names for temporary snapshots come from [`unique_suffix`]; [`left_by_dead_process`]
-//! tells what a crashed process left behind. Errors are one [`Error`] type, with
+//! tells what a crashed process left behind (by strata-content's `ProcessOwner`: pid
+//! and start time, so a reused pid is not taken for the maker). Errors are one [`Error`] type, with
 //! containerd's kinds (not found, already exists, failed precondition, ...).
 //!
 //! With the `conformance` feature, `conformance::run` checks any backend against the

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use super::{expiry_label_value, LeaseManager};
 use crate::error::{Error, Result};
 use crate::label::Labels;
+use crate::owner::{ProcessOwner, OWNER_LABEL};
 use strata_oci::labels as gc_labels;
 
 /// A lease held while a piece of work (an export) writes what it needs kept, until the
@@ -15,8 +16,10 @@ use strata_oci::labels as gc_labels;
 /// Release it with [`LeaseGuard::release`] (or [`LeaseGuard::release_after`] on a path
 /// that may have failed), awaiting the deletion. Dropping a guard that was not released
 /// is the last resort of a cancelled task: it logs a warning and deletes the lease in
-/// a background task, best effort. A temporary lease ([`LeaseGuard::temporary`]) also
-/// expires on its own, so even a process that dies holds nothing for ever.
+/// a background task, best effort. The lease names this process as its owner
+/// ([`OWNER_LABEL`]), so a process that dies (`kill -9`) holds nothing past the next
+/// garbage collection; a temporary lease ([`LeaseGuard::temporary`]) also expires on
+/// its own.
 #[must_use = "a lease guard must be released with `release(self).await`"]
 pub struct LeaseGuard {
     id: String,
@@ -31,8 +34,11 @@ impl fmt::Debug for LeaseGuard {
 }
 
 impl LeaseGuard {
-    /// Creates a lease with a new id and `labels` in `leases`.
-    pub async fn create(leases: Arc<dyn LeaseManager>, labels: Labels) -> Result<LeaseGuard> {
+    /// Creates a lease with a new id and `labels` in `leases`, labelled with this
+    /// process as its owner ([`OWNER_LABEL`]): should the process die before releasing
+    /// it, the next garbage collection deletes it.
+    pub async fn create(leases: Arc<dyn LeaseManager>, mut labels: Labels) -> Result<LeaseGuard> {
+        labels.insert(OWNER_LABEL.to_string(), ProcessOwner::current().to_string());
         let lease = leases.create_lease(None, labels).await?;
         Ok(LeaseGuard {
             id: lease.id,
@@ -123,6 +129,11 @@ mod tests {
         assert_eq!(leases.len(), 1);
         assert_eq!(leases[0].id, guard.id());
         assert!(leases[0].labels.contains_key(gc_labels::GC_EXPIRE));
+        assert_eq!(
+            leases[0].labels.get(OWNER_LABEL),
+            Some(&ProcessOwner::current().to_string()),
+            "the lease names this process as its owner"
+        );
         guard.release().await.unwrap();
         assert!(store.list_leases().await.unwrap().is_empty());
 

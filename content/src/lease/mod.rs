@@ -154,6 +154,12 @@ pub(crate) fn lease_expired(labels: &Labels, now: SystemTime) -> bool {
         .is_some_and(|expires| expires < now)
 }
 
+/// Whether labels carry [`OWNER_LABEL`](crate::OWNER_LABEL) naming a process that is
+/// certainly dead (see [`ProcessOwner::is_dead`](crate::ProcessOwner::is_dead)).
+pub(crate) fn lease_owner_dead(labels: &Labels) -> bool {
+    crate::owner::recorded_owner_is_dead(labels.get(crate::owner::OWNER_LABEL).map(String::as_str))
+}
+
 /// The `containerd.io/gc.expire` value for a lease that expires at `at` (RFC 3339, UTC).
 pub(crate) fn expiry_label_value(at: SystemTime) -> String {
     format_rfc3339(at)

@@ -1,23 +1,26 @@
 //! Garbage collection of the local store: one write transaction for the whole mark
 //! and sweep.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use rusqlite::Connection;
 
 use super::blobs::all_blobs;
 use super::db::{sql, write_tx};
 use super::files::{io_err, try_flock};
 use super::images::all_images;
-use super::ingest::remove_ingest;
+use super::ingest::{reclaim_dead_ingests, remove_ingest};
 use super::leases::all_leases;
-use super::LocalStore;
+use super::{Inner, LocalStore};
 use crate::error::{Error, Result};
 use crate::gc::{self, GarbageCollector, GcReport};
 use crate::label::Labels;
+use crate::lease::{lease_owner_dead, ResourceKind};
+use crate::owner::recorded_owner_is_dead;
 use crate::unix_time::to_unix_nanos;
 use strata_oci::Digest;
 
@@ -37,13 +40,13 @@ impl GarbageCollector for LocalStore {
             let images = all_images(&tx)?;
             let leases = all_leases(&tx)?;
             let marked = gc::mark(&blobs, &images, &leases, now);
-            for id in &marked.expired_leases {
-                tx.execute("DELETE FROM leases WHERE id=?1", [id])
-                    .map_err(sql(format!("deleting expired lease {id}")))?;
-                tx.execute("DELETE FROM lease_resources WHERE lease=?1", [id])
-                    .map_err(sql(format!("deleting expired lease {id}")))?;
-            }
             let mut report = GcReport::default();
+            for id in &marked.expired_leases {
+                delete_lease_rows(&tx, id)?;
+                report.removed_leases.push(id.clone());
+            }
+            // What dead processes' writers left (their leases are gone by now).
+            report.removed_ingests = reclaim_dead_ingests(&tx, inner, &marked.leased_ingests)?;
             for info in &infos {
                 if marked.live.contains(&info.digest) {
                     continue;
@@ -100,9 +103,57 @@ impl GarbageCollector for LocalStore {
                 remove_ingest(&tx, inner, &r)?;
                 report.removed_ingests.push(r);
             }
+            report.removed_ingests.sort();
             tx.commit().map_err(sql("committing garbage collection"))?;
             Ok(report)
         })
         .await
     }
+}
+
+/// Deletes lease `id` and its resource rows.
+fn delete_lease_rows(tx: &Connection, id: &str) -> Result<()> {
+    tx.execute("DELETE FROM leases WHERE id=?1", [id])
+        .map_err(sql(format!("deleting lease {id}")))?;
+    tx.execute("DELETE FROM lease_resources WHERE lease=?1", [id])
+        .map_err(sql(format!("deleting lease {id}")))?;
+    Ok(())
+}
+
+/// The cheap part of garbage collection, for [`LocalStore::open`]: deletes the leases
+/// of dead owners and removes the ingests dead processes left (no mark, no sweep; the
+/// blobs those leases held wait for the next collection). Takes the write lock only
+/// when a dead owner's lease or ingest is there.
+pub(super) fn reclaim_dead_owners(conn: &mut Connection, inner: &Inner) -> Result<()> {
+    let dead_leases = |c: &Connection| -> Result<Vec<String>> {
+        Ok(all_leases(c)?
+            .into_iter()
+            .filter(|(l, _)| lease_owner_dead(&l.labels))
+            .map(|(l, _)| l.id)
+            .collect())
+    };
+    let any_dead_ingest = fs::read_dir(inner.ingest_root())
+        .map(|entries| {
+            entries.flatten().any(|e| {
+                let owner = fs::read_to_string(e.path().join("owner")).ok();
+                recorded_owner_is_dead(owner.as_deref())
+            })
+        })
+        .unwrap_or(false);
+    if !any_dead_ingest && dead_leases(conn)?.is_empty() {
+        return Ok(());
+    }
+    let tx = write_tx(conn)?;
+    for id in dead_leases(&tx)? {
+        delete_lease_rows(&tx, &id)?;
+    }
+    let leased: BTreeSet<String> = all_leases(&tx)?
+        .into_iter()
+        .flat_map(|(_, resources)| resources)
+        .filter(|r| r.kind == ResourceKind::Ingest)
+        .map(|r| r.id)
+        .collect();
+    reclaim_dead_ingests(&tx, inner, &leased)?;
+    tx.commit()
+        .map_err(sql("removing what dead processes left"))
 }

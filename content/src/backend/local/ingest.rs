@@ -1,6 +1,7 @@
 //! Ingests: their records and directories, [`LocalWriter`] (hash while writing, commit
 //! atomically), and opening, listing and aborting them.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::gc;
 use crate::label::Labels;
 use crate::lease::ResourceKind;
+use crate::owner::{recorded_owner_is_dead, ProcessOwner};
 use crate::unix_time::{from_unix_nanos, to_unix_nanos};
 use strata_oci::Descriptor;
 use strata_oci::{Digest, Digester};
@@ -53,6 +55,60 @@ pub(super) fn ingest_status(
         started_at,
         updated_at,
     }))
+}
+
+/// The file in an ingest's directory naming the [`ProcessOwner`] of its last writer.
+const OWNER_FILE: &str = "owner";
+
+/// Removes the ingests dead processes left: those whose recorded owner is dead, whose
+/// lock no live writer holds and whose ref is not in `leased` (held by a live lease).
+/// Returns their refs (or, for a directory that never got a ref, its name), sorted.
+/// Reads only the ingest directory's small files: cheap enough for every open.
+pub(super) fn reclaim_dead_ingests(
+    tx: &Connection,
+    inner: &Inner,
+    leased: &BTreeSet<String>,
+) -> Result<Vec<String>> {
+    let root = inner.ingest_root();
+    let entries = match fs::read_dir(&root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(format!("listing {}", root.display()), e)),
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let owner = fs::read_to_string(dir.join(OWNER_FILE)).ok();
+        if !recorded_owner_is_dead(owner.as_deref()) {
+            continue;
+        }
+        let reference = fs::read_to_string(dir.join("ref")).ok();
+        if reference.as_ref().is_some_and(|r| leased.contains(r)) {
+            continue;
+        }
+        // Held while removing, so a writer resuming the ref now waits or fails cleanly.
+        let lock = File::open(dir.join("lock")).ok();
+        if let Some(l) = &lock {
+            if !try_flock(l).unwrap_or(false) {
+                continue;
+            }
+        }
+        match reference {
+            Some(r) if inner.ingest_dir(&r) == dir => {
+                remove_ingest(tx, inner, &r)?;
+                removed.push(r);
+            }
+            _ => {
+                fs::remove_dir_all(&dir).map_err(io_err(format!(
+                    "removing a dead process's ingest at {}",
+                    dir.display()
+                )))?;
+                removed.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    removed.sort();
+    Ok(removed)
 }
 
 /// Removes an ingest's directory, row and lease memberships.
@@ -294,6 +350,8 @@ impl LocalStore {
             }
             fs::write(dir.join("ref"), reference.as_bytes())
                 .map_err(io_err(format!("writing ref of ingest {reference}")))?;
+            fs::write(dir.join(OWNER_FILE), ProcessOwner::current().to_string())
+                .map_err(io_err(format!("writing owner of ingest {reference}")))?;
             let tx = write_tx(c)?;
             let existing: Option<Option<String>> = tx
                 .query_row("SELECT expected FROM ingests WHERE ref=?1", [&reference], |r| {

@@ -6,7 +6,7 @@
 //! <root>/index.json              one manifest entry per image record, sorted by name
 //! <root>/blobs/sha256/<hex>      committed blobs
 //! <root>/.strata/meta.db         SQLite (WAL): blobs+labels, leases, images, ingests
-//! <root>/.strata/ingest/<h>/     one ingest: `ref`, `data`, `lock` (h = sha256 of ref)
+//! <root>/.strata/ingest/<h>/     one ingest: `ref`, `data`, `lock`, `owner` (h = sha256 of ref)
 //! ```
 //!
 //! Consistency between processes: every change of metadata runs in an `IMMEDIATE`
@@ -16,6 +16,14 @@
 //! mark and sweep, so a commit in another process can never be swept half-way. A live
 //! writer holds an `flock` on its ingest's `lock` file; a second writer of the same ref,
 //! in this or another process, gets `FailedPrecondition`.
+//!
+//! Dead exports: an ingest's `owner` file names the [`ProcessOwner`](crate::ProcessOwner)
+//! of its last writer, and a [`LeaseGuard`](crate::LeaseGuard)'s lease is labelled
+//! with its owner. Garbage collection deletes the leases of dead owners, then removes
+//! every ingest whose owner is dead, whose lock no writer holds and that no remaining
+//! lease holds, then marks and sweeps. [`LocalStore::open`] does the same cheaply (the
+//! leases' rows and the ingest directories, no sweep), so the next export reclaims a
+//! killed one's disk space at once.
 //!
 //! Blob files in `blobs/sha256` that the database does not know (left by a crash between
 //! rename and database commit, or written by another tool) are invisible through the API
@@ -27,6 +35,8 @@
 
 mod blobs;
 mod db;
+#[cfg(test)]
+mod dead_owner_tests;
 mod files;
 mod gc;
 mod images;
@@ -65,10 +75,12 @@ impl Inner {
         self.root.join(layout::blob_path(d))
     }
 
+    fn ingest_root(&self) -> PathBuf {
+        self.root.join(".strata").join("ingest")
+    }
+
     fn ingest_dir(&self, reference: &str) -> PathBuf {
-        self.root
-            .join(".strata")
-            .join("ingest")
+        self.ingest_root()
             .join(Digest::sha256_of(reference.as_bytes()).hex())
     }
 
@@ -106,11 +118,13 @@ impl LocalStore {
             write_index(&tx, &root)?;
         }
         tx.commit().map_err(sql("creating schema"))?;
+        let inner = Inner {
+            root,
+            conn: Mutex::new(conn),
+        };
+        gc::reclaim_dead_owners(&mut inner.conn(), &inner)?;
         Ok(LocalStore {
-            inner: Arc::new(Inner {
-                root,
-                conn: Mutex::new(conn),
-            }),
+            inner: Arc::new(inner),
             lease: None,
         })
     }

@@ -30,10 +30,11 @@ impl GarbageCollector for MemoryStore {
             .map(|(l, r)| (l.clone(), r.iter().cloned().collect()))
             .collect();
         let marked = gc::mark(&blobs, &images, &leases, now);
+        let mut report = GcReport::default();
         for id in &marked.expired_leases {
             st.leases.remove(id);
+            report.removed_leases.push(id.clone());
         }
-        let mut report = GcReport::default();
         for d in blobs.keys() {
             if !marked.live.contains(d) {
                 if let Some(b) = st.blobs.remove(d) {
