@@ -60,6 +60,9 @@ pub struct ExportArgs {
     /// `--snapshotter`: containerd's snapshotter holding `snapshot`, and the one
     /// `unpack=true` extracts into ([`DEFAULT_SNAPSHOTTER`] when not given).
     pub snapshotter: Option<String>,
+    /// `--fast-change-detection`: containerd's change rule for `--layer` directories
+    /// too (a file with the same size and mtime is unchanged, unread).
+    pub fast_change_detection: bool,
 }
 
 /// containerd's default snapshotter, which `--snapshot` reads and `unpack=true`
@@ -346,7 +349,10 @@ pub async fn run(
         store.content.clone(),
         store.leases.clone(),
         store.images.clone(),
-        Arc::new(WalkingDiffer::new(store.content.clone())),
+        Arc::new(
+            WalkingDiffer::new(store.content.clone())
+                .with_exact_content(exact_change_detection(&args)),
+        ),
     )
     .with_jobs(args.jobs);
     if unpack {
@@ -397,6 +403,14 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Whether the differ compares the bytes of files whose size and mtime are unchanged:
+/// for `--layer` directories (independent trees, often copies where equal mtimes are
+/// weak evidence) unless `--fast-change-detection`; never for a containerd `--snapshot`
+/// chain, whose layers stay the ones containerd's own differ computes.
+fn exact_change_detection(args: &ExportArgs) -> bool {
+    args.snapshot.is_none() && !args.fast_change_detection
 }
 
 /// After a failed export (which released its lease before returning the error):

@@ -137,6 +137,11 @@ struct ExportCli {
     /// How many layers to compute at the same time (default: the number of CPUs).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     jobs: Option<u32>,
+    /// Take a --layer file whose size and mtime (with nanoseconds) match its parent's
+    /// as unchanged without reading it (containerd's rule; faster, but misses a rewrite
+    /// that keeps both). Default: compare the bytes of such files.
+    #[arg(long)]
+    fast_change_detection: bool,
     /// Progress output.
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressMode,
@@ -218,6 +223,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     metadata_file: a.metadata_file,
                     snapshot: a.snapshot,
                     snapshotter: a.snapshotter,
+                    fast_change_detection: a.fast_change_detection,
                 },
                 &location,
                 &store,

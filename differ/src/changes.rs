@@ -11,7 +11,8 @@
 //!   [`same_file`](crate::file_metadata::same_file) says they differ
 //!   (type, permission bits incl. setuid/setgid/sticky, owner, rdev, size, mtime with
 //!   nanoseconds, symlink target, xattrs, and content when the mtimes carry no
-//!   sub-second part and the sizes match);
+//!   sub-second part and the sizes match — or, with [`ContentCheck::Exact`] (double
+//!   walk only), whenever everything else matches and the two are not the same inode);
 //! - an entry present only in upper is emitted with its whole subtree;
 //! - a name present only in lower becomes a whiteout (one per removed subtree);
 //! - a non-root directory present in both whose every lower child is gone gets one
@@ -28,7 +29,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{io_err, Result};
-use crate::file_metadata::{is_unsupported, read_dir_sorted, same_file, Stat};
+use crate::file_metadata::{is_unsupported, read_dir_sorted, same_file, ContentCheck, Stat};
 
 /// One item of a layer, relative to the tree root (borrowed from a [`ChangeSet`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,6 +138,8 @@ struct Collector {
     set: ChangeSet,
     /// `(dev, ino)` → every path of a hardlinked regular file seen in upper.
     link_groups: BTreeMap<(u64, u64), Vec<PathBuf>>,
+    /// How regular files with the same metadata are compared.
+    check: ContentCheck,
 }
 
 impl Collector {
@@ -261,7 +264,7 @@ impl Collector {
         let l = Stat::lstat(&lpath)?;
         let u = Stat::lstat(&upath)?;
         self.saw_upper(rel, &u);
-        if !same_file(&lpath, &l, &upath, &u)? {
+        if !same_file(&lpath, &l, &upath, &u, self.check)? {
             self.set.push(Kind::Entry, rel)?;
         }
         if u.is_dir() {
@@ -299,7 +302,7 @@ impl Collector {
                 continue;
             };
             self.saw_upper(&child, &u);
-            if !same_file(&lpath, &l, &upath, &u)? {
+            if !same_file(&lpath, &l, &upath, &u, self.check)? {
                 self.set.push(Kind::Entry, &child)?;
             }
             if !u.is_dir() {
@@ -365,9 +368,17 @@ pub(crate) fn upperdir_is_plain(upperdir: &Path) -> Result<bool> {
 }
 
 /// The changes from the tree at `lower_root` (`None`: empty) to the tree at
-/// `upper_root`, by walking both.
-pub(crate) fn double_walk(lower_root: Option<&Path>, upper_root: &Path) -> Result<ChangeSet> {
-    let mut c = Collector::default();
+/// `upper_root`, by walking both; `check` says how regular files whose metadata match
+/// are compared.
+pub(crate) fn double_walk(
+    lower_root: Option<&Path>,
+    upper_root: &Path,
+    check: ContentCheck,
+) -> Result<ChangeSet> {
+    let mut c = Collector {
+        check,
+        ..Collector::default()
+    };
     let root = Path::new("");
     match lower_root {
         Some(lower) => c.double_walk(lower, upper_root, root)?,
@@ -384,6 +395,10 @@ pub(crate) fn double_walk(lower_root: Option<&Path>, upper_root: &Path) -> Resul
 
 /// The changes an overlay's `upperdir` makes over the merged lower tree at
 /// `lower_root`, reading only the upperdir (and the lower entries it shadows).
+///
+/// Always by containerd's rule ([`ContentCheck::Metadata`]), as containerd's own
+/// overlay differ: this path serves snapshots that containerd's tools wrote, whose
+/// layers should be the ones containerd computes.
 pub(crate) fn overlay_changes(lower_root: &Path, upperdir: &Path) -> Result<ChangeSet> {
     let mut c = Collector::default();
     c.overlay_walk(lower_root, upperdir, Path::new(""))?;
@@ -429,7 +444,7 @@ mod tests {
             set_mtime(&d.join("f"), 1_600_000_000, 0);
             set_mtime(d, 1_600_000_000, 0);
         }
-        let set = double_walk(Some(lower.path()), upper.path()).unwrap();
+        let set = double_walk(Some(lower.path()), upper.path(), ContentCheck::Metadata).unwrap();
         assert_eq!(
             set.iter().collect::<Vec<_>>(),
             vec![Change::Entry(Path::new("f"))]
@@ -437,8 +452,75 @@ mod tests {
         // Same content, same metadata: no change at all.
         fs::write(upper.path().join("f"), b"aaaa").unwrap();
         set_mtime(&upper.path().join("f"), 1_600_000_000, 0);
-        let set = double_walk(Some(lower.path()), upper.path()).unwrap();
+        let set = double_walk(Some(lower.path()), upper.path(), ContentCheck::Metadata).unwrap();
         assert!(set.len() == 0, "{:?}", set.iter().collect::<Vec<_>>());
+    }
+
+    /// How many content comparisons `f` made on this thread.
+    fn comparisons_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        use crate::file_metadata::CONTENT_COMPARISONS;
+        let before = CONTENT_COMPARISONS.with(|c| c.get());
+        let out = f();
+        (out, CONTENT_COMPARISONS.with(|c| c.get()) - before)
+    }
+
+    #[test]
+    fn exact_check_finds_a_rewrite_that_keeps_size_and_nanosecond_mtime() {
+        let lower = tempfile::tempdir().unwrap();
+        let upper = tempfile::tempdir().unwrap();
+        // Larger than one comparison block, differing only in the last byte.
+        let mut data = vec![7u8; 300_000];
+        fs::write(lower.path().join("f"), &data).unwrap();
+        *data.last_mut().unwrap() = 8;
+        fs::write(upper.path().join("f"), &data).unwrap();
+        for d in [lower.path(), upper.path()] {
+            set_mtime(&d.join("f"), 1_600_000_000, 123_456_789);
+        }
+        // containerd's rule: same size and mtime with nanoseconds → unchanged.
+        let (set, reads) = comparisons_during(|| {
+            double_walk(Some(lower.path()), upper.path(), ContentCheck::Metadata).unwrap()
+        });
+        assert_eq!(set.len(), 0, "{:?}", set.iter().collect::<Vec<_>>());
+        assert_eq!(reads, 0);
+        let (set, reads) = comparisons_during(|| {
+            double_walk(Some(lower.path()), upper.path(), ContentCheck::Exact).unwrap()
+        });
+        assert_eq!(
+            set.iter().collect::<Vec<_>>(),
+            vec![Change::Entry(Path::new("f"))]
+        );
+        assert_eq!(reads, 1);
+        // Same bytes: read, and unchanged.
+        fs::copy(lower.path().join("f"), upper.path().join("f")).unwrap();
+        set_mtime(&upper.path().join("f"), 1_600_000_000, 123_456_789);
+        let set = double_walk(Some(lower.path()), upper.path(), ContentCheck::Exact).unwrap();
+        assert_eq!(set.len(), 0, "{:?}", set.iter().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn exact_check_does_not_read_the_same_inode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (lower, upper) = (tmp.path().join("lower"), tmp.path().join("upper"));
+        fs::create_dir_all(lower.join("d")).unwrap();
+        fs::create_dir_all(upper.join("d")).unwrap();
+        fs::write(lower.join("d/shared"), vec![1u8; 10_000]).unwrap();
+        set_mtime(&lower.join("d/shared"), 1_600_000_000, 5);
+        // A hardlinked copy of the tree: the same inode under both roots.
+        fs::hard_link(lower.join("d/shared"), upper.join("d/shared")).unwrap();
+        // And a whole-second mtime, where even containerd's rule reads the bytes.
+        fs::write(lower.join("coarse"), b"same").unwrap();
+        fs::hard_link(lower.join("coarse"), upper.join("coarse")).unwrap();
+        set_mtime(&lower.join("coarse"), 1_600_000_000, 0);
+        for d in [&lower, &upper] {
+            set_mtime(&d.join("d"), 1_600_000_000, 5);
+        }
+        let (set, reads) =
+            comparisons_during(|| double_walk(Some(&lower), &upper, ContentCheck::Exact).unwrap());
+        assert_eq!(set.len(), 0, "{:?}", set.iter().collect::<Vec<_>>());
+        assert_eq!(
+            reads, 0,
+            "a file was read although both names are one inode"
+        );
     }
 
     #[test]
@@ -462,7 +544,7 @@ mod tests {
                 set_mtime(&d.join("d/sub"), 1_600_000_000, 5);
             }
         }
-        let set = double_walk(Some(lower.path()), upper.path()).unwrap();
+        let set = double_walk(Some(lower.path()), upper.path(), ContentCheck::Metadata).unwrap();
         assert_eq!(
             set.iter().collect::<Vec<_>>(),
             vec![

@@ -15,7 +15,7 @@ use strata_content::ContentStore;
 
 use crate::changes::{double_walk, Change};
 use crate::error::{Error, Result};
-use crate::file_metadata::Stat;
+use crate::file_metadata::{ContentCheck, Stat};
 use crate::layer_writer::write_layer;
 use crate::tar_entries::{is_reserved_name, LayerTarWriter};
 use crate::{CompareOptions, LayerBlob};
@@ -167,7 +167,8 @@ fn write_copy(
     })?;
     let mut tar = LayerTarWriter::new(sink, epoch).owned_by(owner);
     if st.is_dir() {
-        let set = double_walk(None, src)?;
+        // No lower tree: nothing to compare, the check does not matter.
+        let set = double_walk(None, src, ContentCheck::Metadata)?;
         // Checked before anything is written: a refused copy streams nothing.
         let reserved = set
             .iter()

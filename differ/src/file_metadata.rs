@@ -136,9 +136,29 @@ pub(crate) fn read_dir_sorted(dir: &Path) -> Result<Vec<OsString>> {
     Ok(names)
 }
 
+/// How [`same_file`] tells whether two regular files with the same metadata (size,
+/// mtime with nanoseconds, mode, owner, xattrs) hold the same bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum ContentCheck {
+    /// containerd's rule: equal metadata means equal content, except when neither mtime
+    /// has a sub-second part (coarse timestamps), where the bytes are compared.
+    #[default]
+    Metadata,
+    /// The bytes of every such pair are compared, unless both names are the same inode
+    /// on the same device (a hardlinked or bind-mounted tree costs nothing).
+    Exact,
+}
+
 /// Whether two entries are the same file for the layer (containerd `sameFile`, plus
-/// every xattr rather than only `security.capability`).
-pub(crate) fn same_file(lpath: &Path, l: &Stat, upath: &Path, u: &Stat) -> Result<bool> {
+/// every xattr rather than only `security.capability`; with [`ContentCheck::Exact`],
+/// the content of regular files whose metadata match).
+pub(crate) fn same_file(
+    lpath: &Path,
+    l: &Stat,
+    upath: &Path,
+    u: &Stat,
+    check: ContentCheck,
+) -> Result<bool> {
     if l.kind() != u.kind()
         || l.mode & 0o7777 != u.mode & 0o7777
         || l.uid != u.uid
@@ -165,26 +185,49 @@ pub(crate) fn same_file(lpath: &Path, l: &Stat, upath: &Path, u: &Stat) -> Resul
     if xattrs(lpath)? != xattrs(upath)? {
         return Ok(false);
     }
+    if !u.is_file() || (l.dev, l.ino) == (u.dev, u.ino) {
+        return Ok(true);
+    }
     // Coarse timestamps cannot tell a same-size rewrite within the same second apart:
-    // compare the bytes, as containerd does.
-    if u.is_file() && l.mtime_nsec == 0 && u.mtime_nsec == 0 {
-        return same_content(lpath, upath);
+    // compare the bytes, as containerd does; exact checking always compares them.
+    let coarse = l.mtime_nsec == 0 && u.mtime_nsec == 0;
+    if coarse || check == ContentCheck::Exact {
+        return same_content(lpath, upath, u.size);
     }
     Ok(true)
 }
 
-fn same_content(a: &Path, b: &Path) -> Result<bool> {
+/// The most bytes read from each file at once while comparing content.
+const COMPARE_BLOCK: usize = 128 * 1024;
+
+#[cfg(test)]
+thread_local! {
+    /// How many content comparisons opened files on this thread (tests only).
+    pub(crate) static CONTENT_COMPARISONS: std::cell::Cell<usize> =
+        const { std::cell::Cell::new(0) };
+}
+
+/// Whether files `a` and `b` (both expected to be `size` bytes long) hold the same
+/// bytes: streamed in blocks, stopping at the first block that differs.
+fn same_content(a: &Path, b: &Path, size: u64) -> Result<bool> {
+    #[cfg(test)]
+    CONTENT_COMPARISONS.with(|c| c.set(c.get() + 1));
     let mut fa = fs::File::open(a).map_err(|e| io_err(a, e))?;
     let mut fb = fs::File::open(b).map_err(|e| io_err(b, e))?;
-    let mut ba = vec![0u8; 64 * 1024];
-    let mut bb = vec![0u8; 64 * 1024];
+    // One byte more than the size, so that a small file is read in one block and its
+    // end seen at once; bounded for large files.
+    let block = usize::try_from(size)
+        .map_or(COMPARE_BLOCK, |s| s.saturating_add(1))
+        .min(COMPARE_BLOCK);
+    let mut ba = vec![0u8; block];
+    let mut bb = vec![0u8; block];
     loop {
         let na = read_full(&mut fa, &mut ba).map_err(|e| io_err(a, e))?;
         let nb = read_full(&mut fb, &mut bb).map_err(|e| io_err(b, e))?;
         if na != nb || ba[..na] != bb[..nb] {
             return Ok(false);
         }
-        if na == 0 {
+        if na < block {
             return Ok(true);
         }
     }

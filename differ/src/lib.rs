@@ -5,11 +5,13 @@
 //!
 //! [`WalkingDiffer`] is the [`Comparer`] and [`Applier`]: it finds the changes by
 //! walking both trees (containerd's double walk) or, for an overlay snapshot on top of
-//! its parent, by reading only the overlay's upperdir; writes them as an OCI layer tar
-//! (PAX headers, whiteouts, opaque markers, hardlinks, xattrs, devices; sorted and
-//! deterministic) that is hashed (the diffID), compressed and committed as it is
-//! written ([`CompareOptions`] says how, [`LayerBlob`] is the result); and unpacks
-//! layers with whiteouts honoured and escaping entries refused.
+//! its parent, by reading only the overlay's upperdir (a file whose size and mtime are
+//! unchanged counts as unchanged, as in containerd, unless
+//! [`WalkingDiffer::with_exact_content`] has the double walk compare its bytes); writes
+//! them as an OCI layer tar (PAX headers, whiteouts, opaque markers, hardlinks,
+//! xattrs, devices; sorted and deterministic) that is hashed (the diffID), compressed
+//! and committed as it is written ([`CompareOptions`] says how, [`LayerBlob`] is the
+//! result); and unpacks layers with whiteouts honoured and escaping entries refused.
 //!
 //! Besides: [`copy_layer`] writes a layer holding a tree copied under a destination,
 //! like a Dockerfile `COPY` (no diff, no whiteouts; owner per [`CopyOptions`]),

@@ -420,7 +420,7 @@ mod tests {
     fn a_vanished_file_is_an_io_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("f"), b"data").unwrap();
-        let set = crate::changes::double_walk(None, dir.path()).unwrap();
+        let set = crate::changes::double_walk(None, dir.path(), Default::default()).unwrap();
         fs::remove_file(dir.path().join("f")).unwrap();
         let err = LayerTarWriter::new(Vec::new(), None)
             .write_all(dir.path(), &set)
@@ -436,7 +436,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join("d")).unwrap();
         fs::write(dir.path().join("d/.wh.x"), b"").unwrap();
-        let set = crate::changes::double_walk(None, dir.path()).unwrap();
+        let set = crate::changes::double_walk(None, dir.path(), Default::default()).unwrap();
         let err = LayerTarWriter::new(Vec::new(), None)
             .write_all(dir.path(), &set)
             .unwrap_err();

@@ -12,6 +12,7 @@ use strata_snapshotter::{Mount, MountLayout, TempMount};
 use crate::apply::{apply_tar, ApplyFailure};
 use crate::changes::{double_walk, overlay_changes, upperdir_is_plain};
 use crate::error::{Error, Result};
+use crate::file_metadata::ContentCheck;
 use crate::layer_reader::open_layer;
 use crate::layer_writer::write_layer;
 use crate::tar_entries::LayerTarWriter;
@@ -24,15 +25,40 @@ use crate::{Applier, CompareOptions, Comparer, LayerBlob};
 /// writes the tar on a blocking thread straight into the content store's ingest, so the
 /// blob is hashed, compressed and committed in one pass; on any error nothing is committed.
 /// `apply` unpacks a layer, verifying the blob's digest, and returns its diffID.
+///
+/// By default a regular file present in both trees with the same size, mtime (with
+/// nanoseconds), mode, owner and xattrs is taken as unchanged, as containerd does (its
+/// bytes are compared only when neither mtime has a sub-second part). A rewrite that
+/// keeps size and mtime (`touch -r` after an edit, tools that restore mtimes) is then
+/// missing from the layer; [`with_exact_content`](Self::with_exact_content) catches it.
 #[derive(Clone)]
 pub struct WalkingDiffer {
     store: Arc<dyn ContentStore>,
+    check: ContentCheck,
 }
 
 impl WalkingDiffer {
-    /// A differ writing layers to (and reading layers from) `store`.
+    /// A differ writing layers to (and reading layers from) `store`, with containerd's
+    /// change rule.
     pub fn new(store: Arc<dyn ContentStore>) -> Self {
-        WalkingDiffer { store }
+        WalkingDiffer {
+            store,
+            check: ContentCheck::Metadata,
+        }
+    }
+
+    /// With `exact`, the double walk compares the bytes of every regular file whose
+    /// metadata match in both trees (streamed, stopping at the first differing block),
+    /// unless both names are the same inode on the same device — hardlinked or
+    /// bind-mounted trees cost nothing. It reads up to both trees' unchanged files once;
+    /// use it for independent copies, where equal mtimes are weak evidence. The overlay
+    /// fast path (an overlay snapshot on its parent) keeps containerd's rule.
+    pub fn with_exact_content(mut self, exact: bool) -> Self {
+        self.check = match exact {
+            true => ContentCheck::Exact,
+            false => ContentCheck::Metadata,
+        };
+        self
     }
 }
 
@@ -47,8 +73,9 @@ impl Comparer for WalkingDiffer {
         let lower = lower.to_vec();
         let upper = upper.to_vec();
         let epoch = opts.source_date_epoch;
+        let check = self.check;
         write_layer(Arc::clone(&self.store), opts, move |sink| {
-            write_diff(&lower, &upper, epoch, sink)
+            write_diff(&lower, &upper, epoch, check, sink)
         })
         .await
     }
@@ -77,11 +104,13 @@ impl Applier for WalkingDiffer {
     }
 }
 
-/// Writes the layer from `lower` (empty: no parent) to `upper` into `sink`.
+/// Writes the layer from `lower` (empty: no parent) to `upper` into `sink`; `check`
+/// applies to the double walk.
 fn write_diff(
     lower: &[Mount],
     upper: &[Mount],
     epoch: Option<i64>,
+    check: ContentCheck,
     sink: &mut dyn Write,
 ) -> Result<()> {
     let lower_tree = if lower.is_empty() {
@@ -102,7 +131,11 @@ fn write_diff(
     // Read-only: comparing never writes, and an active snapshot may be mounted
     // read-write elsewhere at the same time.
     let upper_tree = TempMount::mount(&read_only(upper))?;
-    let set = double_walk(lower_tree.as_ref().map(TempMount::path), upper_tree.path())?;
+    let set = double_walk(
+        lower_tree.as_ref().map(TempMount::path),
+        upper_tree.path(),
+        check,
+    )?;
     tracing::debug!(changes = set.len(), "double walk");
     LayerTarWriter::new(sink, epoch).write_all(upper_tree.path(), &set)?;
     Ok(())

@@ -905,3 +905,64 @@ async fn unpack_into_the_local_store_and_canonical_names() {
         "{out:?}"
     );
 }
+
+/// A rewrite that keeps a file's size and mtime (nanoseconds included; an edit followed
+/// by `touch -r`) between two `--layer` directories is in the exported layer; with
+/// `--fast-change-detection` (containerd's rule) it is not.
+#[test]
+fn a_rewrite_keeping_size_and_mtime_is_exported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (lower, upper) = (tmp.path().join("lower"), tmp.path().join("upper"));
+    write(&lower.join("etc/app.conf"), "mode=fast\n", 0o644);
+    write(&lower.join("etc/other"), "unchanged\n", 0o644);
+    let conf = lower.join("etc/app.conf");
+    run(Command::new("touch")
+        .args(["-d", "2024-01-02 03:04:05.123456789"])
+        .arg(&conf));
+    copy_tree(&lower, &upper);
+    fs::write(upper.join("etc/app.conf"), "mode=slow\n").unwrap();
+    run(Command::new("touch")
+        .arg("-r")
+        .arg(&conf)
+        .arg(upper.join("etc/app.conf")));
+    let (l, u) = (
+        fs::metadata(&conf).unwrap(),
+        fs::metadata(upper.join("etc/app.conf")).unwrap(),
+    );
+    assert_eq!(
+        (l.size(), l.mtime(), l.mtime_nsec()),
+        (u.size(), u.mtime(), u.mtime_nsec())
+    );
+    assert_ne!(l.mtime_nsec(), 0);
+
+    for (fast, expected) in [(false, "mode=slow\n"), (true, "mode=fast\n")] {
+        let name = if fast { "fast" } else { "exact" };
+        let layout = tmp.path().join(format!("layout-{name}"));
+        let mut args = strs(&["export", "--layer"]);
+        args.push(lower.display().to_string());
+        args.push("--layer".into());
+        args.push(upper.display().to_string());
+        if fast {
+            args.push("--fast-change-detection".into());
+        }
+        args.push("-o".into());
+        args.push(format!(
+            "type=oci,tar=false,dest={},name=rewrite:v1",
+            layout.display()
+        ));
+        strata_ok(&tmp.path().join(format!("store-{name}")), &args, &[]);
+        let bundle = tmp.path().join(format!("bundle-{name}"));
+        run(Command::new(tool("umoci"))
+            .args(["unpack", "--image"])
+            .arg(format!("{}:v1", layout.display()))
+            .arg(&bundle));
+        assert_eq!(
+            fs::read_to_string(bundle.join("rootfs/etc/app.conf")).unwrap(),
+            expected,
+            "--fast-change-detection: {fast}"
+        );
+        if !fast {
+            assert_same_tree(&bundle.join("rootfs"), &upper, Compare::default());
+        }
+    }
+}

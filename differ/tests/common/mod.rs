@@ -101,11 +101,14 @@ pub fn root_strategy() -> impl Strategy<Value = BTreeMap<String, Node>> {
 
 /// Derives an upper tree from `lower`: each entry is kept, deleted, replaced (type
 /// change), has its content, mode, owner or xattrs changed, or gets a new child, as the
-/// `choices` say; replacements come from `pool`.
+/// `choices` say; replacements come from `pool`. With `hidden_rewrites`, a content
+/// change keeps the file's size and mtime (`touch -r` after an edit), which only exact
+/// change detection sees.
 pub fn mutate(
     lower: &BTreeMap<String, Node>,
     choices: &mut impl Iterator<Item = u8>,
     pool: &mut impl Iterator<Item = Node>,
+    hidden_rewrites: bool,
 ) -> BTreeMap<String, Node> {
     let mut out = BTreeMap::new();
     for (name, node) in lower {
@@ -113,7 +116,7 @@ pub fn mutate(
         let new = match c {
             0 => None,
             1 => pool.next().or_else(|| Some(node.clone())),
-            2 => Some(modify_content(node)),
+            2 => Some(modify_content(node, hidden_rewrites)),
             3 => Some(with_meta(node, |m| {
                 m.mode ^= 0o4000 | 0o011;
                 m.uid = m.uid.wrapping_add(1);
@@ -126,7 +129,7 @@ pub fn mutate(
             })),
             _ => Some(match node {
                 Node::Dir(m, children) => {
-                    let mut kids = mutate(children, choices, pool);
+                    let mut kids = mutate(children, choices, pool, hidden_rewrites);
                     if c == 5 {
                         if let Some(extra) = pool.next() {
                             kids.insert("new".into(), extra);
@@ -158,18 +161,24 @@ fn with_meta(node: &Node, f: impl FnOnce(&mut Meta)) -> Node {
 }
 
 /// A content change as a real writer makes it: with whole-second mtimes the mtime stays
-/// (a same-second rewrite), otherwise it moves.
-fn modify_content(node: &Node) -> Node {
+/// (a same-second rewrite), otherwise it moves — unless `hidden`, where a non-empty
+/// file keeps its size and its mtime with nanoseconds.
+fn modify_content(node: &Node, hidden: bool) -> Node {
     match node {
         Node::File(m, d) => {
             let mut d = d.clone();
-            match d.first_mut() {
-                Some(b) => *b = b.wrapping_add(1),
-                None => d.push(1),
-            }
             let mut m = m.clone();
-            if m.nsec != 0 {
-                m.mtime += 1;
+            match d.last_mut() {
+                Some(b) if hidden => *b = b.wrapping_add(1),
+                _ => {
+                    match d.first_mut() {
+                        Some(b) => *b = b.wrapping_add(1),
+                        None => d.push(1),
+                    }
+                    if m.nsec != 0 {
+                        m.mtime += 1;
+                    }
+                }
             }
             Node::File(m, d)
         }
