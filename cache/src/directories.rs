@@ -24,9 +24,9 @@ use crate::immutable_ref::LABEL_DESCRIPTION;
 /// Label recording the directory a snapshot was registered from (read when pruning).
 pub const LABEL_SOURCE_DIR: &str = "strata.io/source-dir";
 
-/// Label on the bottom registration of a chain read onto a base image: the base's
-/// ref id (its chainID), part of the registration's name (read when pruning).
-const LABEL_BASE: &str = "strata.io/base";
+/// Label on the bottom registration of a keyed chain ([`DirectoryChain::keyed`]): the
+/// key, part of the registration's name (read when pruning).
+const LABEL_KEY: &str = "strata.io/chain-key";
 
 /// One layer to register: a directory holding the full tree after this step.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,8 +45,8 @@ pub struct DirectoryChain {
     /// Each layer (its directory canonical) with its fingerprint and snapshot name,
     /// base first.
     layers: Vec<(LayerDir, String, String)>,
-    /// The id of the base ref the bottom layer is diffed against, if any.
-    base: Option<String>,
+    /// What besides the trees decides their layers ([`DirectoryChain::keyed`]).
+    key: Option<String>,
 }
 
 impl DirectoryChain {
@@ -85,32 +85,34 @@ impl DirectoryChain {
         Ok(DirectoryChain::named(read, None))
     }
 
-    /// The same trees on top of a base image: `base` is the id of the base's top ref
-    /// (its chainID), which the bottom layer is diffed against. It is part of the
-    /// bottom layer's snapshot name (the same tree on another base is another layer,
-    /// with other cached blobs). Load the top with
-    /// [`ImmutableRef::load_onto`](crate::ImmutableRef::load_onto).
-    pub fn onto(self, base: &str) -> DirectoryChain {
+    /// The same trees, named with `key`: what, besides the trees themselves, decides
+    /// their layers — the id of a base image's top ref the bottom layer is diffed
+    /// against (its chainID; load the top with
+    /// [`ImmutableRef::load_onto`](crate::ImmutableRef::load_onto)), and a differ
+    /// rule other than the default one. The key is part of the bottom layer's snapshot
+    /// name, so the same trees under another key are other layers, with other cached
+    /// blobs; it is recorded in a label, so pruning finds the name again.
+    pub fn keyed(self, key: &str) -> DirectoryChain {
         let read = self
             .layers
             .into_iter()
             .map(|(layer, fp, _)| (layer, fp))
             .collect();
-        DirectoryChain::named(read, Some(base.to_string()))
+        DirectoryChain::named(read, Some(key.to_string()))
     }
 
-    /// Names the fingerprinted trees `read` as a chain on `base`.
-    fn named(read: Vec<(LayerDir, String)>, base: Option<String>) -> DirectoryChain {
+    /// Names the fingerprinted trees `read` as a chain keyed `key`.
+    fn named(read: Vec<(LayerDir, String)>, key: Option<String>) -> DirectoryChain {
         let mut layers: Vec<(LayerDir, String, String)> = Vec::with_capacity(read.len());
         for (layer, fp) in read {
             let parent = layers
                 .last()
                 .map(|(_, _, name)| name.as_str())
-                .or(base.as_deref());
+                .or(key.as_deref());
             let name = snapshot_name(parent, &layer.dir, &fp);
             layers.push((layer, fp, name));
         }
-        DirectoryChain { layers, base }
+        DirectoryChain { layers, key }
     }
 
     /// The snapshot names of the chain's layers, base first.
@@ -128,12 +130,12 @@ impl DirectoryChain {
         let mut names: Vec<String> = Vec::with_capacity(self.layers.len());
         for (layer, _, name) in &self.layers {
             let parent = names.last().map(String::as_str);
-            let base = if parent.is_none() {
-                self.base.as_deref()
+            let key = if parent.is_none() {
+                self.key.as_deref()
             } else {
                 None
             };
-            register_one(snapshotter, layer, name, parent, base).await?;
+            register_one(snapshotter, layer, name, parent, key).await?;
             names.push(name.clone());
         }
         Ok(names)
@@ -166,15 +168,15 @@ fn snapshot_name(parent: Option<&str>, dir: &Path, fp: &str) -> String {
     format!("dir-{}", &d.finish().hex()[..32])
 }
 
-/// Registers `layer` as `name` on `parent` (or, at the bottom of a chain on a base
-/// image, recording `base`), or updates the description of the registration found
-/// under that name.
+/// Registers `layer` as `name` on `parent` (or, at the bottom of a keyed chain,
+/// recording `key`), or updates the description of the registration found under that
+/// name.
 async fn register_one(
     snapshotter: &DirectorySnapshotter,
     layer: &LayerDir,
     name: &str,
     parent: Option<&str>,
-    base: Option<&str>,
+    key: Option<&str>,
 ) -> Result<(), DirectoryError> {
     let fail = |source| DirectoryError::Register {
         dir: layer.dir.clone(),
@@ -202,8 +204,8 @@ async fn register_one(
                     layer.dir.display().to_string(),
                 ),
             ]);
-            if let Some(base) = base {
-                labels.insert(LABEL_BASE.to_string(), base.to_string());
+            if let Some(key) = key {
+                labels.insert(LABEL_KEY.to_string(), key.to_string());
             }
             match snapshotter.register(name, parent, &layer.dir, labels).await {
                 Ok(_) => Ok(()),
@@ -309,7 +311,7 @@ async fn registration_is_fresh(info: &Info, dir: PathBuf) -> bool {
     let parent = info
         .parent
         .as_deref()
-        .or(info.labels.get(LABEL_BASE).map(String::as_str));
+        .or(info.labels.get(LABEL_KEY).map(String::as_str));
     matches!(fp, Ok(Ok(fp)) if snapshot_name(parent, &dir, &fp) == info.name)
 }
 

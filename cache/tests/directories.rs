@@ -112,13 +112,13 @@ async fn layers_on_a_base_are_other_layers_and_stay_fresh() {
     let onto = DirectoryChain::read(&layers)
         .await
         .expect("read")
-        .onto(base);
+        .keyed(base);
     let on_base = onto.register(&snapshots).await.expect("register onto");
     assert_ne!(plain, on_base, "the same trees on a base are other layers");
     let other = DirectoryChain::read(&layers)
         .await
         .expect("read")
-        .onto(&base.replace('1', "2"));
+        .keyed(&base.replace('1', "2"));
     assert_ne!(other.names().collect::<Vec<_>>(), on_base);
     // The bottom registration on the base has no parent snapshot but stays fresh.
     assert_eq!(

@@ -322,6 +322,7 @@ pub async fn run(
                 chown: args.chown,
                 image: &image_opts,
                 lease: lease.as_ref(),
+                exact_changes: exact_change_detection(&args),
             },
             &mut layer_names,
         )

@@ -36,6 +36,9 @@ pub struct Inputs<'a> {
     pub chown: Option<(u32, u32)>,
     /// The output's image options (the copy layers' compression and epoch).
     pub image: &'a ImageOptions,
+    /// Whether the differ compares the bytes of files whose size and mtime match
+    /// (exact change detection) rather than containerd's rule.
+    pub exact_changes: bool,
     /// The lease holding what base images and copy layers bring into the store until
     /// the exporter's lease holds it (set when there are bases or copies).
     pub lease: Option<&'a LeaseGuard>,
@@ -100,7 +103,15 @@ pub async fn platform_sources(
             layer_names.insert(r.id().to_string(), format!("base layer {}", r.id()));
             link = r.parent();
         }
-        let top = directory_chain(inputs.store_dir, p, chain, base_top, layer_names).await?;
+        let top = directory_chain(
+            inputs.store_dir,
+            p,
+            chain,
+            base_top,
+            inputs.exact_changes,
+            layer_names,
+        )
+        .await?;
         let top = match &materializer {
             Some(m) if !p.copies.is_empty() => {
                 let top = base::stack_copies(
@@ -195,6 +206,7 @@ async fn directory_chain(
     p: &PlatformPlan,
     chain: DirectoryChain,
     base: Option<ImmutableRef>,
+    exact_changes: bool,
     layer_names: &mut BTreeMap<String, String>,
 ) -> Result<Option<ImmutableRef>, CliError> {
     if p.layers.is_empty() {
@@ -203,9 +215,20 @@ async fn directory_chain(
     let snapshots = DirectorySnapshotter::open(snapshots_dir(store_dir)).map_err(|e| {
         CliError::context(format!("opening snapshots of {}", store_dir.display()), e)
     })?;
-    let chain = match &base {
-        Some(b) => chain.onto(b.id()),
-        None => chain,
+    // What decides the layers besides the trees: the base they are diffed against,
+    // and containerd's change rule when --fast-change-detection chose it (a layer it
+    // computed may miss a rewrite, so exact exports must not reuse it).
+    let mut key = base
+        .as_ref()
+        .map(|b| b.id().to_string())
+        .unwrap_or_default();
+    if !exact_changes {
+        key.push_str("|change-rule=size+mtime");
+    }
+    let chain = if key.is_empty() {
+        chain
+    } else {
+        chain.keyed(&key)
     };
     let names = chain
         .register(&snapshots)
