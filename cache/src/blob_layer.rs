@@ -115,12 +115,6 @@ impl fmt::Debug for Materializer {
 }
 
 impl Materializer {
-    /// Fetches `layer`'s blob into the store unless it is there. Returns `true` when
-    /// it was fetched. Errors name the layer and its provider.
-    pub async fn fetch(&self, layer: &BlobLayer) -> Result<bool, RefError> {
-        layer.fetch_into(&self.store).await
-    }
-
     /// Extracts the chain `layers` (bottom first) into the snapshotter, each layer
     /// once, as committed snapshots named by chainID (what `ctr run` and containerd's
     /// unpacker look for); returns the top's chainID, `None` for no layers.
@@ -159,7 +153,7 @@ impl Materializer {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
-        self.fetch(layer).await?;
+        layer.fetch_into(&self.store).await?;
         let key = format!("{EXTRACT_PREFIX}{}-{}", unique_suffix(), chain_id.hex());
         let mounts = self
             .snapshotter
