@@ -8,7 +8,7 @@ use strata_oci::{labels, Descriptor};
 
 use crate::layer_reader::open_layer;
 use crate::layer_writer::write_hashed_layer;
-use crate::{CompareOptions, Error, LayerBlob, Result};
+use crate::{CompareOptions, DecompressionLimit, Error, LayerBlob, Result};
 
 /// Re-compresses the layer `desc` (any compression the media type names) into
 /// `opts.compression` at `opts.level`, in one streaming pass: the source is
@@ -17,7 +17,8 @@ use crate::{CompareOptions, Error, LayerBlob, Result};
 /// [`Comparer::compare`](crate::Comparer::compare) writes one (labels, lease, media
 /// type, progress from `opts`). If the source carries a `containerd.io/uncompressed`
 /// label that disagrees with the tar actually read, the conversion fails with
-/// [`Error::CorruptLayer`] and nothing is committed.
+/// [`Error::CorruptLayer`] and nothing is committed; a source whose tar passes
+/// [`DecompressionLimit::DEFAULT`] fails with [`Error::TarTooLarge`].
 pub async fn convert_layer(
     store: Arc<dyn ContentStore>,
     desc: &Descriptor,
@@ -27,7 +28,7 @@ pub async fn convert_layer(
         Ok(info) => info.labels.get(labels::UNCOMPRESSED).cloned(),
         Err(e) => return Err(e.into()),
     };
-    let mut reader = open_layer(Arc::clone(&store), desc).await?;
+    let mut reader = open_layer(Arc::clone(&store), desc, DecompressionLimit::DEFAULT).await?;
     let source = desc.digest.to_string();
     write_hashed_layer(store, opts, move |w| {
         let mut buf = vec![0u8; 256 * 1024];

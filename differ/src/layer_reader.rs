@@ -1,6 +1,7 @@
 //! Reading a layer blob back as its uncompressed tar: a blocking [`Read`] that
 //! decompresses according to the media type, verifies the blob's size and digest
-//! against its descriptor while reading, and hashes the tar (the diffID).
+//! against its descriptor while reading (never reading past its size), stops at the
+//! layer's [`DecompressionLimit`], and hashes the tar (the diffID).
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,7 @@ use strata_content::ContentStore;
 use strata_oci::{Compression, Descriptor, Digest, Digester};
 use tokio::sync::mpsc;
 
-use crate::{Error, Result};
+use crate::{DecompressionLimit, Error, Result};
 
 /// Bytes per read from the store.
 const CHUNK: usize = 256 * 1024;
@@ -142,18 +143,24 @@ pub(crate) struct LayerReader {
     /// Hashes the tar; `None` for an uncompressed layer, whose tar is the blob
     /// already hashed (and verified) underneath, so its diffID is its digest.
     diff: Option<Digester>,
+    /// Bytes of tar read so far.
+    tar_bytes: u64,
+    /// The most bytes of tar the layer may hold.
+    tar_limit: u64,
     digest: Digest,
     size: u64,
     failure: FailureSlot,
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Opens the layer `desc` in `store` for reading its uncompressed tar. The compression
-/// comes from the media type (`UnsupportedMediaType` otherwise); a missing blob is
+/// Opens the layer `desc` in `store` for reading its uncompressed tar, at most
+/// `limit`'s bytes of it ([`Error::TarTooLarge`] past them). The compression comes from
+/// the media type (`UnsupportedMediaType` otherwise); a missing blob is
 /// `Content(NotFound)` naming it. Must be called within a tokio runtime.
 pub(crate) async fn open_layer(
     store: Arc<dyn ContentStore>,
     desc: &Descriptor,
+    limit: DecompressionLimit,
 ) -> Result<LayerReader> {
     let compression = Compression::from_layer_media_type(&desc.media_type)
         .ok_or_else(|| Error::UnsupportedMediaType(desc.media_type.clone()))?;
@@ -196,6 +203,8 @@ pub(crate) async fn open_layer(
     Ok(LayerReader {
         decoder,
         diff: (compression != Compression::Uncompressed).then(Digester::new),
+        tar_bytes: 0,
+        tar_limit: limit.tar_bytes(compression, desc.size),
         digest: desc.digest.clone(),
         size: desc.size,
         failure,
@@ -204,6 +213,11 @@ pub(crate) async fn open_layer(
 }
 
 impl LayerReader {
+    /// The most bytes of tar this layer may hold (its [`DecompressionLimit`]).
+    pub(crate) fn tar_limit(&self) -> u64 {
+        self.tar_limit
+    }
+
     /// The typed error behind an `io::Error` this reader (or a parser reading from it)
     /// returned: the recorded verification/store failure if there was one, else a
     /// [`Error::CorruptLayer`] naming the blob.
@@ -293,6 +307,14 @@ impl Read for LayerReader {
         };
         match result {
             Ok(n) => {
+                self.tar_bytes += n as u64;
+                if self.tar_bytes > self.tar_limit {
+                    let too_large = Error::TarTooLarge {
+                        layer: self.digest.to_string(),
+                        limit: self.tar_limit,
+                    };
+                    return Err(record(&self.failure, too_large));
+                }
                 if let Some(diff) = &mut self.diff {
                     diff.update(&buf[..n]);
                 }
@@ -387,7 +409,7 @@ mod tests {
 
     /// Reads the layer to the end and finishes; the typed error if any step fails.
     async fn consume(store: Arc<dyn ContentStore>, desc: &Descriptor) -> Result<Digest> {
-        let mut reader = open_layer(store, desc).await?;
+        let mut reader = open_layer(store, desc, DecompressionLimit::DEFAULT).await?;
         tokio::task::spawn_blocking(move || {
             let mut archive = tar::Archive::new(&mut reader);
             let walked = (|| -> io::Result<()> {
@@ -507,7 +529,7 @@ mod tests {
             1,
         );
         assert!(matches!(
-            open_layer(Arc::clone(&store), &desc).await,
+            open_layer(Arc::clone(&store), &desc, DecompressionLimit::DEFAULT).await,
             Err(Error::UnsupportedMediaType(_))
         ));
         let desc = Descriptor::new(
@@ -516,7 +538,7 @@ mod tests {
             1,
         );
         assert!(matches!(
-            open_layer(store, &desc).await,
+            open_layer(store, &desc, DecompressionLimit::DEFAULT).await,
             Err(Error::Content(strata_content::Error::NotFound(_)))
         ));
     }

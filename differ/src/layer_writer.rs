@@ -373,7 +373,7 @@ pub(crate) mod tests {
         store: Arc<dyn ContentStore>,
         desc: &Descriptor,
     ) -> Result<(Vec<u8>, Digest)> {
-        let mut reader = open_layer(store, desc).await?;
+        let mut reader = open_layer(store, desc, crate::DecompressionLimit::DEFAULT).await?;
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             if let Err(e) = reader.read_to_end(&mut out) {

@@ -11,7 +11,21 @@
 //! them as an OCI layer tar (PAX headers, whiteouts, opaque markers, hardlinks,
 //! xattrs, devices; sorted and deterministic) that is hashed (the diffID), compressed
 //! and committed as it is written ([`CompareOptions`] says how, [`LayerBlob`] is the
-//! result); and unpacks layers with whiteouts honoured and escaping entries refused.
+//! result); and unpacks layers with whiteouts honoured.
+//!
+//! Layers applied may come from anywhere, so the applier refuses, with
+//! [`Error::RefusedEntry`] naming the layer, the entry and the [`Refusal`]: names that
+//! escape the root (`..`, absolute, through a symlink — one from a lower layer, one the
+//! layer made, or a loop), hardlinks whose target escapes, is missing, is a directory
+//! or is the entry itself, whiteouts that name no single file (`.wh..`, `.wh...`),
+//! device nodes the process may not create (no `CAP_MKNOD`), and entries past the
+//! limits peers and Linux have: PAX and GNU extension headers of at most 1 MiB (Go
+//! `archive/tar`), names of at most 4096 bytes (`PATH_MAX`), components of 255
+//! (`NAME_MAX`), 1024 levels deep, xattr names of 255 bytes and values of 64 KiB
+//! (`XATTR_NAME_MAX`, `XATTR_SIZE_MAX`). A blob is never read past its descriptor's
+//! size, and a compressed one decompresses to at most its [`DecompressionLimit`]
+//! (4 GiB, or 200 times the blob; [`Error::TarTooLarge`] past it) — an entry whose
+//! header claims more is refused before any of its data is read.
 //!
 //! Besides: [`copy_layer`] writes a layer holding a tree copied under a destination,
 //! like a Dockerfile `COPY` (no diff, no whiteouts; owner per [`CopyOptions`]),
@@ -63,6 +77,7 @@ mod changes;
 mod compression;
 mod convert;
 mod copy_layer;
+mod decompression_limit;
 mod empty_layer;
 mod error;
 mod file_metadata;
@@ -82,8 +97,9 @@ use strata_snapshotter::Mount;
 pub use compression::Encoder;
 pub use convert::convert_layer;
 pub use copy_layer::{copy_layer, CopyOptions};
+pub use decompression_limit::DecompressionLimit;
 pub use empty_layer::{empty_layer, empty_layer_diff_id, EMPTY_TAR_SIZE};
-pub use error::{Error, Result};
+pub use error::{Error, Refusal, Result};
 pub use walking_differ::WalkingDiffer;
 
 /// A callback told the number of (compressed) bytes written so far, for progress.

@@ -16,7 +16,7 @@ use crate::file_metadata::ContentCheck;
 use crate::layer_reader::open_layer;
 use crate::layer_writer::write_layer;
 use crate::tar_entries::LayerTarWriter;
-use crate::{Applier, CompareOptions, Comparer, LayerBlob};
+use crate::{Applier, CompareOptions, Comparer, DecompressionLimit, LayerBlob};
 
 /// Computes layers by walking trees (containerd's walking differ), with a fast path
 /// for overlay snapshots that reads only the upperdir, and applies layers onto trees.
@@ -24,7 +24,10 @@ use crate::{Applier, CompareOptions, Comparer, LayerBlob};
 /// `compare` mounts what needs mounting ([`TempMount`]), detects the changes and
 /// writes the tar on a blocking thread straight into the content store's ingest, so the
 /// blob is hashed, compressed and committed in one pass; on any error nothing is committed.
-/// `apply` unpacks a layer, verifying the blob's digest, and returns its diffID.
+/// `apply` unpacks a layer, verifying the blob's digest, and returns its diffID; it
+/// refuses entries that escape the root, device nodes it may not create and entries
+/// past the limits ([`Error::RefusedEntry`]), and layers that decompress past their
+/// [`DecompressionLimit`] ([`Error::TarTooLarge`]).
 ///
 /// By default a regular file present in both trees with the same size, mtime (with
 /// nanoseconds), mode, owner and xattrs is taken as unchanged, as containerd does (its
@@ -35,6 +38,7 @@ use crate::{Applier, CompareOptions, Comparer, LayerBlob};
 pub struct WalkingDiffer {
     store: Arc<dyn ContentStore>,
     check: ContentCheck,
+    limit: DecompressionLimit,
 }
 
 impl WalkingDiffer {
@@ -44,7 +48,15 @@ impl WalkingDiffer {
         WalkingDiffer {
             store,
             check: ContentCheck::Metadata,
+            limit: DecompressionLimit::DEFAULT,
         }
+    }
+
+    /// Bounds the tar `apply` reads from a compressed layer by `limit` instead of
+    /// [`DecompressionLimit::DEFAULT`].
+    pub fn with_decompression_limit(mut self, limit: DecompressionLimit) -> Self {
+        self.limit = limit;
+        self
     }
 
     /// With `exact`, the double walk compares the bytes of every regular file whose
@@ -84,12 +96,13 @@ impl Comparer for WalkingDiffer {
 #[async_trait]
 impl Applier for WalkingDiffer {
     async fn apply(&self, desc: &Descriptor, mounts: &[Mount]) -> Result<Digest> {
-        let reader = open_layer(Arc::clone(&self.store), desc).await?;
+        let reader = open_layer(Arc::clone(&self.store), desc, self.limit).await?;
         let mounts = mounts.to_vec();
         let layer = desc.digest.to_string();
         tokio::task::spawn_blocking(move || {
             let target = TempMount::mount(&mounts)?;
-            let (reader, outcome) = apply_tar(reader, target.path(), &layer);
+            let tar_limit = reader.tar_limit();
+            let (reader, outcome) = apply_tar(reader, target.path(), &layer, tar_limit);
             match outcome {
                 Ok(()) => Ok(reader.finish()?.0),
                 Err(ApplyFailure::Read(e)) => Err(reader.typed_error(e)),

@@ -2,11 +2,51 @@
 //!
 //! Whiteouts (`.wh.<name>`) remove what lower layers had; an opaque marker
 //! (`.wh..wh..opq`) removes every child of its directory that this layer did not
-//! create. Entries are refused with [`Error::PathEscapes`] when they would land outside
-//! the root: `..` components, absolute names, or a parent that is a symlink. Directory
-//! mtimes are set once all entries are in place.
+//! create. Directory mtimes are set once all entries are in place.
+//!
+//! # Refusals
+//!
+//! A layer comes from outside (a registry, an archive), so the applier never writes
+//! outside the root and never follows a symlink on an entry's way. It stops at the
+//! first entry it refuses with [`Error::RefusedEntry`], naming the layer, the entry and
+//! the [`Refusal`]; what earlier entries wrote stays (the caller discards the tree —
+//! the cache removes a failed extraction's snapshot). Refused:
+//!
+//! - names that escape: a `..` component, an absolute name, a NUL byte, or a parent
+//!   that is a symlink — from a lower layer or made earlier in this layer (a symlink
+//!   then a file through it), a symlink loop included: symlinks are never followed,
+//!   so a loop is refused at its first link;
+//! - hardlinks whose target escapes the same ways, is missing, is a directory, is the
+//!   root, or is the entry itself (a hardlink to a symlink links the symlink, as
+//!   `link(2)` does);
+//! - whiteouts that name no single file (`.wh.`, `.wh..`, `.wh...`), and whiteouts
+//!   under a symlinked parent; a non-directory entry naming the root;
+//! - character and block devices the process may not create (no `CAP_MKNOD`: not root,
+//!   or in a user namespace). Docker and umoci skip them there; strata refuses, so a
+//!   tree never silently lacks what its layer holds. Fifos are always made.
+//!
+//! # Limits
+//!
+//! Each is checked on the entry's header, before its data is read or allocated, and
+//! is refused as above:
+//!
+//! - a PAX or GNU long-name/long-link extension header is at most 1 MiB, Go
+//!   `archive/tar`'s `maxSpecialFileSize` (added for CVE-2022-2879), which containerd
+//!   and Docker read layers with;
+//! - a name is at most 4096 bytes (`PATH_MAX`), a component 255 (`NAME_MAX`), and a
+//!   name at most 1024 components deep;
+//! - an xattr name is at most 255 bytes (`XATTR_NAME_MAX`), a value 64 KiB
+//!   (`XATTR_SIZE_MAX`; all four from `<linux/limits.h>`);
+//! - an entry's data must end within the bytes of tar the layer may hold — the blob's
+//!   size for an uncompressed layer, its [`DecompressionLimit`](crate::DecompressionLimit)
+//!   when compressed — so a header claiming more than can follow stops the layer at
+//!   once, and the layer reader stops any stream past the bound
+//!   ([`Error::TarTooLarge`]). The blob itself is never read past its descriptor's size.
 
 mod confined;
+mod extensions;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -16,31 +56,19 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{lchown, symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-#[cfg(test)]
-use strata_oci::{Digest, Digester};
 use tar::EntryType;
 
-use crate::error::{io_err, Error, Result};
+use crate::error::{io_err, Error, Refusal, Result};
 use crate::file_metadata::Stat;
 use crate::pax::{parse_pax, parse_pax_time};
 use crate::tar_entries::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 use confined::normalize;
+use extensions::{trim_nul, Extensions, MAX_EXTENSION_HEADER};
 
-/// Hashes everything read through it.
-#[cfg(test)]
-struct HashingReader<R> {
-    inner: R,
-    digester: Digester,
-}
-
-#[cfg(test)]
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.digester.update(&buf[..n]);
-        Ok(n)
-    }
-}
+/// The longest xattr name (Linux `XATTR_NAME_MAX`).
+const MAX_XATTR_NAME: usize = 255;
+/// The largest xattr value (Linux `XATTR_SIZE_MAX`).
+const MAX_XATTR_VALUE: usize = 64 << 10;
 
 /// Why unpacking stopped.
 pub(crate) enum ApplyFailure {
@@ -56,17 +84,43 @@ impl From<Error> for ApplyFailure {
     }
 }
 
-/// Unpacks the tar read from `reader` onto `root`; `layer` names the layer in errors.
-/// Returns the reader (positioned after the tar's end marker) and the outcome.
+/// Why one entry could not be applied; [`ApplyState::fail`] names the entry.
+pub(super) enum EntryFailure {
+    /// Reading the layer stream failed.
+    Read(io::Error),
+    /// The entry is refused.
+    Refused(Refusal),
+    /// Anything else, already typed.
+    Other(Error),
+}
+
+impl From<Error> for EntryFailure {
+    fn from(e: Error) -> Self {
+        EntryFailure::Other(e)
+    }
+}
+
+impl From<Refusal> for EntryFailure {
+    fn from(r: Refusal) -> Self {
+        EntryFailure::Refused(r)
+    }
+}
+
+/// Unpacks the tar read from `reader` onto `root`; `layer` names the layer in errors,
+/// and the tar may hold at most `tar_limit` bytes (an entry whose data would end past
+/// them is refused at its header). Returns the reader (positioned after the tar's end
+/// marker) and the outcome.
 pub(crate) fn apply_tar<R: Read>(
     reader: R,
     root: &Path,
     layer: &str,
+    tar_limit: u64,
 ) -> (R, std::result::Result<(), ApplyFailure>) {
     let mut archive = tar::Archive::new(reader);
     let mut state = ApplyState {
         root: root.to_path_buf(),
         layer: layer.to_string(),
+        tar_limit,
         created: HashSet::new(),
         dir_times: Vec::new(),
         restore: HashMap::new(),
@@ -75,34 +129,11 @@ pub(crate) fn apply_tar<R: Read>(
     (archive.into_inner(), outcome)
 }
 
-/// [`apply_tar`] for a plain stream: read errors are [`Error::CorruptLayer`]; returns
-/// the sha256 of everything read (the diffID).
-#[cfg(test)]
-pub(crate) fn apply_plain<R: Read>(reader: R, root: &Path, layer: &str) -> Result<Digest> {
-    let (mut hashing, outcome) = apply_tar(
-        HashingReader {
-            inner: reader,
-            digester: Digester::new(),
-        },
-        root,
-        layer,
-    );
-    let corrupt = |e: io::Error| Error::CorruptLayer {
-        digest: layer.to_string(),
-        reason: e.to_string(),
-    };
-    match outcome {
-        Ok(()) => {}
-        Err(ApplyFailure::Read(e)) => return Err(corrupt(e)),
-        Err(ApplyFailure::Other(e)) => return Err(e),
-    }
-    io::copy(&mut hashing, &mut io::sink()).map_err(corrupt)?;
-    Ok(hashing.digester.finish())
-}
-
 struct ApplyState {
     root: PathBuf,
     layer: String,
+    /// The most bytes of tar the layer may hold.
+    tar_limit: u64,
     /// Paths (relative, normalized) this layer created or updated.
     created: HashSet<Vec<u8>>,
     /// Directory mtimes to set at the end.
@@ -135,24 +166,33 @@ impl ApplyState {
         let mut ext = Extensions::default();
         for entry in entries {
             let mut entry = entry.map_err(ApplyFailure::Read)?;
-            match entry.header().entry_type() {
-                EntryType::XHeader => {
-                    let data = self.read_small(&mut entry)?;
-                    ext.pax = parse_pax(&data)
-                        .ok_or_else(|| self.corrupt("malformed PAX extended header"))?;
+            let ty = entry.header().entry_type();
+            if let EntryType::XHeader
+            | EntryType::XGlobalHeader
+            | EntryType::GNULongName
+            | EntryType::GNULongLink = ty
+            {
+                let data = match self.read_extension(&mut entry) {
+                    Ok(data) => data,
+                    Err(f) => return Err(self.fail(f, &entry.path_bytes())),
+                };
+                match ty {
+                    EntryType::XHeader => {
+                        ext.pax = parse_pax(&data)
+                            .ok_or_else(|| self.corrupt("malformed PAX extended header"))?
+                    }
+                    EntryType::GNULongName => ext.long_name = Some(trim_nul(data)),
+                    EntryType::GNULongLink => ext.long_link = Some(trim_nul(data)),
+                    _ => {}
                 }
-                EntryType::XGlobalHeader => {
-                    self.read_small(&mut entry)?;
-                }
-                EntryType::GNULongName => {
-                    ext.long_name = Some(trim_nul(self.read_small(&mut entry)?))
-                }
-                EntryType::GNULongLink => {
-                    ext.long_link = Some(trim_nul(self.read_small(&mut entry)?))
-                }
-                _ => {
-                    let this = std::mem::take(&mut ext);
-                    self.apply_entry(&mut entry, &this)?;
+            } else {
+                let this = std::mem::take(&mut ext);
+                let name = this.name(&entry);
+                if let Err(f) = self
+                    .check_tar_limit(&entry)
+                    .and_then(|()| self.apply_entry(&mut entry, &this, &name))
+                {
+                    return Err(self.fail(f, &name));
                 }
             }
         }
@@ -176,35 +216,64 @@ impl ApplyState {
         }
     }
 
-    /// The data of a PAX or GNU extension header (refused beyond 16 MiB).
-    fn read_small<R: Read>(
+    /// `failure` of the entry named `entry`, as the applier reports it.
+    fn fail(&self, failure: EntryFailure, entry: &[u8]) -> ApplyFailure {
+        match failure {
+            EntryFailure::Read(e) => ApplyFailure::Read(e),
+            EntryFailure::Other(e) => ApplyFailure::Other(e),
+            EntryFailure::Refused(refusal) => ApplyFailure::Other(Error::RefusedEntry {
+                layer: self.layer.clone(),
+                entry: String::from_utf8_lossy(entry).into_owned(),
+                refusal,
+            }),
+        }
+    }
+
+    /// Refuses an entry whose data would end past the tar's bound.
+    fn check_tar_limit<R: Read>(
+        &self,
+        entry: &tar::Entry<'_, R>,
+    ) -> std::result::Result<(), EntryFailure> {
+        let end = entry.raw_file_position().saturating_add(entry.size());
+        if end > self.tar_limit {
+            return Err(Refusal::PastTarLimit {
+                end,
+                limit: self.tar_limit,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// The data of a PAX or GNU extension header, refused past
+    /// [`MAX_EXTENSION_HEADER`] or the tar's bound before any of it is read.
+    fn read_extension<R: Read>(
         &self,
         entry: &mut tar::Entry<'_, R>,
-    ) -> std::result::Result<Vec<u8>, ApplyFailure> {
-        if entry.header().entry_size().unwrap_or(u64::MAX) > 16 << 20 {
-            return Err(self.corrupt("extension header larger than 16 MiB").into());
+    ) -> std::result::Result<Vec<u8>, EntryFailure> {
+        let size = entry.size();
+        if size > MAX_EXTENSION_HEADER {
+            return Err(Refusal::ExtensionHeaderTooLarge {
+                size,
+                limit: MAX_EXTENSION_HEADER,
+            }
+            .into());
         }
-        let mut data = Vec::new();
-        entry.read_to_end(&mut data).map_err(ApplyFailure::Read)?;
+        self.check_tar_limit(entry)?;
+        let mut data = Vec::with_capacity(size as usize);
+        entry.read_to_end(&mut data).map_err(EntryFailure::Read)?;
         Ok(data)
     }
 
+    /// Applies the entry named `raw` (its extension headers read into `ext`).
     fn apply_entry<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
         ext: &Extensions,
-    ) -> std::result::Result<(), ApplyFailure> {
+        raw: &[u8],
+    ) -> std::result::Result<(), EntryFailure> {
         let ty = entry.header().entry_type();
-        let raw = match (ext.get(b"path"), &ext.long_name) {
-            (Some(p), _) => p.to_vec(),
-            (None, Some(p)) => p.clone(),
-            (None, None) => entry.path_bytes().into_owned(),
-        };
-        let link = match (ext.get(b"linkpath"), &ext.long_link) {
-            (Some(p), _) => Some(p.to_vec()),
-            (None, Some(p)) => Some(p.clone()),
-            (None, None) => entry.link_name_bytes().map(|l| l.into_owned()),
-        };
+        let link = ext.link(entry);
         if let Some(size) = ext.get(b"size") {
             if std::str::from_utf8(size)
                 .ok()
@@ -214,29 +283,33 @@ impl ApplyState {
                 return Err(self
                     .corrupt(format!(
                         "entry {:?}: PAX size disagrees with the header",
-                        String::from_utf8_lossy(&raw)
+                        String::from_utf8_lossy(raw)
                     ))
                     .into());
             }
         }
-        let comps = normalize(&raw)?;
+        let comps = normalize(raw)?;
         let meta = self.meta(entry, ext)?;
 
         let Some((base, parents)) = comps.split_last() else {
             // The root itself ("./"): only its metadata.
-            if ty == EntryType::Directory {
-                let root = self.root.clone();
-                self.set_meta(&root, &meta, true)?;
-                self.dir_times.push((root, meta.mtime, meta.mtime_nsec));
+            if ty != EntryType::Directory {
+                return Err(Refusal::Root.into());
             }
+            let root = self.root.clone();
+            self.set_meta(&root, &meta, true)?;
+            self.dir_times.push((root, meta.mtime, meta.mtime_nsec));
             return Ok(());
         };
         let rel_parent = parents.join(&b'/');
 
         if let Some(rest) = base.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            if matches!(rest, b"" | b"." | b"..") {
+                return Err(Refusal::InvalidWhiteout.into());
+            }
             // A whiteout under a path that is not a directory (any more) has nothing
             // to remove (umoci writes such entries after replacing a directory).
-            let Some(parent) = self.existing_dir(parents, &raw)? else {
+            let Some(parent) = self.existing_dir(parents)? else {
                 return Ok(());
             };
             self.remember(&parent)?;
@@ -251,18 +324,31 @@ impl ApplyState {
                         remove_all(&parent.join(name))?;
                     }
                 }
-            } else if rest.is_empty() {
-                return Err(ApplyFailure::Other(self.corrupt(format!(
-                    "whiteout {:?} names nothing",
-                    String::from_utf8_lossy(&raw)
-                ))));
             } else {
                 remove_all(&parent.join(OsStr::from_bytes(rest)))?;
             }
             return Ok(());
         }
 
-        let parent = self.safe_dir(parents, &raw, true)?;
+        let parent = self.safe_dir(parents, true)?;
+        // A hardlink's target is resolved before anything at its name is removed.
+        let link_target = match ty {
+            EntryType::Link => {
+                let target = link
+                    .as_deref()
+                    .ok_or_else(|| self.corrupt("hardlink without a target"))?;
+                let resolved = self.hardlink_target(&comps, target).map_err(|f| match f {
+                    EntryFailure::Refused(r) => Refusal::HardlinkTarget {
+                        target: String::from_utf8_lossy(target).into_owned(),
+                        refusal: Box::new(r),
+                    }
+                    .into(),
+                    other => other,
+                })?;
+                Some(resolved)
+            }
+            _ => None,
+        };
         self.remember(&parent)?;
         let path = parent.join(OsStr::from_bytes(base));
         let rel = comps.join(&b'/');
@@ -307,44 +393,43 @@ impl ApplyState {
                 set_times(&path, meta.mtime, meta.mtime_nsec)?;
             }
             EntryType::Link => {
-                let target = link
-                    .clone()
-                    .ok_or_else(|| self.corrupt("hardlink without a target"))?;
-                let tcomps = normalize(&target)?;
-                let Some((tbase, tparents)) = tcomps.split_last() else {
-                    return Err(ApplyFailure::Other(Error::PathEscapes {
-                        entry: String::from_utf8_lossy(&raw).into_owned(),
-                        reason: "hardlink to the root".into(),
-                    }));
-                };
-                let tdir = self.safe_dir(tparents, &raw, false)?;
-                let tpath = tdir.join(OsStr::from_bytes(tbase));
-                fs::hard_link(&tpath, &path).map_err(|e| io_err(&path, e))?;
+                if let Some(tpath) = &link_target {
+                    fs::hard_link(tpath, &path).map_err(|e| io_err(&path, e))?;
+                }
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                let kind = match ty {
-                    EntryType::Char => nix::sys::stat::SFlag::S_IFCHR,
-                    EntryType::Block => nix::sys::stat::SFlag::S_IFBLK,
-                    _ => nix::sys::stat::SFlag::S_IFIFO,
+                let (kind, refusal) = match ty {
+                    EntryType::Char => (nix::sys::stat::SFlag::S_IFCHR, Some(Refusal::CharDevice)),
+                    EntryType::Block => {
+                        (nix::sys::stat::SFlag::S_IFBLK, Some(Refusal::BlockDevice))
+                    }
+                    _ => (nix::sys::stat::SFlag::S_IFIFO, None),
                 };
                 let h = entry.header();
                 let major = h.device_major().ok().flatten().unwrap_or(0);
                 let minor = h.device_minor().ok().flatten().unwrap_or(0);
-                nix::sys::stat::mknod(
+                let made = nix::sys::stat::mknod(
                     &path,
                     kind,
                     nix::sys::stat::Mode::from_bits_truncate(0o600),
                     nix::sys::stat::makedev(u64::from(major), u64::from(minor)),
-                )
-                .map_err(|e| io_err(&path, io::Error::from(e)))?;
+                );
+                match (made, refusal) {
+                    (Ok(()), _) => {}
+                    // No CAP_MKNOD (not root, or in a user namespace).
+                    (Err(nix::errno::Errno::EPERM), Some(refusal)) => return Err(refusal.into()),
+                    (Err(e), _) => return Err(io_err(&path, io::Error::from(e)).into()),
+                }
                 self.set_meta(&path, &meta, true)?;
                 set_times(&path, meta.mtime, meta.mtime_nsec)?;
             }
             other => {
-                return Err(ApplyFailure::Other(self.corrupt(format!(
-                    "entry {:?} has unsupported type {other:?}",
-                    String::from_utf8_lossy(&raw)
-                ))))
+                return Err(self
+                    .corrupt(format!(
+                        "entry {:?} has unsupported type {other:?}",
+                        String::from_utf8_lossy(raw)
+                    ))
+                    .into())
             }
         }
         self.created.insert(rel);
@@ -356,7 +441,7 @@ impl ApplyState {
         &self,
         entry: &mut tar::Entry<'_, R>,
         ext: &Extensions,
-    ) -> std::result::Result<EntryMeta, ApplyFailure> {
+    ) -> std::result::Result<EntryMeta, EntryFailure> {
         let h = entry.header();
         let bad = |what: &str, e: io::Error| self.corrupt(format!("bad {what}: {e}"));
         let mut meta = EntryMeta {
@@ -370,6 +455,22 @@ impl ApplyState {
         for (key, value) in &ext.pax {
             let (key, value) = (&key[..], &value[..]);
             if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                let lossy = || String::from_utf8_lossy(name).into_owned();
+                if name.len() > MAX_XATTR_NAME {
+                    return Err(Refusal::XattrNameTooLong {
+                        name: lossy(),
+                        limit: MAX_XATTR_NAME,
+                    }
+                    .into());
+                }
+                if value.len() > MAX_XATTR_VALUE {
+                    return Err(Refusal::XattrValueTooLarge {
+                        name: lossy(),
+                        bytes: value.len(),
+                        limit: MAX_XATTR_VALUE,
+                    }
+                    .into());
+                }
                 meta.xattrs.push((name.to_vec(), value.to_vec()));
             } else if key == b"mtime" {
                 let (s, n) = parse_pax_time(value).ok_or_else(|| self.corrupt("bad PAX mtime"))?;
@@ -420,7 +521,7 @@ fn copy_data(
     entry: &mut impl Read,
     f: &mut fs::File,
     path: &Path,
-) -> std::result::Result<(), ApplyFailure> {
+) -> std::result::Result<(), EntryFailure> {
     use std::io::Write;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -428,40 +529,10 @@ fn copy_data(
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ApplyFailure::Read(e)),
+            Err(e) => return Err(EntryFailure::Read(e)),
         };
         f.write_all(&buf[..n]).map_err(|e| io_err(path, e))?;
     }
-}
-
-/// What extension headers said about the next entry.
-#[derive(Default)]
-struct Extensions {
-    /// PAX records, in order.
-    pax: Vec<(Vec<u8>, Vec<u8>)>,
-    /// A GNU long name.
-    long_name: Option<Vec<u8>>,
-    /// A GNU long link target.
-    long_link: Option<Vec<u8>>,
-}
-
-impl Extensions {
-    /// The last PAX record named `key`.
-    fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.pax
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| &v[..])
-    }
-}
-
-/// A GNU long name without its trailing NULs.
-fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
-    while v.last() == Some(&0) {
-        v.pop();
-    }
-    v
 }
 
 /// Removes `path` and everything under it, never following symlinks.
@@ -484,102 +555,4 @@ fn set_times(path: &Path, sec: i64, nsec: i64) -> Result<()> {
         nix::sys::stat::UtimensatFlags::NoFollowSymlink,
     )
     .map_err(|e| io_err(path, io::Error::from(e)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A tar with one entry whose raw name (and link name) are written as given.
-    fn raw_tar(name: &[u8], ty: EntryType, link: &[u8], data: &[u8]) -> Vec<u8> {
-        let mut h = tar::Header::new_ustar();
-        let u = h.as_ustar_mut().unwrap();
-        u.name[..name.len()].copy_from_slice(name);
-        u.linkname[..link.len()].copy_from_slice(link);
-        h.set_entry_type(ty);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        h.set_size(data.len() as u64);
-        h.set_cksum();
-        let mut out = h.as_bytes().to_vec();
-        out.extend_from_slice(data);
-        out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
-        out
-    }
-
-    fn escapes(tar: &[u8], root: &Path) -> bool {
-        matches!(
-            apply_plain(tar, root, "sha256:test"),
-            Err(Error::PathEscapes { .. })
-        )
-    }
-
-    #[test]
-    fn entries_escaping_the_root_are_refused() {
-        let outer = tempfile::tempdir().unwrap();
-        let root = outer.path().join("root");
-        fs::create_dir(&root).unwrap();
-        assert!(escapes(
-            &raw_tar(b"../evil", EntryType::Regular, b"", b"x"),
-            &root
-        ));
-        assert!(escapes(
-            &raw_tar(b"/evil", EntryType::Regular, b"", b"x"),
-            &root
-        ));
-        assert!(escapes(
-            &raw_tar(b"a/../../evil", EntryType::Regular, b"", b"x"),
-            &root
-        ));
-        // A hardlink pointing outside.
-        assert!(escapes(
-            &raw_tar(b"l", EntryType::Link, b"../outside", b""),
-            &root
-        ));
-        // Writing through a symlinked parent.
-        symlink(outer.path(), root.join("up")).unwrap();
-        assert!(escapes(
-            &raw_tar(b"up/evil", EntryType::Regular, b"", b"x"),
-            &root
-        ));
-        assert!(escapes(
-            &raw_tar(b"up/.wh.root", EntryType::Regular, b"", b""),
-            &root
-        ));
-        assert!(!outer.path().join("evil").exists());
-        assert!(root.exists());
-    }
-
-    #[test]
-    fn truncated_and_garbage_streams_are_corrupt_layers() {
-        let root = tempfile::tempdir().unwrap();
-        let tar = raw_tar(b"f", EntryType::Regular, b"", &[1u8; 2000]);
-        for bad in [&tar[..700], &[0x42u8; 1024][..]] {
-            match apply_plain(bad, root.path(), "sha256:test") {
-                Err(Error::CorruptLayer { digest, .. }) => assert_eq!(digest, "sha256:test"),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn whiteouts_and_opaque_markers_remove_lower_content() {
-        let root = tempfile::tempdir().unwrap();
-        fs::create_dir_all(root.path().join("d/sub")).unwrap();
-        fs::write(root.path().join("d/sub/x"), b"x").unwrap();
-        fs::write(root.path().join("gone"), b"g").unwrap();
-        let mut tar = raw_tar(b".wh.gone", EntryType::Regular, b"", b"");
-        tar.truncate(512);
-        let mut opq = raw_tar(b"d/.wh..wh..opq", EntryType::Regular, b"", b"");
-        opq.truncate(512);
-        tar.extend_from_slice(&opq);
-        tar.extend_from_slice(&raw_tar(b"d/new", EntryType::Regular, b"", b"n"));
-        let digest = apply_plain(&tar[..], root.path(), "sha256:test").unwrap();
-        assert_eq!(digest, Digest::sha256_of(&tar));
-        assert!(!root.path().join("gone").exists());
-        assert!(!root.path().join("d/sub").exists());
-        assert_eq!(fs::read(root.path().join("d/new")).unwrap(), b"n");
-    }
 }
