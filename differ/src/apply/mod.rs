@@ -85,7 +85,7 @@ impl From<Error> for ApplyFailure {
 }
 
 /// Why one entry could not be applied; [`ApplyState::fail`] names the entry.
-pub(super) enum EntryFailure {
+enum EntryFailure {
     /// Reading the layer stream failed.
     Read(io::Error),
     /// The entry is refused.
