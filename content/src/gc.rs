@@ -37,6 +37,8 @@ pub struct GcReport {
     /// Bytes freed by removing them.
     pub bytes_freed: u64,
     /// Ingests removed (expired and not leased, or left by a dead process), sorted.
+    /// A store that reclaims dead processes' ingests and leases when it is opened
+    /// reports those in its first collection.
     pub removed_ingests: Vec<String>,
     /// Leases deleted (expired, or owned by a dead process), sorted.
     pub removed_leases: Vec<String>,

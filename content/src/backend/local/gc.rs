@@ -40,13 +40,21 @@ impl GarbageCollector for LocalStore {
             let images = all_images(&tx)?;
             let leases = all_leases(&tx)?;
             let marked = gc::mark(&blobs, &images, &leases, now);
-            let mut report = GcReport::default();
+            // What this handle's open already reclaimed is part of the first report.
+            let (leases_at_open, ingests_at_open) = std::mem::take(&mut *inner.reclaimed_at_open());
+            let mut report = GcReport {
+                removed_leases: leases_at_open,
+                ..GcReport::default()
+            };
             for id in &marked.expired_leases {
                 delete_lease_rows(&tx, id)?;
                 report.removed_leases.push(id.clone());
             }
             // What dead processes' writers left (their leases are gone by now).
-            report.removed_ingests = reclaim_dead_ingests(&tx, inner, &marked.leased_ingests)?;
+            report.removed_ingests = ingests_at_open;
+            report
+                .removed_ingests
+                .extend(reclaim_dead_ingests(&tx, inner, &marked.leased_ingests)?);
             for info in &infos {
                 if marked.live.contains(&info.digest) {
                     continue;
@@ -104,6 +112,7 @@ impl GarbageCollector for LocalStore {
                 report.removed_ingests.push(r);
             }
             report.removed_ingests.sort();
+            report.removed_leases.sort();
             tx.commit().map_err(sql("committing garbage collection"))?;
             Ok(report)
         })
@@ -123,8 +132,12 @@ fn delete_lease_rows(tx: &Connection, id: &str) -> Result<()> {
 /// The cheap part of garbage collection, for [`LocalStore::open`]: deletes the leases
 /// of dead owners and removes the ingests dead processes left (no mark, no sweep; the
 /// blobs those leases held wait for the next collection). Takes the write lock only
-/// when a dead owner's lease or ingest is there.
-pub(super) fn reclaim_dead_owners(conn: &mut Connection, inner: &Inner) -> Result<()> {
+/// when a dead owner's lease or ingest is there. Returns the leases deleted and the
+/// ingests removed.
+pub(super) fn reclaim_dead_owners(
+    conn: &mut Connection,
+    inner: &Inner,
+) -> Result<(Vec<String>, Vec<String>)> {
     let dead_leases = |c: &Connection| -> Result<Vec<String>> {
         Ok(all_leases(c)?
             .into_iter()
@@ -141,11 +154,12 @@ pub(super) fn reclaim_dead_owners(conn: &mut Connection, inner: &Inner) -> Resul
         })
         .unwrap_or(false);
     if !any_dead_ingest && dead_leases(conn)?.is_empty() {
-        return Ok(());
+        return Ok(Default::default());
     }
     let tx = write_tx(conn)?;
-    for id in dead_leases(&tx)? {
-        delete_lease_rows(&tx, &id)?;
+    let leases = dead_leases(&tx)?;
+    for id in &leases {
+        delete_lease_rows(&tx, id)?;
     }
     let leased: BTreeSet<String> = all_leases(&tx)?
         .into_iter()
@@ -153,7 +167,8 @@ pub(super) fn reclaim_dead_owners(conn: &mut Connection, inner: &Inner) -> Resul
         .filter(|r| r.kind == ResourceKind::Ingest)
         .map(|r| r.id)
         .collect();
-    reclaim_dead_ingests(&tx, inner, &leased)?;
+    let ingests = reclaim_dead_ingests(&tx, inner, &leased)?;
     tx.commit()
-        .map_err(sql("removing what dead processes left"))
+        .map_err(sql("removing what dead processes left"))?;
+    Ok((leases, ingests))
 }

@@ -68,6 +68,9 @@ pub struct LocalStore {
 struct Inner {
     root: PathBuf,
     conn: Mutex<Connection>,
+    /// The leases and ingests of dead processes [`LocalStore::open`] removed, until
+    /// the first garbage collection reports them.
+    reclaimed_at_open: Mutex<(Vec<String>, Vec<String>)>,
 }
 
 impl Inner {
@@ -87,6 +90,13 @@ impl Inner {
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // The connection holds no Rust-side invariants a panic could break.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn reclaimed_at_open(&self) -> std::sync::MutexGuard<'_, (Vec<String>, Vec<String>)> {
+        // Two lists: nothing a panic could leave half-updated.
+        self.reclaimed_at_open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -121,8 +131,10 @@ impl LocalStore {
         let inner = Inner {
             root,
             conn: Mutex::new(conn),
+            reclaimed_at_open: Mutex::default(),
         };
-        gc::reclaim_dead_owners(&mut inner.conn(), &inner)?;
+        let reclaimed = gc::reclaim_dead_owners(&mut inner.conn(), &inner)?;
+        *inner.reclaimed_at_open() = reclaimed;
         Ok(LocalStore {
             inner: Arc::new(inner),
             lease: None,
