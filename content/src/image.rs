@@ -134,11 +134,7 @@ pub async fn tag_image<S: ImageStore + ?Sized>(
     if !replace {
         for target in targets {
             match images.get_image(target).await {
-                Ok(_) => {
-                    return Err(Error::AlreadyExists(format!(
-                        "image {target:?} (replace it with --force)"
-                    )))
-                }
+                Ok(_) => return Err(Error::AlreadyExists(format!("image {target:?}"))),
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
             }

@@ -162,10 +162,11 @@ impl SaveOptions {
                 reason: "images are saved as type=oci or type=docker".into(),
             });
         }
-        if let Some(key) = options.keys().find(|k| *k != "dest" && *k != "tar") {
-            return Err(Error::UnknownOption {
-                exporter: format!("save to {kind}"),
+        if let Some((key, value)) = options.iter().find(|(k, _)| *k != "dest" && *k != "tar") {
+            return Err(Error::InvalidOption {
                 key: key.clone(),
+                value: value.clone(),
+                reason: "images are saved as they are stored: only dest and tar apply".into(),
             });
         }
         let parsed = OutputOptions::parse(kind, options)?;
