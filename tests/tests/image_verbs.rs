@@ -458,3 +458,39 @@ fn tag_push_save_and_rm_work_on_containerd() {
         .trim()
         .is_empty());
 }
+
+#[tokio::test]
+async fn rm_prune_removes_an_unpacked_image_and_its_extracted_chain_in_one_pass() {
+    let w = World::new();
+    let tree = w.tree();
+    let name = "strata.test/verbs/unpacked:1";
+    w.ok(
+        &[],
+        &[
+            "export",
+            "--layer",
+            tree.to_str().unwrap(),
+            "--progress",
+            "quiet",
+            "-o",
+            &format!("type=image,name={name},unpack=true"),
+        ],
+    );
+    let native =
+        strata_snapshotter::NativeSnapshotter::open(w.path("store/.strata/snapshots/native"))
+            .unwrap();
+    let snapshots = || async {
+        strata_snapshotter::Snapshotter::walk(&native, &strata_snapshotter::Filter::All)
+            .await
+            .unwrap()
+            .len()
+    };
+    assert_eq!(snapshots().await, 1, "the unpacked layer");
+    // A gc keeps what the record references.
+    w.ok(&[], &["gc"]);
+    assert_eq!(snapshots().await, 1);
+    w.ok(&[], &["rm", name, "--prune"]);
+    assert_eq!(snapshots().await, 0, "the chain outlived its image");
+    let blobs = fs::read_dir(w.path("store/blobs/sha256")).unwrap().count();
+    assert_eq!(blobs, 0, "blobs outlived their image");
+}
