@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 
 use common::{opts, Fixture};
 use serde_json::Value;
-use strata_content::{tag_image, ImageStore};
+use strata_content::{tag_image, write_blob, Image, ImageStore, Labels};
 use strata_exporter::{
-    save_images, Error, Exporter, ImageExporter, OutputKind, Progress, SaveOptions, Source,
-    StoredImage, RESPONSE_IMAGE_DIGEST,
+    push_image, save_images, Error, Exporter, ImageExporter, OutputKind, Progress, PushOptions,
+    Pusher, SaveOptions, Source, StoredImage, RESPONSE_IMAGE_DIGEST,
 };
-use strata_oci::{annotations, Platform};
+use strata_oci::{annotations, media_types, Descriptor, Digest, Platform};
 
 async fn export(fx: &Fixture, source: Source, name: &str) -> String {
     let response = ImageExporter::new(fx.ctx())
@@ -242,6 +242,22 @@ async fn unknown_names_and_bad_options_write_nothing() {
     assert!(err.to_string().contains("example.com/nope:1"));
     assert!(!tar.exists());
 
+    // push: an unknown name fails before any registry is contacted.
+    let pusher = Pusher::new(fx.store.clone(), PushOptions::default());
+    let err = push_image(
+        &pusher,
+        fx.store.as_ref(),
+        "example.com/nope:1",
+        Some("127.0.0.1:9/x:1"),
+        &Progress::discard(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::NoImage { name } if name == "example.com/nope:1"),
+        "{err}"
+    );
+
     // An existing tar is replaced whole.
     std::fs::write(&tar, b"old contents").unwrap();
     save_images(
@@ -286,4 +302,133 @@ async fn unknown_names_and_bad_options_write_nothing() {
     }
     // Nothing above touched the store's records.
     assert_eq!(fx.store.list_images().await.unwrap().len(), 1);
+}
+
+/// Writes `value` as a blob of `media_type` into the fixture's store.
+async fn put_json(fx: &Fixture, media_type: &str, value: &Value) -> Descriptor {
+    let bytes = serde_json::to_vec(value).unwrap();
+    let desc = Descriptor::new(media_type, Digest::sha256_of(&bytes), bytes.len() as u64);
+    write_blob(fx.store.as_ref(), "test-json", &bytes, &desc, Labels::new())
+        .await
+        .unwrap();
+    desc
+}
+
+#[tokio::test]
+async fn attestation_manifests_are_saved_in_a_layout_and_left_out_of_a_docker_archive() {
+    let fx = Fixture::new().await;
+    fx.chain("a", "amd64").await;
+    export(
+        &fx,
+        Source::single(Some(fx.load("a-top").await), None),
+        "example.com/app:1",
+    )
+    .await;
+    let app = fx.store.get_image("example.com/app:1").await.unwrap();
+    // BuildKit's layout: the image, and an attestation manifest for it.
+    let statement = put_json(
+        &fx,
+        "application/vnd.in-toto+json",
+        &serde_json::json!({"_type": "https://in-toto.io/Statement/v1"}),
+    )
+    .await;
+    let config = put_json(&fx, media_types::OCI_CONFIG, &serde_json::json!({"architecture": "unknown", "os": "unknown", "rootfs": {"type": "layers", "diff_ids": [statement.digest]}})).await;
+    let attestation = put_json(
+        &fx,
+        media_types::OCI_MANIFEST,
+        &serde_json::json!({"schemaVersion": 2, "mediaType": media_types::OCI_MANIFEST, "config": config, "layers": [statement]}),
+    )
+    .await;
+    let mut app_entry = app.target.clone();
+    app_entry.platform = Some(Platform::parse("linux/amd64").unwrap());
+    let mut attestation_entry = attestation.clone();
+    attestation_entry.platform = Some(Platform::parse("unknown/unknown").unwrap());
+    attestation_entry.annotations = [
+        (
+            annotations::DOCKER_REFERENCE_TYPE.to_string(),
+            annotations::ATTESTATION_MANIFEST.to_string(),
+        ),
+        (
+            "vnd.docker.reference.digest".to_string(),
+            app.target.digest.to_string(),
+        ),
+    ]
+    .into();
+    let index = put_json(
+        &fx,
+        media_types::OCI_INDEX,
+        &serde_json::json!({"schemaVersion": 2, "mediaType": media_types::OCI_INDEX, "manifests": [app_entry, attestation_entry]}),
+    )
+    .await;
+    let now = std::time::SystemTime::now();
+    fx.store
+        .create_image(Image {
+            name: "example.com/attested:1".into(),
+            target: index.clone(),
+            labels: Labels::new(),
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+
+    let stored = StoredImage::read(
+        fx.store.as_ref(),
+        fx.store.as_ref(),
+        "example.com/attested:1",
+    )
+    .await
+    .unwrap();
+    let platforms = stored.platform_images();
+    assert_eq!(platforms.len(), 1);
+    assert_eq!(platforms[0].manifest.digest, app.target.digest);
+    for d in [&index, &attestation, &config, &statement] {
+        assert!(
+            stored.blobs().iter().any(|b| b.digest == d.digest),
+            "{}",
+            d.digest
+        );
+    }
+
+    // The layout holds the index with both manifests.
+    let dir = fx.path("attested");
+    save_images(
+        fx.store.clone(),
+        fx.store.as_ref(),
+        &["example.com/attested:1".into()],
+        &save_opts(
+            OutputKind::Oci,
+            &[("dest", &dir.to_string_lossy()), ("tar", "false")],
+        ),
+        &Progress::discard(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        read_json(&dir.join("index.json"))["manifests"][0]["digest"],
+        index.digest.to_string()
+    );
+    assert!(dir
+        .join("blobs/sha256")
+        .join(statement.digest.hex())
+        .is_file());
+
+    // The docker archive has the image alone.
+    let tar = fx.path("attested.docker.tar");
+    save_images(
+        fx.store.clone(),
+        fx.store.as_ref(),
+        &["example.com/attested:1".into()],
+        &save_opts(OutputKind::Docker, &[("dest", &tar.to_string_lossy())]),
+        &Progress::discard(),
+    )
+    .await
+    .unwrap();
+    let manifest = common::run("tar", &["-xOf", &tar.to_string_lossy(), "manifest.json"]);
+    let manifest: Value = serde_json::from_str(&manifest).unwrap();
+    assert_eq!(manifest.as_array().unwrap().len(), 1);
+    assert_eq!(
+        manifest[0]["Config"],
+        format!("blobs/sha256/{}", platforms[0].config.digest.hex())
+    );
 }
