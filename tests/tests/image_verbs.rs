@@ -4,8 +4,10 @@
 //! repository gets it by cross-repository mounts), saved as a docker archive that a
 //! real docker engine loads and runs and as an OCI layout (dir and tar) that umoci
 //! unpacks to the exported tree, removed, and collected by `gc` — on the local store
-//! and on containerd. Bad input (unknown names, bad outputs) fails with one line and
-//! changes nothing.
+//! and on containerd; `rm --prune` of an `unpack=true` image frees its extracted tree
+//! too; a push takes its credentials from the docker config. Bad input (unknown
+//! names, bad outputs, an unreachable registry) fails with one line and changes
+//! nothing.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -493,4 +495,48 @@ async fn rm_prune_removes_an_unpacked_image_and_its_extracted_chain_in_one_pass(
     assert_eq!(snapshots().await, 0, "the chain outlived its image");
     let blobs = fs::read_dir(w.path("store/blobs/sha256")).unwrap().count();
     assert_eq!(blobs, 0, "blobs outlived their image");
+}
+
+#[test]
+fn push_takes_credentials_from_the_docker_config() {
+    use base64::Engine as _;
+    let w = World::new();
+    let name = "strata.test/verbs/auth:1";
+    let digest = w.export(&[], name);
+    let locked = Registry::start_with_auth("alice", "s3cret");
+    let host = locked.host();
+    let target = format!("{host}/{}:1", unique_name("verbs/auth"));
+    let push = |config: &Path| {
+        strata_command(&w.path("store"))
+            .env("DOCKER_CONFIG", config)
+            .args(["--insecure-registry", &host, "push", name, &target])
+            .args(["--progress", "quiet"])
+            .output()
+            .expect("run strata")
+    };
+    // No credentials: refused, naming the registry, one line.
+    let out = push(&w.path("no-docker-config"));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&host) && err.contains("not authorized"),
+        "{err}"
+    );
+    // The docker config's auths entry: pushed.
+    let config = w.path("docker-config");
+    fs::create_dir_all(&config).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+    fs::write(
+        config.join("config.json"),
+        format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    let out = push(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), digest);
 }
