@@ -92,7 +92,7 @@ fn exporter(
 }
 
 /// Push settings: plain HTTP to the `--insecure-registry` hosts.
-fn push_options(insecure: &[String]) -> PushOptions {
+pub fn push_options(insecure: &[String]) -> PushOptions {
     let mut push = PushOptions::default();
     push.registry.insecure_hosts = insecure.to_vec();
     push

@@ -13,6 +13,7 @@
 mod base;
 mod error;
 mod export;
+mod image_cmds;
 mod output;
 mod plan;
 mod render;
@@ -83,6 +84,14 @@ enum Command {
         /// The image name (as given to type=image,name=…).
         reference: String,
     },
+    /// Delete image records (their content is left to strata gc, or --prune).
+    Rm(image_cmds::RmArgs),
+    /// Name an image again: new records for SRC's root.
+    Tag(image_cmds::TagArgs),
+    /// Push an image from the store to a registry (every platform and attestation).
+    Push(image_cmds::PushArgs),
+    /// Write images from the store as one OCI layout (dir or tar) or docker archive.
+    Save(image_cmds::SaveArgs),
 }
 
 #[derive(clap::Args)]
@@ -254,6 +263,18 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Fsck => store_cmds::fsck_cmd(&store::open(&location, false).await?).await,
         Command::Inspect { reference } => {
             store_cmds::inspect(&store::open(&location, false).await?, &reference).await
+        }
+        Command::Rm(args) => {
+            image_cmds::rm(&store::open(&location, false).await?, &store, args).await
+        }
+        Command::Tag(args) => image_cmds::tag(&store::open(&location, false).await?, args).await,
+        Command::Push(args) => {
+            let opened = store::open(&location, false).await?;
+            image_cmds::push(&opened, &cli.insecure_registries, args).await
+        }
+        Command::Save(args) => {
+            let options = image_cmds::save_options(&args)?;
+            image_cmds::save(&store::open(&location, false).await?, &options, args).await
         }
     }
 }

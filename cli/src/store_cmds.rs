@@ -69,8 +69,14 @@ pub async fn gc(store: &Store, store_dir: &Path) -> Result<(), CliError> {
     } else {
         0
     };
-    // Extracted base images nothing references (before the blobs: an unpacked
-    // image's config label keeps its chain).
+    let report = store
+        .gc
+        .garbage_collect()
+        .await
+        .map_err(|e| CliError::context("garbage collection", e))?;
+    // Extracted base images nothing references, after the blobs: a chain is kept
+    // exactly as long as an unpacked image's config (kept by its record) labels it,
+    // so `strata rm --prune` frees an unpacked image's blobs and chain in one pass.
     let native = crate::base::native_snapshots_dir(store_dir);
     let removed_extracted = if native.is_dir() {
         let snapshots = crate::base::native(store_dir)?;
@@ -85,11 +91,6 @@ pub async fn gc(store: &Store, store_dir: &Path) -> Result<(), CliError> {
     } else {
         0
     };
-    let report = store
-        .gc
-        .garbage_collect()
-        .await
-        .map_err(|e| CliError::context("garbage collection", e))?;
     println!(
         "removed {} blobs ({}), {} ingests, {} leases, {} snapshot registrations, {} extracted snapshots",
         report.removed.len(),

@@ -21,6 +21,9 @@
 //!   lease holds and whose owner is dead, then marks and sweeps; [`LocalStore::open`]
 //!   does the cheap part (leases and ingests, no sweep). A live process's leases and
 //!   ingests are never touched.
+//! - [`tag_image`] and [`remove_images`] are `ctr images tag` and `rm` over any
+//!   [`ImageStore`]: new names for an image's root, and deleted records whose content
+//!   is left to garbage collection.
 //! - [`fsck`] verifies every blob of a store; the `conformance` feature exposes the
 //!   test suite every backend passes.
 //! - [`BlobProvider`] is where blobs not yet in a store come from (a registry, an OCI
@@ -74,7 +77,7 @@ pub use content::{
 pub use error::{Error, Result};
 pub use fsck::{fsck, FsckReport};
 pub use gc::{GarbageCollector, GcReport};
-pub use image::{Image, ImageStore};
+pub use image::{remove_images, tag_image, Image, ImageStore};
 pub use label::Labels;
 pub use lease::{new_lease_id, Lease, LeaseGuard, LeaseManager, LeaseResource, ResourceKind};
 pub use owner::{ProcessOwner, OWNER_LABEL};

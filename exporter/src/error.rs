@@ -114,6 +114,12 @@ pub enum Error {
         #[source]
         source: Box<strata_cache::RefError>,
     },
+    /// No image record has this name (`strata push`, `strata save`).
+    #[error("no image {name:?} in the store")]
+    NoImage {
+        /// The name asked for.
+        name: String,
+    },
     /// Pushing to a registry failed.
     #[error(transparent)]
     Push(#[from] crate::push::PushError),

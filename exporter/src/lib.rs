@@ -27,6 +27,9 @@
 //!   writes the output; it answers with BuildKit's response map
 //!   ([`RESPONSE_IMAGE_DIGEST`], …). Progress arrives as a stream of
 //!   [`ProgressEvent`]s and as `tracing` spans.
+//! - Images already recorded in a store ([`StoredImage`]) are pushed later with the
+//!   same [`Pusher`] ([`push_image`]) and saved with the `oci` and `docker` outputs'
+//!   code ([`save_images`], [`SaveOptions`]).
 //!
 //! ```no_run
 //! use std::collections::BTreeMap;
@@ -80,6 +83,7 @@ mod output;
 mod progress;
 mod push;
 mod source;
+mod stored;
 mod writer;
 
 pub use config::{merge_config, parse_config};
@@ -101,4 +105,5 @@ pub use progress::{Progress, ProgressEvent, ProgressTask};
 pub use push::{BlobOutcome, BlobProviders, PushError, PushOptions, PushReport, Pusher};
 pub use source::buildkit::{config_key_for, PlatformEntry, Platforms, CONFIG_KEY, PLATFORMS_KEY};
 pub use source::{BaseImageRef, PlatformSource, Source};
+pub use stored::{push_image, save_images, SaveOptions, StoredImage};
 pub use writer::{CommittedImage, ImageWriter, PlatformImage};

@@ -12,3 +12,9 @@ pub const CONTAINERD_IMAGE_NAME: &str = "io.containerd.image.name";
 pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
 /// On a manifest built on a base image: the digest of the base image's manifest.
 pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
+/// On an index's entry: what the manifest is to the image (BuildKit's
+/// `attestation-manifest`, [`ATTESTATION_MANIFEST`], for the in-toto attestations of
+/// another entry).
+pub const DOCKER_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
+/// The [`DOCKER_REFERENCE_TYPE`] of an attestation manifest: not a runnable image.
+pub const ATTESTATION_MANIFEST: &str = "attestation-manifest";

@@ -11,12 +11,13 @@ use crate::context::ExportContext;
 use crate::error::{Error, Result};
 use crate::exporter::{Exporter, ExporterInstance};
 use crate::options::OutputKind;
-use crate::output::layout::{blob_path, Entry, LayoutExporter, LayoutFormat, WriterFactory};
-use crate::writer::CommittedImage;
+use crate::output::layout::{
+    blob_path, ArchiveContent, Entry, LayoutExporter, LayoutFormat, WriterFactory,
+};
 use strata_oci::to_canonical_vec;
 
 /// The OCI layout with docker's `manifest.json` and `repositories` in front; one image.
-static DOCKER_ARCHIVE: LayoutFormat = LayoutFormat {
+pub(crate) static DOCKER_ARCHIVE: LayoutFormat = LayoutFormat {
     kind: OutputKind::Docker,
     max_platforms: Some(1),
     extra_entries: archive_entries,
@@ -63,30 +64,34 @@ fn repo_tag(name: &str) -> String {
     }
 }
 
-/// `manifest.json` and `repositories` for the single image of `committed`.
-fn archive_entries(committed: &CommittedImage, names: &[String]) -> Result<Vec<Entry>> {
-    let [image] = committed.images.as_slice() else {
-        return Err(Error::TooManyPlatforms {
-            exporter: "docker".into(),
-            count: committed.images.len(),
-        });
-    };
-    let tags: Vec<String> = names.iter().map(|n| repo_tag(n)).collect();
-    let manifest = json!([{
-        "Config": blob_path(&image.config),
-        "RepoTags": tags,
-        "Layers": image.layers.iter().map(blob_path).collect::<Vec<_>>(),
-    }]);
+/// `manifest.json` (one entry per image, with every name of it in `RepoTags`) and
+/// `repositories`; each image must have exactly one platform.
+fn archive_entries(content: &ArchiveContent) -> Result<Vec<Entry>> {
+    let mut manifest = Vec::new();
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    if let Some(top) = image.layers.last() {
-        for tag in &tags {
-            if let Some((repo, t)) = tag.rsplit_once(':') {
-                repositories
-                    .entry(repo.to_string())
-                    .or_default()
-                    .insert(t.to_string(), top.digest.hex().to_string());
+    for archived in &content.images {
+        let [image] = archived.platforms.as_slice() else {
+            return Err(Error::TooManyPlatforms {
+                exporter: "docker".into(),
+                count: archived.platforms.len(),
+            });
+        };
+        let tags: Vec<String> = archived.names.iter().map(|n| repo_tag(n)).collect();
+        if let Some(top) = image.layers.last() {
+            for tag in &tags {
+                if let Some((repo, t)) = tag.rsplit_once(':') {
+                    repositories
+                        .entry(repo.to_string())
+                        .or_default()
+                        .insert(t.to_string(), top.digest.hex().to_string());
+                }
             }
         }
+        manifest.push(json!({
+            "Config": blob_path(&image.config),
+            "RepoTags": tags,
+            "Layers": image.layers.iter().map(blob_path).collect::<Vec<_>>(),
+        }));
     }
     let enc = |v: &serde_json::Value| {
         to_canonical_vec(v).map_err(|source| Error::Encode {
@@ -94,7 +99,7 @@ fn archive_entries(committed: &CommittedImage, names: &[String]) -> Result<Vec<E
             source,
         })
     };
-    let mut out = vec![Entry::Bytes("manifest.json".into(), enc(&manifest)?)];
+    let mut out = vec![Entry::Bytes("manifest.json".into(), enc(&json!(manifest))?)];
     if !repositories.is_empty() {
         out.push(Entry::Bytes(
             "repositories".into(),

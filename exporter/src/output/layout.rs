@@ -19,7 +19,7 @@ use crate::options::{Destination, ImageOptions, OutputKind, OutputOptions};
 use crate::output::blob_file::place_blob_file;
 use crate::progress::Progress;
 use crate::source::Source;
-use crate::writer::{CommittedImage, ImageWriter};
+use crate::writer::{CommittedImage, ImageWriter, PlatformImage};
 
 /// Opens the writer a tar output is streamed to (called once per export).
 pub type WriterFactory = Arc<dyn Fn() -> std::io::Result<Box<dyn Write + Send>> + Send + Sync>;
@@ -31,7 +31,68 @@ pub(crate) struct LayoutFormat {
     /// The most platforms the archive holds (`None`: any number).
     pub max_platforms: Option<usize>,
     /// Files written before the layout's own (docker's `manifest.json`, …).
-    pub extra_entries: fn(&CommittedImage, &[String]) -> Result<Vec<Entry>>,
+    pub extra_entries: fn(&ArchiveContent) -> Result<Vec<Entry>>,
+}
+
+/// One image of an archive: its root, the names `index.json` (and docker's
+/// `manifest.json`) give it, and its runnable platform images.
+pub(crate) struct ArchiveImage {
+    /// The root (manifest or index), as `index.json` lists it.
+    pub root: Descriptor,
+    /// Its names (none: one unnamed `index.json` entry).
+    pub names: Vec<String>,
+    /// Its platforms' manifests, configs and layers (attestation manifests left out).
+    pub platforms: Vec<PlatformImage>,
+}
+
+/// What an archive holds: its images and every blob they consist of.
+pub(crate) struct ArchiveContent {
+    /// The images, in the order `index.json` lists them.
+    pub images: Vec<ArchiveImage>,
+    /// Every blob (roots, manifests, configs, layers), each once.
+    pub blobs: Vec<Descriptor>,
+}
+
+impl ArchiveContent {
+    /// The archive of an export: `committed` under `names`.
+    fn committed(committed: &CommittedImage, names: &[String]) -> ArchiveContent {
+        ArchiveContent {
+            images: vec![ArchiveImage {
+                root: committed.descriptor.clone(),
+                names: names.to_vec(),
+                platforms: committed.images.clone(),
+            }],
+            blobs: committed.blobs(),
+        }
+    }
+}
+
+/// Where an archive goes: a directory, a tar file, or a caller's writer.
+pub(crate) enum ArchiveTarget<'a> {
+    /// An OCI layout directory.
+    Dir(&'a Path),
+    /// A tar file, replaced atomically.
+    TarFile(&'a Path),
+    /// A tar streamed to a writer.
+    Writer(Box<dyn Write + Send>),
+}
+
+/// Writes `content` in `format` to `target`, streaming blobs from `store`; tar
+/// entries get `mtime`.
+pub(crate) async fn write_archive(
+    format: &LayoutFormat,
+    store: Arc<dyn ContentStore>,
+    content: &ArchiveContent,
+    target: ArchiveTarget<'_>,
+    mtime: u64,
+) -> Result<()> {
+    let mut entries = layout_entries(content)?;
+    entries.splice(0..0, (format.extra_entries)(content)?);
+    match target {
+        ArchiveTarget::Dir(dir) => write_dir(store, entries, dir).await,
+        ArchiveTarget::TarFile(path) => write_tar_file(store, entries, path, mtime).await,
+        ArchiveTarget::Writer(w) => write_tar(store, entries, w, mtime).await,
+    }
 }
 
 /// An exporter writing a layout in `format`, to `dest` or to writers from `sink`.
@@ -126,28 +187,32 @@ impl LayoutInstance {
         committed: &CommittedImage,
         progress: &Progress,
     ) -> Result<BTreeMap<String, String>> {
-        let mut entries = layout_entries(committed, &self.opts.names)?;
-        entries.splice(
-            0..0,
-            (self.format.extra_entries)(committed, &self.opts.names)?,
-        );
+        let content = ArchiveContent::committed(committed, &self.opts.names);
         let task = progress.start(
             format!("sending:{}", committed.descriptor.digest),
             "sending tarball".to_string(),
         );
         let mtime = self.opts.source_date_epoch.unwrap_or(0).max(0) as u64;
-        let res = match (&self.output.dest, self.output.tar) {
-            (Some(dir), false) => write_dir(self.ctx.content.clone(), entries, dir).await,
-            (Some(path), true) => {
-                write_tar_file(self.ctx.content.clone(), entries, path, mtime).await
+        let target = match (&self.output.dest, self.output.tar, &self.sink) {
+            (Some(dir), false, _) => Ok(ArchiveTarget::Dir(dir)),
+            (Some(path), true, _) => Ok(ArchiveTarget::TarFile(path)),
+            (None, _, Some(sink)) => sink()
+                .map(ArchiveTarget::Writer)
+                .map_err(|e| Error::io("opening the output writer", e)),
+            (None, _, None) => Err(Error::Interrupted("no destination".into())),
+        };
+        let res = match target {
+            Ok(target) => {
+                write_archive(
+                    self.format,
+                    self.ctx.content.clone(),
+                    &content,
+                    target,
+                    mtime,
+                )
+                .await
             }
-            (None, _) => match &self.sink {
-                Some(sink) => {
-                    let w = sink().map_err(|e| Error::io("opening the output writer", e))?;
-                    write_tar(self.ctx.content.clone(), entries, w, mtime).await
-                }
-                None => Err(Error::Interrupted("no destination".into())),
-            },
+            Err(e) => Err(e),
         };
         if let Err(e) = res {
             task.fail(&e);
@@ -179,18 +244,17 @@ pub(crate) fn blob_path(desc: &Descriptor) -> String {
     layout::blob_path(&desc.digest)
 }
 
-/// `oci-layout`, `index.json` (one entry per name, or one unnamed) and every blob.
-pub(crate) fn layout_entries(committed: &CommittedImage, names: &[String]) -> Result<Vec<Entry>> {
+/// `oci-layout`, `index.json` (per image, one entry per name, or one unnamed) and
+/// every blob.
+pub(crate) fn layout_entries(content: &ArchiveContent) -> Result<Vec<Entry>> {
     let mut manifests = Vec::new();
-    if names.is_empty() {
-        manifests.push(committed.descriptor.clone());
-    }
-    for name in names {
-        manifests.push(layout::index_entry(
-            &committed.descriptor,
-            name,
-            layout::RefName::Tag,
-        ));
+    for image in &content.images {
+        if image.names.is_empty() {
+            manifests.push(image.root.clone());
+        }
+        for name in &image.names {
+            manifests.push(layout::index_entry(&image.root, name, layout::RefName::Tag));
+        }
     }
     let index = to_canonical_vec(&layout::index(&manifests)).map_err(|source| Error::Encode {
         what: "the layout's index.json".into(),
@@ -203,8 +267,8 @@ pub(crate) fn layout_entries(committed: &CommittedImage, names: &[String]) -> Re
         ),
         Entry::Bytes(layout::INDEX_FILE.into(), index),
     ];
-    for blob in committed.blobs() {
-        entries.push(Entry::Blob(blob_path(&blob), blob));
+    for blob in &content.blobs {
+        entries.push(Entry::Blob(blob_path(blob), blob.clone()));
     }
     Ok(entries)
 }

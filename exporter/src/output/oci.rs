@@ -13,10 +13,10 @@ use crate::options::OutputKind;
 use crate::output::layout::{LayoutExporter, LayoutFormat, WriterFactory};
 
 /// The OCI layout alone, any number of platforms.
-static OCI_LAYOUT: LayoutFormat = LayoutFormat {
+pub(crate) static OCI_LAYOUT: LayoutFormat = LayoutFormat {
     kind: OutputKind::Oci,
     max_platforms: None,
-    extra_entries: |_, _| Ok(Vec::new()),
+    extra_entries: |_| Ok(Vec::new()),
 };
 
 /// Exports an OCI image layout.
