@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release -p strata-bench -- differ [--cache DIR]
 //! cargo run --release -p strata-bench -- base [--runs N]   # base image on a loopback registry
+//! cargo run --release -p strata-bench -- crash [--kills 40] # SIGKILLed exports, then gc
 //! ```
 //!
 //! The rootfs (`debootstrap --variant=minbase bookworm`) and the containerd peer
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod base;
+mod crash;
 mod debian;
 mod synthetic;
 
@@ -74,6 +76,20 @@ enum Cmd {
         /// Runs per configuration (the fastest is reported).
         #[arg(long, default_value_t = 2)]
         runs: usize,
+    },
+    /// Cold exports of the Debian chain into one store, each SIGKILLed at a random
+    /// moment; then SQLite's integrity check, gc, fsck, the next export's digest and
+    /// the store's bytes against a clean store's (issue 14).
+    Crash {
+        /// Where the trees and scratch stores are kept.
+        #[arg(long, env = "STRATA_BENCH_CACHE")]
+        cache: Option<PathBuf>,
+        /// How many exports to kill.
+        #[arg(long, default_value_t = 40)]
+        kills: usize,
+        /// Seed of the kill moments.
+        #[arg(long, default_value_t = 14)]
+        seed: u64,
     },
     /// (internal) the child measurements of `base`.
     #[command(hide = true, subcommand)]
@@ -186,6 +202,12 @@ fn main() {
             fs::create_dir_all(&cache)
                 .map_err(BoxError::from)
                 .and_then(|_| base::bench(&cache, runs.max(1)))
+        }
+        Cmd::Crash { cache, kills, seed } => {
+            let cache = cache.unwrap_or_else(default_cache);
+            fs::create_dir_all(&cache)
+                .map_err(BoxError::from)
+                .and_then(|_| crash::bench(&cache, kills, seed))
         }
         Cmd::MeasureBase(measure) => base::run_measure(measure),
         Cmd::Synthetic { cache, runs, large } => {
