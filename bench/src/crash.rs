@@ -13,8 +13,6 @@ use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use strata_content::{ImageStore, LocalStore};
-
 use crate::debian::{ensure_chain, strata_cli};
 use crate::BoxError;
 
@@ -102,18 +100,6 @@ fn integrity_check(store: &Path) -> Result<String, BoxError> {
     Ok(db.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
 }
 
-/// Deletes the image record the exports write (its blobs are left to `gc`).
-fn forget_image(store: &Path) -> Result<(), BoxError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let store = LocalStore::open(store).await?;
-        store.delete_image(IMAGE_NAME).await?;
-        Ok(())
-    })
-}
-
 /// xorshift64: reproducible kill moments without a dependency.
 struct Xorshift(u64);
 
@@ -158,8 +144,7 @@ pub fn bench(cache: &Path, kills: usize, seed: u64) -> Result<(), BoxError> {
         if child.try_wait()?.is_some() {
             // It beat its kill: forget the image so the next export is cold again.
             completed += 1;
-            forget_image(&store)?;
-            strata(&cli, &store, &["gc"])?;
+            strata(&cli, &store, &["rm", "--prune", IMAGE_NAME])?;
         } else {
             child.kill()?;
         }
@@ -193,7 +178,7 @@ pub fn bench(cache: &Path, kills: usize, seed: u64) -> Result<(), BoxError> {
 
     println!("crash workload: {kills} SIGKILLed cold exports of the Debian chain (seed {seed})");
     println!("  clean cold export          {cold_seconds:>8.2} s");
-    println!("  exports that finished before their kill {completed} (image removed + gc, so the next is cold)");
+    println!("  exports that finished before their kill {completed} (`strata rm --prune`, so the next is cold)");
     println!("  peak store during the kills  {peak_bytes:>12} B, {peak_ingests} ingests");
     println!(
         "  after gc                     {after_gc_bytes:>12} B, {after_gc_ingests} ingests ({})",
