@@ -4,7 +4,8 @@
 //! (`.wh..wh..opq`) removes every child of its directory that this layer did not
 //! create. Entries are refused with [`Error::PathEscapes`] when they would land outside
 //! the root: `..` components, absolute names, or a parent that is a symlink. Directory
-//! mtimes are set once all entries are in place.
+//! mtimes are set once all entries are in place. [`ApplyOptions::rootless`] maps
+//! owners to the caller (see its documentation).
 
 mod confined;
 
@@ -24,6 +25,7 @@ use crate::error::{io_err, Error, Result};
 use crate::file_metadata::Stat;
 use crate::pax::{parse_pax, parse_pax_time};
 use crate::tar_entries::{OPAQUE_MARKER, WHITEOUT_PREFIX};
+use crate::ApplyOptions;
 use confined::normalize;
 
 /// Hashes everything read through it.
@@ -56,20 +58,24 @@ impl From<Error> for ApplyFailure {
     }
 }
 
-/// Unpacks the tar read from `reader` onto `root`; `layer` names the layer in errors.
-/// Returns the reader (positioned after the tar's end marker) and the outcome.
+/// Unpacks the tar read from `reader` onto `root` as `options` say; `layer` names the
+/// layer in errors. Returns the reader (positioned after the tar's end marker) and the
+/// outcome.
 pub(crate) fn apply_tar<R: Read>(
     reader: R,
     root: &Path,
     layer: &str,
+    options: &ApplyOptions,
 ) -> (R, std::result::Result<(), ApplyFailure>) {
     let mut archive = tar::Archive::new(reader);
     let mut state = ApplyState {
         root: root.to_path_buf(),
         layer: layer.to_string(),
+        rootless: options.rootless,
         created: HashSet::new(),
         dir_times: Vec::new(),
         restore: HashMap::new(),
+        dir_modes: Vec::new(),
     };
     let outcome = state.unpack(&mut archive);
     (archive.into_inner(), outcome)
@@ -86,6 +92,7 @@ pub(crate) fn apply_plain<R: Read>(reader: R, root: &Path, layer: &str) -> Resul
         },
         root,
         layer,
+        &ApplyOptions::default(),
     );
     let corrupt = |e: io::Error| Error::CorruptLayer {
         digest: layer.to_string(),
@@ -103,6 +110,8 @@ pub(crate) fn apply_plain<R: Read>(reader: R, root: &Path, layer: &str) -> Resul
 struct ApplyState {
     root: PathBuf,
     layer: String,
+    /// [`ApplyOptions::rootless`].
+    rootless: bool,
     /// Paths (relative, normalized) this layer created or updated.
     created: HashSet<Vec<u8>>,
     /// Directory mtimes to set at the end.
@@ -111,6 +120,9 @@ struct ApplyState {
     /// at the end unless the layer has an entry for the directory itself (a layer that
     /// does not mention a directory leaves its metadata alone, as umoci does).
     restore: HashMap<PathBuf, (i64, i64)>,
+    /// Rootless: directory modes to set once the entries are in place (directories are
+    /// kept writable by their owner meanwhile), in the order they were decided.
+    dir_modes: Vec<(PathBuf, u32)>,
 }
 
 /// The metadata of one entry, PAX records applied.
@@ -154,6 +166,13 @@ impl ApplyState {
                     let this = std::mem::take(&mut ext);
                     self.apply_entry(&mut entry, &this)?;
                 }
+            }
+        }
+        // Rootless: the directories' own modes, now that nothing more is written in them.
+        for (path, mode) in &self.dir_modes {
+            if Stat::lstat_opt(path)?.is_some_and(|s| s.is_dir()) {
+                fs::set_permissions(path, fs::Permissions::from_mode(*mode))
+                    .map_err(|e| io_err(path, e))?;
             }
         }
         // Directory mtimes last: creating children would move them.
@@ -321,6 +340,14 @@ impl ApplyState {
                 let tpath = tdir.join(OsStr::from_bytes(tbase));
                 fs::hard_link(&tpath, &path).map_err(|e| io_err(&path, e))?;
             }
+            EntryType::Char | EntryType::Block if self.rootless => {
+                // An unprivileged caller cannot make device nodes: skipped.
+                tracing::debug!(
+                    entry = %String::from_utf8_lossy(&raw),
+                    "rootless: device node skipped"
+                );
+                return Ok(());
+            }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 let kind = match ty {
                     EntryType::Char => nix::sys::stat::SFlag::S_IFCHR,
@@ -390,25 +417,42 @@ impl ApplyState {
         Ok(meta)
     }
 
-    /// Owner, then mode (chown clears setuid), then xattrs.
-    fn set_meta(&self, path: &Path, meta: &EntryMeta, chmod: bool) -> Result<()> {
-        lchown(path, Some(meta.uid), Some(meta.gid)).map_err(|e| io_err(path, e))?;
+    /// Owner, then mode (chown clears setuid), then xattrs. Rootless: no owner, only
+    /// `user.` xattrs, and a directory's mode deferred (owner-writable meanwhile).
+    fn set_meta(&mut self, path: &Path, meta: &EntryMeta, chmod: bool) -> Result<()> {
+        if !self.rootless {
+            lchown(path, Some(meta.uid), Some(meta.gid)).map_err(|e| io_err(path, e))?;
+        }
         if chmod {
-            fs::set_permissions(path, fs::Permissions::from_mode(meta.mode))
+            let mut mode = meta.mode;
+            if self.rootless && Stat::lstat(path)?.is_dir() {
+                self.dir_modes.push((path.to_path_buf(), mode));
+                mode |= 0o700;
+            }
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))
                 .map_err(|e| io_err(path, e))?;
         }
         for (k, v) in &meta.xattrs {
+            if self.rootless && !k.starts_with(b"user.") {
+                continue;
+            }
             xattr::set(path, OsStr::from_bytes(k), v).map_err(|e| io_err(path, e))?;
         }
         Ok(())
     }
 
-    /// Records the mtime of existing directory `dir` before its content changes.
+    /// Records the mtime of existing directory `dir` before its content changes;
+    /// rootless, makes it writable by its owner until the layer is in place.
     fn remember(&mut self, dir: &Path) -> Result<()> {
         if !self.restore.contains_key(dir) {
             if let Some(st) = Stat::lstat_opt(dir)? {
                 self.restore
                     .insert(dir.to_path_buf(), (st.mtime, st.mtime_nsec));
+                if self.rootless && st.is_dir() && st.mode & 0o700 != 0o700 {
+                    self.dir_modes.push((dir.to_path_buf(), st.mode & 0o7777));
+                    fs::set_permissions(dir, fs::Permissions::from_mode(st.mode & 0o7777 | 0o700))
+                        .map_err(|e| io_err(dir, e))?;
+                }
             }
         }
         Ok(())
@@ -581,5 +625,57 @@ mod tests {
         assert!(!root.path().join("gone").exists());
         assert!(!root.path().join("d/sub").exists());
         assert_eq!(fs::read(root.path().join("d/new")).unwrap(), b"n");
+    }
+
+    #[test]
+    fn rootless_maps_owners_to_the_caller_and_skips_devices() {
+        let mut builder = tar::Builder::new(Vec::new());
+        let header = |path: &str, ty: EntryType, mode: u32, size: u64| {
+            let mut h = tar::Header::new_gnu();
+            h.set_path(path).unwrap();
+            h.set_entry_type(ty);
+            h.set_mode(mode);
+            h.set_uid(1234);
+            h.set_gid(5678);
+            h.set_mtime(1_600_000_000);
+            h.set_size(size);
+            h.set_cksum();
+            h
+        };
+        builder
+            .append(&header("ro/", EntryType::Directory, 0o555, 0), &[][..])
+            .unwrap();
+        builder
+            .append(&header("ro/file", EntryType::Regular, 0o640, 2), &b"hi"[..])
+            .unwrap();
+        builder
+            .append(&header("ro/null", EntryType::Char, 0o666, 0), &[][..])
+            .unwrap();
+        builder
+            .append(&header("fifo", EntryType::Fifo, 0o600, 0), &[][..])
+            .unwrap();
+        let tar = builder.into_inner().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let (_, outcome) = apply_tar(
+            &tar[..],
+            root.path(),
+            "sha256:test",
+            &ApplyOptions { rootless: true },
+        );
+        assert!(outcome.is_ok());
+        let me = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        for path in ["ro", "ro/file", "fifo"] {
+            let st = Stat::lstat(&root.path().join(path)).unwrap();
+            assert_eq!((st.uid, st.gid), me, "{path}");
+        }
+        let st = |p: &str| Stat::lstat(&root.path().join(p)).unwrap();
+        assert_eq!(st("ro").mode & 0o7777, 0o555);
+        assert_eq!(st("ro/file").mode & 0o7777, 0o640);
+        assert_eq!(st("ro").mtime, 1_600_000_000);
+        assert_eq!(fs::read(root.path().join("ro/file")).unwrap(), b"hi");
+        assert!(!root.path().join("ro/null").exists());
     }
 }
