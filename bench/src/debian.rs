@@ -307,7 +307,7 @@ fn best_of<T>(
 }
 
 /// The strata CLI binary beside this one, built on demand.
-fn strata_cli() -> Result<PathBuf, BoxError> {
+pub(crate) fn strata_cli() -> Result<PathBuf, BoxError> {
     let me = std::env::current_exe()?;
     let path = me.with_file_name("strata");
     if !path.exists() {
