@@ -121,7 +121,7 @@ fn entries(root: &Path) -> Vec<PathBuf> {
 /// Two full trees in `tmp`: `lower` with every kind of entry, and `upper`, a `cp -a`
 /// of it with files and directories deleted, a directory replaced by a file, a
 /// directory emptied and refilled, a file rewritten, and new entries (a hardlink
-/// group among them). Every mtime has nanoseconds.
+/// group among them, a file in a `0555` directory). Every mtime has nanoseconds.
 fn two_trees(tmp: &Path) -> (PathBuf, PathBuf) {
     let lower = tmp.join("lower");
     dir(&lower, 0o755);
@@ -175,6 +175,12 @@ fn two_trees(tmp: &Path) -> (PathBuf, PathBuf) {
     file(&lower.join("replaced/inside"), "i", 0o644);
     file(&lower.join("refilled/a"), "a", 0o644);
     file(&lower.join("refilled/b"), "b", 0o644);
+    file(
+        &lower.join("sealed/inner"),
+        "in a read-only directory",
+        0o644,
+    );
+    dir(&lower.join("sealed"), 0o555);
     for (i, p) in entries(&lower).iter().enumerate() {
         set_mtime(p, 1_600_000_000 + i as i64, 123_456_789 + i as i64);
     }
@@ -189,6 +195,7 @@ fn two_trees(tmp: &Path) -> (PathBuf, PathBuf) {
     file(&upper.join("refilled/c"), "c", 0o644);
     file(&upper.join("etc/conf"), "key=other\n", 0o644);
     xattr::set(upper.join("etc/conf"), "user.note", b"hello\nworld").unwrap();
+    file(&upper.join("sealed/added"), "added by root", 0o644);
     file(&upper.join("hl2/x"), "second group", 0o644);
     fs::hard_link(upper.join("hl2/x"), upper.join("hl2/y")).unwrap();
     set_mtime(&upper.join("etc/conf"), 1_700_000_000, 999_999_999);
@@ -291,6 +298,61 @@ fn rootless_owns_everything_by_the_caller_and_skips_devices() {
     assert_same_tree(&expected, &out, EVERYTHING);
     assert_same_mtimes(&expected, &out);
     assert_eq!(fs::metadata(out.join("odd")).unwrap().uid(), uid);
+}
+
+/// `--rootless` by a caller who is not root (nobody, through `setpriv`): the store
+/// and the target's parent are theirs; every file ends up theirs, with the image's
+/// modes (set-id bits, read-only files, a `0555` directory the second layer adds a
+/// file to), `user.` xattrs and mtimes, and no device nodes.
+#[test]
+fn rootless_works_for_a_caller_who_is_not_root() {
+    const NOBODY: u32 = 65534;
+    let tmp = tempfile::tempdir().unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (lower, upper) = two_trees(tmp.path());
+    let store = tmp.path().join("store");
+    export(&store, &[], &lower, &upper, "type=image,name=nobody:1");
+    let theirs = tmp.path().join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    run(Command::new("chown")
+        .arg("-R")
+        .arg(format!("{NOBODY}:{NOBODY}"))
+        .arg(&store)
+        .arg(&theirs));
+    let out = theirs.join("rootfs");
+    let ids = NOBODY.to_string();
+    let result = Command::new(tool("setpriv"))
+        .args(["--reuid", &ids, "--regid", &ids, "--clear-groups", "--"])
+        .arg(strata_tests::strata_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["unpack", "--rootless", "nobody:1"])
+        .arg(&out)
+        .env_remove("STRATA_CONTAINERD")
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+
+    let expected = tmp.path().join("expected");
+    run(Command::new("cp").arg("-a").arg(&upper).arg(&expected));
+    fs::remove_file(expected.join("dev/null")).unwrap();
+    fs::remove_file(expected.join("dev/loopx")).unwrap();
+    let dev = fs::symlink_metadata(upper.join("dev")).unwrap();
+    set_mtime(&expected.join("dev"), dev.mtime(), dev.mtime_nsec());
+    for p in entries(&expected) {
+        let md = fs::symlink_metadata(&p).unwrap();
+        lchown(&p, NOBODY, NOBODY);
+        if !md.file_type().is_symlink() {
+            fs::set_permissions(&p, fs::Permissions::from_mode(md.mode() & 0o7777)).unwrap();
+        }
+        set_mtime(&p, md.mtime(), md.mtime_nsec());
+    }
+    assert_same_tree(&expected, &out, EVERYTHING);
+    assert_same_mtimes(&expected, &out);
 }
 
 #[test]
