@@ -6,6 +6,7 @@
 //! cargo run --release -p strata-bench -- differ [--cache DIR]
 //! cargo run --release -p strata-bench -- base [--runs N]   # base image on a loopback registry
 //! cargo run --release -p strata-bench -- crash [--kills 40] # SIGKILLed exports, then gc
+//! cargo run --release -p strata-bench -- unpack [--runs N] # strata unpack against umoci unpack
 //! ```
 //!
 //! The rootfs (`debootstrap --variant=minbase bookworm`) and the containerd peer
@@ -28,6 +29,7 @@ mod base;
 mod crash;
 mod debian;
 mod synthetic;
+mod unpack;
 
 use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
@@ -90,6 +92,17 @@ enum Cmd {
         /// Seed of the kill moments.
         #[arg(long, default_value_t = 14)]
         seed: u64,
+    },
+    /// The Debian chain image (3 gzip layers) unpacked as a rootfs: `strata unpack`
+    /// from the store against `umoci unpack` (and `umoci raw unpack`) of the same image
+    /// as an OCI layout; the trees must be equal.
+    Unpack {
+        /// Where the trees and scratch stores are kept.
+        #[arg(long, env = "STRATA_BENCH_CACHE")]
+        cache: Option<PathBuf>,
+        /// Runs per configuration (the fastest is reported).
+        #[arg(long, default_value_t = 2)]
+        runs: usize,
     },
     /// (internal) the child measurements of `base`.
     #[command(hide = true, subcommand)]
@@ -208,6 +221,12 @@ fn main() {
             fs::create_dir_all(&cache)
                 .map_err(BoxError::from)
                 .and_then(|_| crash::bench(&cache, kills, seed))
+        }
+        Cmd::Unpack { cache, runs } => {
+            let cache = cache.unwrap_or_else(default_cache);
+            fs::create_dir_all(&cache)
+                .map_err(BoxError::from)
+                .and_then(|_| unpack::bench(&cache, runs.max(1)))
         }
         Cmd::MeasureBase(measure) => base::run_measure(measure),
         Cmd::Synthetic { cache, runs, large } => {

@@ -31,6 +31,9 @@
 //!   [`BaseImage`]), and turned into a chain of blob-backed refs plus its config
 //!   ([`import_image`] → [`ImportedImage`]) or fetched into a store ([`pull_image`]).
 //!   Failures are [`ImportError`]s naming the image and the blob.
+//! - Unpacking an image as a root filesystem: [`unpack_rootfs`] applies one platform's
+//!   layers onto a directory ([`UnpackOptions`]: platform, rootless, force), checking
+//!   every diffID, and removes what it wrote when it fails ([`UnpackError`]).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -78,6 +81,7 @@ mod fingerprint;
 mod immutable_ref;
 mod import;
 mod prune_extracted;
+mod unpack;
 
 pub use blob::{BlobInfo, BlobKey};
 pub use blob_layer::{BlobLayer, Materializer};
@@ -94,3 +98,4 @@ pub use import::{
     ImageRoot, ImportError, ImportedImage, InvalidImageLocation, OciLayoutProvider, PulledImage,
 };
 pub use prune_extracted::prune_extracted;
+pub use unpack::{unpack_rootfs, UnpackError, UnpackOptions, UnpackedRootfs};

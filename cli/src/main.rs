@@ -20,6 +20,7 @@ mod render;
 mod sources;
 mod store;
 mod store_cmds;
+mod unpack;
 
 use std::path::PathBuf;
 
@@ -79,6 +80,25 @@ enum Command {
     Gc,
     /// Verify every blob in the store against its digest (local store only).
     Fsck,
+    /// Apply an image record's layers onto a directory as a root filesystem (every
+    /// diffID verified); DIR must be empty or new unless --force.
+    Unpack {
+        /// The image name (as `images` lists it).
+        name: String,
+        /// The directory to unpack into (created if missing).
+        dir: PathBuf,
+        /// The platform to unpack from a multi-platform image, os/arch[/variant]
+        /// (default: the host's).
+        #[arg(long, value_name = "PLATFORM")]
+        platform: Option<String>,
+        /// Own every file by the caller instead of the image's owners (as umoci
+        /// unpack --rootless): device nodes are skipped, only user.* xattrs are set.
+        #[arg(long)]
+        rootless: bool,
+        /// Unpack into a directory that is not empty: its content is removed first.
+        #[arg(long)]
+        force: bool,
+    },
     /// Summarize an image record: manifest(s), config, layers.
     Inspect {
         /// The image name (as given to type=image,name=…).
@@ -261,6 +281,22 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Images => store_cmds::images(&store::open(&location, false).await?).await,
         Command::Gc => store_cmds::gc(&store::open(&location, false).await?, &store).await,
         Command::Fsck => store_cmds::fsck_cmd(&store::open(&location, false).await?).await,
+        Command::Unpack {
+            name,
+            dir,
+            platform,
+            rootless,
+            force,
+        } => {
+            let args = unpack::UnpackArgs {
+                name: &name,
+                dir: &dir,
+                platform: platform.as_deref(),
+                rootless,
+                force,
+            };
+            unpack::run(args, &location).await
+        }
         Command::Inspect { reference } => {
             store_cmds::inspect(&store::open(&location, false).await?, &reference).await
         }

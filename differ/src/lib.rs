@@ -170,10 +170,33 @@ pub trait Comparer: Send + Sync {
     ) -> Result<LayerBlob>;
 }
 
+/// How a layer is applied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// Map every owner to the caller, as `umoci unpack --rootless` does: no `lchown`
+    /// (files belong to whoever applies the layer), device nodes skipped (an
+    /// unprivileged caller cannot make them; FIFOs are made), xattrs outside the
+    /// `user.` namespace skipped, and directories kept writable by their owner while
+    /// the layer is applied (their mode is set once their entries are in place), so
+    /// a `0555` directory can be filled by a caller who is not root.
+    pub rootless: bool,
+}
+
 /// Unpacks a layer blob onto a tree.
 #[async_trait]
 pub trait Applier: Send + Sync {
     /// Applies the layer `desc` onto `mounts`, honouring whiteouts; verifies the blob's
     /// digest while reading. Returns the layer's diffID.
-    async fn apply(&self, desc: &Descriptor, mounts: &[Mount]) -> Result<Digest>;
+    async fn apply(&self, desc: &Descriptor, mounts: &[Mount]) -> Result<Digest> {
+        self.apply_with(desc, mounts, &ApplyOptions::default())
+            .await
+    }
+
+    /// [`apply`](Applier::apply) as `options` say (rootless, …).
+    async fn apply_with(
+        &self,
+        desc: &Descriptor,
+        mounts: &[Mount],
+        options: &ApplyOptions,
+    ) -> Result<Digest>;
 }

@@ -16,7 +16,7 @@ use crate::file_metadata::ContentCheck;
 use crate::layer_reader::open_layer;
 use crate::layer_writer::write_layer;
 use crate::tar_entries::LayerTarWriter;
-use crate::{Applier, CompareOptions, Comparer, DecompressionLimit, LayerBlob};
+use crate::{Applier, ApplyOptions, CompareOptions, Comparer, DecompressionLimit, LayerBlob};
 
 /// Computes layers by walking trees (containerd's walking differ), with a fast path
 /// for overlay snapshots that reads only the upperdir, and applies layers onto trees.
@@ -95,14 +95,20 @@ impl Comparer for WalkingDiffer {
 
 #[async_trait]
 impl Applier for WalkingDiffer {
-    async fn apply(&self, desc: &Descriptor, mounts: &[Mount]) -> Result<Digest> {
+    async fn apply_with(
+        &self,
+        desc: &Descriptor,
+        mounts: &[Mount],
+        options: &ApplyOptions,
+    ) -> Result<Digest> {
         let reader = open_layer(Arc::clone(&self.store), desc, self.limit).await?;
         let mounts = mounts.to_vec();
         let layer = desc.digest.to_string();
+        let options = *options;
         tokio::task::spawn_blocking(move || {
             let target = TempMount::mount(&mounts)?;
             let tar_limit = reader.tar_limit();
-            let (reader, outcome) = apply_tar(reader, target.path(), &layer, tar_limit);
+            let (reader, outcome) = apply_tar(reader, target.path(), &layer, tar_limit, &options);
             match outcome {
                 Ok(()) => Ok(reader.finish()?.0),
                 Err(ApplyFailure::Read(e)) => Err(reader.typed_error(e)),

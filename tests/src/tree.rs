@@ -175,3 +175,37 @@ pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
             .unwrap_or_else(|e| panic!("setting the mtime of {}: {e}", p.display()));
     }
 }
+
+/// Panics with a list of differences unless every entry under `a` has the same mtime
+/// (seconds and nanoseconds) as the same path under `b`: directories and symlinks
+/// included, the roots not. Use beside [`assert_same_tree`], which compares seconds.
+pub fn assert_same_mtimes(a: &Path, b: &Path) {
+    fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, (i64, i64)>) {
+        let path = root.join(rel);
+        let md =
+            fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+        if !rel.as_os_str().is_empty() {
+            out.insert(rel.to_path_buf(), (md.mtime(), md.mtime_nsec()));
+        }
+        if md.is_dir() {
+            for child in fs::read_dir(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())) {
+                walk(root, &rel.join(child.expect("dir entry").file_name()), out);
+            }
+        }
+    }
+    let (mut ta, mut tb) = (BTreeMap::new(), BTreeMap::new());
+    walk(a, Path::new(""), &mut ta);
+    walk(b, Path::new(""), &mut tb);
+    let diffs: Vec<String> = ta
+        .iter()
+        .filter(|(p, t)| tb.get(*p) != Some(t))
+        .map(|(p, t)| format!("{}: {t:?} != {:?}", p.display(), tb.get(p)))
+        .collect();
+    assert!(
+        diffs.is_empty() && ta.len() == tb.len(),
+        "mtimes under {} and {} differ:\n{}",
+        a.display(),
+        b.display(),
+        diffs.join("\n")
+    );
+}

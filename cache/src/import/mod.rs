@@ -49,6 +49,14 @@ impl std::fmt::Debug for ImageRecords {
     }
 }
 
+impl ImageRecords {
+    /// The image record `name`: its root descriptor, its blobs served by this store. An
+    /// unknown name is [`ImportError::TagNotFound`], naming the names there are.
+    pub async fn open(&self, name: &str) -> Result<ImageRoot, ImportError> {
+        open_record(name, self, name).await
+    }
+}
+
 /// Finds the image `reference` names, without reading it: a registry image (its
 /// manifest resolved, with `registry`'s credentials and insecure hosts; its blobs
 /// then streamed from the registry), an OCI layout or archive, a docker archive

@@ -3,6 +3,7 @@
 //! Whiteouts (`.wh.<name>`) remove what lower layers had; an opaque marker
 //! (`.wh..wh..opq`) removes every child of its directory that this layer did not
 //! create. Directory mtimes are set once all entries are in place.
+//! [`ApplyOptions::rootless`] maps owners to the caller (see its documentation).
 //!
 //! # Refusals
 //!
@@ -23,7 +24,8 @@
 //!   under a symlinked parent; a non-directory entry naming the root;
 //! - character and block devices the process may not create (no `CAP_MKNOD`: not root,
 //!   or in a user namespace). Docker and umoci skip them there; strata refuses, so a
-//!   tree never silently lacks what its layer holds. Fifos are always made.
+//!   tree never silently lacks what its layer holds, unless the caller asked for
+//!   [`ApplyOptions::rootless`], which skips them. Fifos are always made.
 //!
 //! # Limits
 //!
@@ -46,6 +48,8 @@
 mod confined;
 mod extensions;
 #[cfg(test)]
+mod rootless_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, HashSet};
@@ -62,6 +66,7 @@ use crate::error::{io_err, Error, Refusal, Result};
 use crate::file_metadata::Stat;
 use crate::pax::{parse_pax, parse_pax_time};
 use crate::tar_entries::{OPAQUE_MARKER, WHITEOUT_PREFIX};
+use crate::ApplyOptions;
 use confined::normalize;
 use extensions::{trim_nul, Extensions, MAX_EXTENSION_HEADER};
 
@@ -106,8 +111,8 @@ impl From<Refusal> for EntryFailure {
     }
 }
 
-/// Unpacks the tar read from `reader` onto `root`; `layer` names the layer in errors,
-/// and the tar may hold at most `tar_limit` bytes (an entry whose data would end past
+/// Unpacks the tar read from `reader` onto `root` as `options` say; `layer` names the
+/// layer in errors, and the tar may hold at most `tar_limit` bytes (an entry whose data would end past
 /// them is refused at its header). Returns the reader (positioned after the tar's end
 /// marker) and the outcome.
 pub(crate) fn apply_tar<R: Read>(
@@ -115,15 +120,18 @@ pub(crate) fn apply_tar<R: Read>(
     root: &Path,
     layer: &str,
     tar_limit: u64,
+    options: &ApplyOptions,
 ) -> (R, std::result::Result<(), ApplyFailure>) {
     let mut archive = tar::Archive::new(reader);
     let mut state = ApplyState {
         root: root.to_path_buf(),
         layer: layer.to_string(),
         tar_limit,
+        rootless: options.rootless,
         created: HashSet::new(),
         dir_times: Vec::new(),
         restore: HashMap::new(),
+        dir_modes: Vec::new(),
     };
     let outcome = state.unpack(&mut archive);
     (archive.into_inner(), outcome)
@@ -134,6 +142,8 @@ struct ApplyState {
     layer: String,
     /// The most bytes of tar the layer may hold.
     tar_limit: u64,
+    /// [`ApplyOptions::rootless`].
+    rootless: bool,
     /// Paths (relative, normalized) this layer created or updated.
     created: HashSet<Vec<u8>>,
     /// Directory mtimes to set at the end.
@@ -142,6 +152,9 @@ struct ApplyState {
     /// at the end unless the layer has an entry for the directory itself (a layer that
     /// does not mention a directory leaves its metadata alone, as umoci does).
     restore: HashMap<PathBuf, (i64, i64)>,
+    /// Rootless: directory modes to set once the entries are in place (directories are
+    /// kept writable by their owner meanwhile), in the order they were decided.
+    dir_modes: Vec<(PathBuf, u32)>,
 }
 
 /// The metadata of one entry, PAX records applied.
@@ -194,6 +207,13 @@ impl ApplyState {
                 {
                     return Err(self.fail(f, &name));
                 }
+            }
+        }
+        // Rootless: the directories' own modes, now that nothing more is written in them.
+        for (path, mode) in &self.dir_modes {
+            if Stat::lstat_opt(path)?.is_some_and(|s| s.is_dir()) {
+                fs::set_permissions(path, fs::Permissions::from_mode(*mode))
+                    .map_err(|e| io_err(path, e))?;
             }
         }
         // Directory mtimes last: creating children would move them.
@@ -397,6 +417,14 @@ impl ApplyState {
                     fs::hard_link(tpath, &path).map_err(|e| io_err(&path, e))?;
                 }
             }
+            EntryType::Char | EntryType::Block if self.rootless => {
+                // An unprivileged caller cannot make device nodes: skipped.
+                tracing::debug!(
+                    entry = %String::from_utf8_lossy(raw),
+                    "rootless: device node skipped"
+                );
+                return Ok(());
+            }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 let (kind, refusal) = match ty {
                     EntryType::Char => (nix::sys::stat::SFlag::S_IFCHR, Some(Refusal::CharDevice)),
@@ -491,25 +519,42 @@ impl ApplyState {
         Ok(meta)
     }
 
-    /// Owner, then mode (chown clears setuid), then xattrs.
-    fn set_meta(&self, path: &Path, meta: &EntryMeta, chmod: bool) -> Result<()> {
-        lchown(path, Some(meta.uid), Some(meta.gid)).map_err(|e| io_err(path, e))?;
+    /// Owner, then mode (chown clears setuid), then xattrs. Rootless: no owner, only
+    /// `user.` xattrs, and a directory's mode deferred (owner-writable meanwhile).
+    fn set_meta(&mut self, path: &Path, meta: &EntryMeta, chmod: bool) -> Result<()> {
+        if !self.rootless {
+            lchown(path, Some(meta.uid), Some(meta.gid)).map_err(|e| io_err(path, e))?;
+        }
         if chmod {
-            fs::set_permissions(path, fs::Permissions::from_mode(meta.mode))
+            let mut mode = meta.mode;
+            if self.rootless && Stat::lstat(path)?.is_dir() {
+                self.dir_modes.push((path.to_path_buf(), mode));
+                mode |= 0o700;
+            }
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))
                 .map_err(|e| io_err(path, e))?;
         }
         for (k, v) in &meta.xattrs {
+            if self.rootless && !k.starts_with(b"user.") {
+                continue;
+            }
             xattr::set(path, OsStr::from_bytes(k), v).map_err(|e| io_err(path, e))?;
         }
         Ok(())
     }
 
-    /// Records the mtime of existing directory `dir` before its content changes.
+    /// Records the mtime of existing directory `dir` before its content changes;
+    /// rootless, makes it writable by its owner until the layer is in place.
     fn remember(&mut self, dir: &Path) -> Result<()> {
         if !self.restore.contains_key(dir) {
             if let Some(st) = Stat::lstat_opt(dir)? {
                 self.restore
                     .insert(dir.to_path_buf(), (st.mtime, st.mtime_nsec));
+                if self.rootless && st.is_dir() && st.mode & 0o700 != 0o700 {
+                    self.dir_modes.push((dir.to_path_buf(), st.mode & 0o7777));
+                    fs::set_permissions(dir, fs::Permissions::from_mode(st.mode & 0o7777 | 0o700))
+                        .map_err(|e| io_err(dir, e))?;
+                }
             }
         }
         Ok(())

@@ -30,6 +30,7 @@ fn apply_plain<R: Read>(reader: R, root: &Path, layer: &str) -> Result<Digest> {
         root,
         layer,
         u64::MAX,
+        &ApplyOptions::default(),
     );
     let corrupt = |e: io::Error| Error::CorruptLayer {
         digest: layer.to_string(),
@@ -131,7 +132,13 @@ fn whiteouts_and_opaque_markers_remove_lower_content() {
 fn an_entry_past_the_tar_bound_is_refused_at_its_header() {
     let root = tempfile::tempdir().unwrap();
     let tar = raw_tar(b"big", EntryType::Regular, b"", &[7u8; 4096]);
-    let (_, outcome) = apply_tar(&tar[..], root.path(), "sha256:test", 2048);
+    let (_, outcome) = apply_tar(
+        &tar[..],
+        root.path(),
+        "sha256:test",
+        2048,
+        &ApplyOptions::default(),
+    );
     match outcome {
         Err(ApplyFailure::Other(Error::RefusedEntry {
             entry,
