@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use strata_content::{fetch_blob, BlobProvider, ContentStore, Labels as ContentLabels};
-use strata_differ::Applier;
+use strata_differ::{Applier, ApplyOptions};
 use strata_oci::{chain_id, labels, Compression, Descriptor, Digest};
-use strata_snapshotter::{unique_suffix, Kind, Labels, Snapshotter};
+use strata_snapshotter::{unique_suffix, Kind, Labels, Mount, Snapshotter};
 
 use crate::error::RefError;
 
@@ -50,6 +50,32 @@ impl fmt::Debug for BlobLayer {
 }
 
 impl BlobLayer {
+    /// Applies the layer onto `mounts` with `applier` (its blob already in the
+    /// applier's store) and checks what was applied hashes to its diffID:
+    /// [`RefError::Apply`] or [`RefError::DiffIdMismatch`], naming the layer.
+    pub(crate) async fn apply_checked(
+        &self,
+        applier: &dyn Applier,
+        mounts: &[Mount],
+        options: &ApplyOptions,
+    ) -> Result<(), RefError> {
+        let actual = applier
+            .apply_with(&self.descriptor, mounts, options)
+            .await
+            .map_err(|source| RefError::Apply {
+                layer: self.descriptor.digest.clone(),
+                source,
+            })?;
+        if actual != self.diff_id {
+            return Err(RefError::DiffIdMismatch {
+                layer: self.descriptor.digest.clone(),
+                expected: self.diff_id.clone(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+
     /// The blob's compression, from its media type; `None` for a media type that is
     /// not a layer strata can read.
     pub fn compression(&self) -> Option<Compression> {
@@ -159,25 +185,9 @@ impl Materializer {
             .snapshotter
             .prepare(&key, parent, Labels::new())
             .await?;
-        let applied = self
-            .applier
-            .apply(&layer.descriptor, &mounts)
-            .await
-            .map_err(|source| RefError::Apply {
-                layer: layer.descriptor.digest.clone(),
-                source,
-            })
-            .and_then(|actual| {
-                if actual == layer.diff_id {
-                    Ok(())
-                } else {
-                    Err(RefError::DiffIdMismatch {
-                        layer: layer.descriptor.digest.clone(),
-                        expected: layer.diff_id.clone(),
-                        actual,
-                    })
-                }
-            });
+        let applied = layer
+            .apply_checked(self.applier.as_ref(), &mounts, &ApplyOptions::default())
+            .await;
         let committed = match applied {
             Ok(()) => self
                 .snapshotter

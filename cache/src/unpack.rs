@@ -127,24 +127,7 @@ pub async fn unpack_rootfs(
     let mounts = [Mount::bind(dir, false)];
     let mut layers = Vec::with_capacity(read.layers.len());
     for layer in &read.layers {
-        let applied = applier
-            .apply_with(&layer.descriptor, &mounts, &apply)
-            .await
-            .map_err(|source| RefError::Apply {
-                layer: layer.descriptor.digest.clone(),
-                source,
-            })
-            .and_then(|actual| {
-                if actual == layer.diff_id {
-                    Ok(())
-                } else {
-                    Err(RefError::DiffIdMismatch {
-                        layer: layer.descriptor.digest.clone(),
-                        expected: layer.diff_id.clone(),
-                        actual,
-                    })
-                }
-            });
+        let applied = layer.apply_checked(applier, &mounts, &apply).await;
         if let Err(source) = applied {
             target.undo();
             return Err(UnpackError::Layer {

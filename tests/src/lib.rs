@@ -27,7 +27,7 @@ pub use base_image::{
     umoci_base, unique_name, BaseLayout, BASE_CREATED, BASE_ENV, BASE_HISTORY, BASE_LABEL,
     BASE_RELEASE, BASE_TAG,
 };
-pub use strata_bin::{strata_bin, strata_command};
+pub use strata_bin::{strata, strata_bin, strata_command, strata_fails, strata_ok};
 
 use std::io::{Read, Seek};
 use std::path::PathBuf;

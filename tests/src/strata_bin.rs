@@ -8,7 +8,7 @@
 //! run, so the nested build does not deadlock.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 /// The path of the `strata` binary, built on first use.
@@ -65,4 +65,37 @@ pub fn strata_command(store: &Path) -> Command {
         .env_remove("RUST_LOG")
         .env_remove("STRATA_CONTAINERD");
     cmd
+}
+
+/// Runs `strata --store <store> ARGS…` (as [`strata_command`]) to completion.
+pub fn strata(store: &Path, args: &[&str]) -> Output {
+    strata_command(store)
+        .args(args)
+        .output()
+        .expect("run strata")
+}
+
+/// Like [`strata`] but panics unless it succeeds; returns stdout.
+pub fn strata_ok(store: &Path, args: &[&str]) -> String {
+    let out = strata(store, args);
+    assert!(
+        out.status.success(),
+        "strata {args:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts `strata` failed with exit code 1 and one line on stderr; returns the line.
+pub fn strata_fails(store: &Path, args: &[&str]) -> String {
+    let out = strata(store, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "strata {args:?} should fail with exit 1:\n{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
+    stderr
 }

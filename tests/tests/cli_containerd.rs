@@ -5,44 +5,10 @@
 //! bad input (a missing socket, namespace or snapshot) failing with one line.
 
 use std::path::Path;
-use std::process::Output;
 
 use strata_tests::servers::Containerd;
-use strata_tests::strata_command;
 use strata_tests::tree::write_files;
-
-/// Runs `strata --store <store> <args>` and returns its output, whatever the status.
-fn strata(store: &Path, args: &[&str]) -> Output {
-    strata_command(store)
-        .args(args)
-        .output()
-        .expect("run strata")
-}
-
-/// Like [`strata`] but panics unless it succeeds; returns stdout.
-fn strata_ok(store: &Path, args: &[&str]) -> String {
-    let out = strata(store, args);
-    assert!(
-        out.status.success(),
-        "strata {args:?} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Asserts `strata` failed with exit code 1 and one line on stderr; returns the line.
-fn strata_fails(store: &Path, args: &[&str]) -> String {
-    let out = strata(store, args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "strata {args:?} should fail with exit 1:\n{stderr}"
-    );
-    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
-    stderr
-}
+use strata_tests::{strata, strata_fails, strata_ok};
 
 /// The `ctr images check` line of `name` in `ns`.
 fn check_line(ctd: &Containerd, ns: &str, name: &str) -> String {

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::thread::sleep;
 use std::time::Duration;
 
-use strata_tests::strata_command;
+use strata_tests::{strata_command, strata_ok};
 
 const EPOCH: &str = "1700000000";
 const IMAGE: &str = "type=image,name=crash:v1";
@@ -60,19 +60,6 @@ fn export(store: &Path, tree: &Path) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn strata_ok(store: &Path, args: &[&str]) -> String {
-    let out = strata_command(store)
-        .args(args)
-        .output()
-        .expect("run strata");
-    assert!(
-        out.status.success(),
-        "strata {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The ingest directories in the store (the local store's layout).

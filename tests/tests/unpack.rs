@@ -11,51 +11,20 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 use strata_content::{read_blob, write_blob, Image, ImageStore, LocalStore};
 use strata_oci::{media_types, Descriptor, Digest};
 use strata_tests::servers::Containerd;
 use strata_tests::tree::{assert_same_mtimes, assert_same_tree, Compare};
-use strata_tests::{run, strata_command, tool, umoci_base};
+use strata_tests::{run, strata_fails, strata_ok, tool, umoci_base};
 
 const EVERYTHING: Compare = Compare {
     mtimes: true,
     xattrs: true,
     hardlinks: true,
 };
-
-fn strata(store: &Path, args: &[&str]) -> Output {
-    strata_command(store)
-        .args(args)
-        .output()
-        .expect("run strata")
-}
-
-fn strata_ok(store: &Path, args: &[&str]) -> String {
-    let out = strata(store, args);
-    assert!(
-        out.status.success(),
-        "strata {args:?} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Asserts `strata` failed with exit code 1 and one line on stderr; returns the line.
-fn strata_fails(store: &Path, args: &[&str]) -> String {
-    let out = strata(store, args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "strata {args:?} should fail with exit 1:\n{stderr}"
-    );
-    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
-    stderr
-}
 
 fn c_path(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).expect("no NUL in a path")
