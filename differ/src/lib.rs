@@ -66,6 +66,8 @@ mod copy_layer;
 mod empty_layer;
 mod error;
 mod file_metadata;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod layer_reader;
 mod layer_writer;
 mod pax;
