@@ -81,6 +81,8 @@ mod decompression_limit;
 mod empty_layer;
 mod error;
 mod file_metadata;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod layer_reader;
 mod layer_writer;
 mod pax;

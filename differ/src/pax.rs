@@ -78,6 +78,10 @@ pub(crate) fn parse_pax_time(v: &[u8]) -> Option<(i64, i64)> {
         None => (false, s),
     };
     let (sec, frac) = s.split_once('.').unwrap_or((s, ""));
+    // One sign at most (as Go's `archive/tar`): `--N` would negate i64::MIN.
+    if neg && sec.starts_with(['+', '-']) {
+        return None;
+    }
     let sec: i64 = sec.parse().ok()?;
     let mut digits: String = frac.chars().take(9).collect();
     if !digits.chars().all(|c| c.is_ascii_digit()) {
@@ -123,6 +127,22 @@ mod tests {
         assert_eq!(parse_pax_time(b"5.5"), Some((5, 500_000_000)));
         assert_eq!(parse_pax_time(b"-0.5"), Some((-1, 500_000_000)));
         assert_eq!(parse_pax_time(b"x"), None);
+    }
+
+    /// A crash of the `layer_apply` fuzz target (PAX mtime `--9223372036854775808`,
+    /// committed as `fuzz/corpus/layer_apply/pax_mtime_two_signs`): the second sign made the seconds
+    /// i64::MIN, whose negation overflowed (a panic in debug builds, a wrapped mtime in
+    /// release ones). Refused, as Go's `archive/tar` refuses it.
+    #[test]
+    fn pax_times_with_two_signs_are_refused() {
+        assert_eq!(parse_pax_time(b"--9223372036854775808"), None);
+        assert_eq!(parse_pax_time(b"--9223372036854775808.5"), None);
+        assert_eq!(parse_pax_time(b"-+1"), None);
+        assert_eq!(
+            parse_pax_time(b"-9223372036854775807.5"),
+            Some((i64::MIN, 500_000_000))
+        );
+        assert_eq!(parse_pax_time(b"+1"), Some((1, 0)));
     }
 
     #[test]

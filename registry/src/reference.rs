@@ -58,6 +58,14 @@ impl ImageReference {
             )));
         }
         let parsed = Reference::try_from(name).map_err(|e| bad(e.to_string()))?;
+        // oci_client files `Host/repo` under docker.io with its capitals, where docker
+        // takes `Host` for a registry; a repository name is lowercase either way.
+        if parsed.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(bad(format!(
+                "repository {:?} must be lowercase",
+                parsed.repository()
+            )));
+        }
         let digest = parsed
             .digest()
             .map(|d| Digest::parse(d).map_err(|e| bad(e.to_string())))
@@ -137,6 +145,28 @@ mod tests {
     use super::*;
 
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    /// Crashes of the docker_config and output_options fuzz targets (their text round
+    /// trip): oci_client read `HociAdira/g:tag` as docker.io's `HociAdira/g`, whose
+    /// printed form `docker.io/HociAdira/g:tag` it then refused.
+    #[test]
+    fn a_repository_with_capitals_is_refused() {
+        for text in [
+            "HociAdira/g:tag",
+            "localhostH5000/x",
+            "docker.io/Library/debian",
+        ] {
+            assert!(
+                matches!(
+                    ImageReference::parse(text),
+                    Err(RegistryError::InvalidReference { .. })
+                ),
+                "{text}"
+            );
+        }
+        let ok = ImageReference::parse("registry.example:5000/a/b:1").unwrap();
+        assert_eq!(ImageReference::parse(&ok.to_string()).unwrap(), ok);
+    }
 
     #[test]
     fn parses_transport_bare_and_hub_names() {

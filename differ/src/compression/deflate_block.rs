@@ -54,6 +54,12 @@ impl BlockDeflater {
     }
 }
 
+/// [`Joiner::make_non_final`] on any bytes, with a fresh joiner (for the fuzz targets).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn make_non_final(deflate: &mut Vec<u8>) -> io::Result<()> {
+    Joiner::new()?.make_non_final(deflate)
+}
+
 /// A raw inflate stream used only to find deflate block boundaries.
 struct Joiner {
     /// Boxed: zlib's state points back at its stream, so the stream must not move.

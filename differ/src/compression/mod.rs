@@ -3,7 +3,7 @@
 //! Every encoder here produces the same bytes for the same input, level and options
 //! whatever the thread count, so a layer's digest depends only on its content.
 
-mod deflate_block;
+pub(crate) mod deflate_block;
 mod gzip;
 
 use std::io::{self, Write};
