@@ -277,6 +277,7 @@ fn compare_options(
     CompareOptions {
         compression: key.compression,
         level: opts.compression_level,
+        estargz_chunk_size: opts.estargz_chunk_size,
         source_date_epoch: key.source_date_epoch,
         threads: None,
         media_type: None,
@@ -295,5 +296,6 @@ fn blob_info(blob: LayerBlob) -> BlobInfo {
         digest: blob.descriptor.digest,
         media_type: blob.descriptor.media_type,
         size: blob.descriptor.size,
+        annotations: blob.descriptor.annotations,
     }
 }
