@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 use strata_oci::Digest;
 use strata_tests::tree::{assert_same_tree, Compare};
-use strata_tests::{run, strata_command, tool};
+use strata_tests::{run, strata_command, tool, umoci_base};
 
 /// The payload chunk size the test asks for: small, so files span several chunks.
 const CHUNK: usize = 64 * 1024;
@@ -140,22 +140,15 @@ fn gunzip(blob: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
-#[test]
-fn estargz_layers_verify_with_the_stargz_library_and_unpack_to_the_tree() {
-    let tmp = tempfile::Builder::new()
-        .prefix("strata-estargz-")
-        .tempdir()
-        .unwrap();
-    let verify = verifier(tmp.path());
-    let layers = trees(tmp.path());
-    let layout = tmp.path().join("layout");
-    let manifest = export(&tmp.path().join("store"), &layers, &layout, "2");
-
-    let config = blob_json(&layout, manifest["config"]["digest"].as_str().unwrap());
+/// Checks every layer of `manifest` in `layout`: eStargz by the Go reader (TOC digest
+/// from the annotation, every chunk), its config diffID the digest of the decompressed
+/// blob, its uncompressed-size annotation that blob's size. Returns the number of
+/// `chunk` TOC entries (chunks past a file's first).
+fn assert_estargz_layers(layout: &Path, manifest: &Value, verify: &Path) -> usize {
+    let config = blob_json(layout, manifest["config"]["digest"].as_str().unwrap());
     let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
     let descs = manifest["layers"].as_array().unwrap();
-    assert_eq!(descs.len(), 3);
-    assert_eq!(diff_ids.len(), 3);
+    assert_eq!(descs.len(), diff_ids.len());
     let mut chunk_entries = 0;
     for (desc, diff_id) in descs.iter().zip(diff_ids) {
         assert_eq!(
@@ -165,8 +158,8 @@ fn estargz_layers_verify_with_the_stargz_library_and_unpack_to_the_tree() {
         let toc = desc["annotations"]["containerd.io/snapshot/stargz/toc.digest"]
             .as_str()
             .unwrap_or_else(|| panic!("no TOC digest annotation on {desc}"));
-        let blob = blob_path(&layout, desc["digest"].as_str().unwrap());
-        let out = run(Command::new(&verify).arg(&blob).arg(toc));
+        let blob = blob_path(layout, desc["digest"].as_str().unwrap());
+        let out = run(Command::new(verify).arg(&blob).arg(toc));
         assert!(out.starts_with("ok entries="), "{out}");
 
         let tar = gunzip(&fs::read(&blob).unwrap());
@@ -179,6 +172,23 @@ fn estargz_layers_verify_with_the_stargz_library_and_unpack_to_the_tree() {
             .matches("\"type\": \"chunk\"")
             .count();
     }
+    chunk_entries
+}
+
+#[test]
+fn estargz_layers_verify_with_the_stargz_library_and_unpack_to_the_tree() {
+    let tmp = tempfile::Builder::new()
+        .prefix("strata-estargz-")
+        .tempdir()
+        .unwrap();
+    let verify = verifier(tmp.path());
+    let layers = trees(tmp.path());
+    let layout = tmp.path().join("layout");
+    let manifest = export(&tmp.path().join("store"), &layers, &layout, "2");
+
+    let descs = manifest["layers"].as_array().unwrap();
+    assert_eq!(descs.len(), 3);
+    let chunk_entries = assert_estargz_layers(&layout, &manifest, &verify);
     // many-chunks (5 more), chunk-and-a-byte (1 more); hardlink.txt is a link.
     assert_eq!(chunk_entries, 6, "chunks past the first of each file");
 
@@ -225,4 +235,41 @@ fn estargz_with_docker_media_types_is_refused_naming_the_option() {
         stderr.contains("compression=estargz") && stderr.contains("oci-mediatypes"),
         "{stderr}"
     );
+}
+
+#[test]
+fn force_compression_converts_a_base_image_to_estargz() {
+    let tmp = tempfile::Builder::new()
+        .prefix("strata-estargz-base-")
+        .tempdir()
+        .unwrap();
+    let verify = verifier(tmp.path());
+    let base = umoci_base(tmp.path());
+    let src = tmp.path().join("copy-src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("data.txt"), payload(3 * CHUNK, 9)).unwrap();
+    let layout = tmp.path().join("layout");
+    let mut cmd = strata_command(&tmp.path().join("store"));
+    cmd.args(["export", "--base", &base.oci_reference(), "--copy"])
+        .arg(format!("{}:/srv", src.display()))
+        .arg("-o")
+        .arg(format!(
+            "type=oci,tar=false,dest={},name=example.com/strata/estargz:v1,compression=estargz,force-compression=true,estargz-chunk-size={CHUNK}",
+            layout.display()
+        ));
+    run(&mut cmd);
+    let index = read_json(&layout.join("index.json"));
+    let manifest = blob_json(&layout, index["manifests"][0]["digest"].as_str().unwrap());
+    let layers = manifest["layers"].as_array().unwrap();
+    let base_layers = base.layer_digests();
+    assert_eq!(layers.len(), base_layers.len() + 1);
+    for (converted, original) in layers.iter().zip(&base_layers) {
+        assert_ne!(
+            converted["digest"].as_str().unwrap(),
+            original,
+            "the base layer was converted"
+        );
+    }
+    // data.txt: 3 chunks, 2 past its first.
+    assert!(assert_estargz_layers(&layout, &manifest, &verify) >= 2);
 }

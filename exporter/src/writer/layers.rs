@@ -117,8 +117,12 @@ impl ImageWriter {
             Compression::Gzip,
             Compression::Zstd,
             Compression::Uncompressed,
+            Compression::Estargz,
         ] {
-            if c == key.compression {
+            // An eStargz blob is a gzip one to reuse, but not a source to convert: its
+            // tar goes on with the TOC entry.
+            let skipped = c == Compression::Estargz && opts.force_compression;
+            if c == key.compression || skipped {
                 continue;
             }
             let k = BlobKey {
@@ -223,7 +227,10 @@ impl ImageWriter {
         );
         let copts = compare_options(wanted, opts, lease, task);
         let info = blob_info(strata_differ::convert_layer(store, &src, &copts).await?);
-        if info.diff_id != layer.diff_id {
+        // eStargz appends its TOC to the tar, so its diffID is a new one; the source's
+        // tar was checked against its `containerd.io/uncompressed` label (the base's
+        // diffID, set when it was fetched) while it was converted.
+        if wanted.compression != Compression::Estargz && info.diff_id != layer.diff_id {
             return Err(strata_cache::RefError::DiffIdMismatch {
                 layer: layer.descriptor.digest.clone(),
                 expected: layer.diff_id.clone(),
