@@ -94,7 +94,7 @@ use async_trait::async_trait;
 use strata_oci::{Compression, Descriptor, Digest};
 use strata_snapshotter::Mount;
 
-pub use compression::{Encoder, FinishedLayer};
+pub use compression::{Encoder, FinishedLayer, DEFAULT_ESTARGZ_CHUNK_SIZE};
 pub use convert::convert_layer;
 pub use copy_layer::{copy_layer, CopyOptions};
 pub use decompression_limit::DecompressionLimit;

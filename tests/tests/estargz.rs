@@ -206,6 +206,30 @@ fn estargz_layers_verify_with_the_stargz_library_and_unpack_to_the_tree() {
     let manifest1 = export(&tmp.path().join("store-jobs1"), &layers, &again, "1");
     assert_eq!(manifest1["layers"], manifest["layers"]);
 
+    // The default chunk size in the same store: the big layer is not the cached
+    // 64 KiB-chunk blob.
+    let default_chunks = tmp.path().join("layout-default");
+    let mut cmd = strata_command(&tmp.path().join("store"));
+    cmd.arg("export");
+    for l in &layers {
+        cmd.arg("--layer").arg(l);
+    }
+    cmd.arg("-o").arg(format!(
+        "type=oci,tar=false,dest={},name=example.com/strata/estargz:v1,compression=estargz",
+        default_chunks.display()
+    ));
+    run(&mut cmd);
+    let index = read_json(&default_chunks.join("index.json"));
+    let other = blob_json(
+        &default_chunks,
+        index["manifests"][0]["digest"].as_str().unwrap(),
+    );
+    assert_ne!(
+        other["layers"][2]["digest"],
+        manifest["layers"][2]["digest"]
+    );
+    assert_eq!(assert_estargz_layers(&default_chunks, &other, &verify), 0);
+
     let bundle = tmp.path().join("bundle");
     run(Command::new(tool("umoci"))
         .args(["unpack", "--rootless", "--image"])

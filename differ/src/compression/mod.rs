@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use strata_oci::Compression;
 
 use estargz::EstargzEncoder;
-pub(crate) use estargz::DEFAULT_CHUNK_SIZE as DEFAULT_ESTARGZ_CHUNK_SIZE;
+pub use estargz::DEFAULT_CHUNK_SIZE as DEFAULT_ESTARGZ_CHUNK_SIZE;
 use gzip::ParallelGzEncoder;
 #[cfg(test)]
 use gzip::BLOCK_SIZE as GZIP_BLOCK_SIZE;

@@ -105,7 +105,8 @@ impl ImageWriter {
             return self.base_layer_blob(r, layer, key, opts, lease, task).await;
         }
         // Reuse a blob recorded on the ref when the store still has it.
-        if let Some(info) = self.cached_blob(r, key, lease).await? {
+        let cacheable = recorded_per_key(key, opts);
+        if let Some(info) = self.cached_blob(r, key, lease).await?.filter(|_| cacheable) {
             tracing::debug!(snapshot = r.id(), digest = %info.digest, "reusing layer blob");
             return Ok(info);
         }
@@ -164,7 +165,9 @@ impl ImageWriter {
             }
         };
         let info = blob_info(blob?);
-        r.set_blob(key, info.clone()).await?;
+        if cacheable {
+            r.set_blob(key, info.clone()).await?;
+        }
         Ok(info)
     }
 
@@ -208,7 +211,12 @@ impl ImageWriter {
                 reason: "a base layer without its blob info".into(),
             });
         }
-        if let Some(info) = self.cached_blob(r, wanted, lease).await? {
+        let cacheable = recorded_per_key(wanted, opts);
+        if let Some(info) = self
+            .cached_blob(r, wanted, lease)
+            .await?
+            .filter(|_| cacheable)
+        {
             tracing::debug!(layer = %layer.descriptor.digest, digest = %info.digest, "reusing a converted base layer");
             return Ok(info);
         }
@@ -238,7 +246,9 @@ impl ImageWriter {
             }
             .into());
         }
-        r.set_blob(wanted, info.clone()).await?;
+        if cacheable {
+            r.set_blob(wanted, info.clone()).await?;
+        }
         Ok(info)
     }
 
@@ -262,6 +272,16 @@ impl ImageWriter {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Whether the blob of `key` is the one a ref records under that key: not an eStargz
+/// blob of another chunk size than the default (the key does not name the chunk size,
+/// so such a blob is neither reused nor recorded).
+fn recorded_per_key(key: BlobKey, opts: &ImageOptions) -> bool {
+    key.compression != Compression::Estargz
+        || opts
+            .estargz_chunk_size
+            .is_none_or(|c| c == strata_differ::DEFAULT_ESTARGZ_CHUNK_SIZE)
 }
 
 /// Whether a blob of `compression` can go into the image as it is, though another

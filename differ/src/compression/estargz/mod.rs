@@ -26,8 +26,9 @@ use strata_oci::{Digest, Digester};
 use super::gzip::ParallelGzEncoder;
 use toc::TocEntry;
 
-/// The default chunk size (`estargz.Writer`'s 4 MiB).
-pub(crate) const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
+/// The default eStargz chunk size: at most this many bytes of a file's payload in one
+/// gzip member (`estargz.Writer`'s 4 MiB, BuildKit's `estargz-chunk-size` default).
+pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
 
 /// A tar header block.
 const BLOCK: u64 = 512;
