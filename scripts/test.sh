@@ -8,7 +8,8 @@
 # dockerd (docker.io; servers start on loopback or a socket in a temp dir and stop by
 # PID); base images are built from the static busybox (busybox-static), which is also
 # the program `ctr run` starts in an unpacked image; pigz, zstd and attr check layers;
-# gcc builds the C of libdeflate, zstd and SQLite.
+# Go and golang-github-containerd-stargz-snapshotter-dev build the eStargz verifier
+# (tests/go/estargz); gcc builds the C of libdeflate, zstd and SQLite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,7 @@ cd "$(dirname "$0")/.."
 declare -A need=(
   [skopeo]=skopeo [umoci]=umoci [containerd]=containerd [ctr]=containerd
   [docker-registry]=docker-registry [dockerd]=docker.io [pigz]=pigz [zstd]=zstd [getfattr]=attr [gcc]=gcc
+  [go]=golang-go
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -23,6 +25,9 @@ for cmd in "${!need[@]}"; do
     || missing+=("${need[$cmd]}")
 done
 [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+# The eStargz test builds a verifier against stargz-snapshotter's Go library.
+[ -d /usr/share/gocode/src/github.com/containerd/stargz-snapshotter/estargz ] \
+  || missing+=(golang-github-containerd-stargz-snapshotter-dev)
 # Debian's plain busybox package also installs /bin/busybox, but linked dynamically:
 # base images need the static one.
 if command -v dpkg-query >/dev/null 2>&1; then

@@ -27,6 +27,7 @@ mod base;
 mod crash;
 mod debian;
 mod differ;
+mod estargz;
 mod synthetic;
 mod unpack;
 
@@ -95,6 +96,17 @@ enum Cmd {
     /// as an OCI layout; the trees must be equal.
     Unpack {
         /// Where the trees and scratch stores are kept.
+        #[arg(long, env = "STRATA_BENCH_CACHE")]
+        cache: Option<PathBuf>,
+        /// Runs per configuration (the fastest is reported).
+        #[arg(long, default_value_t = 2)]
+        runs: usize,
+    },
+    /// The Debian base layer as eStargz: strata's export with `compression=estargz`
+    /// against stargz-snapshotter's `estargz.Build` on the same tar (time, RSS, blob
+    /// size; strata's blob verified by the peer).
+    Estargz {
+        /// Where the rootfs, the peer binary and scratch stores are kept.
         #[arg(long, env = "STRATA_BENCH_CACHE")]
         cache: Option<PathBuf>,
         /// Runs per configuration (the fastest is reported).
@@ -204,6 +216,12 @@ fn main() {
             fs::create_dir_all(&cache)
                 .map_err(BoxError::from)
                 .and_then(|_| unpack::bench(&cache, runs.max(1)))
+        }
+        Cmd::Estargz { cache, runs } => {
+            let cache = cache.unwrap_or_else(default_cache);
+            fs::create_dir_all(&cache)
+                .map_err(BoxError::from)
+                .and_then(|_| estargz::bench(&cache, runs.max(1)))
         }
         Cmd::MeasureBase(measure) => base::run_measure(measure),
         Cmd::Synthetic { cache, runs, large } => {

@@ -42,6 +42,10 @@ pub struct BlobInfo {
     pub media_type: String,
     /// The blob's size in bytes.
     pub size: u64,
+    /// Annotations the blob's descriptor carries in a manifest (an eStargz blob's TOC
+    /// digest and uncompressed size); empty for most blobs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// The blob infos recorded in a snapshot's `labels`; labels that do not parse are

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use strata_content::{fetch_blob, BlobProvider, ContentStore, Labels as ContentLabels};
 use strata_differ::{Applier, ApplyOptions};
-use strata_oci::{chain_id, labels, Compression, Descriptor, Digest};
+use strata_oci::{annotations, chain_id, labels, Compression, Descriptor, Digest};
 use strata_snapshotter::{unique_suffix, Kind, Labels, Mount, Snapshotter};
 
 use crate::error::RefError;
@@ -76,10 +76,16 @@ impl BlobLayer {
         Ok(())
     }
 
-    /// The blob's compression, from its media type; `None` for a media type that is
-    /// not a layer strata can read.
+    /// The blob's compression, from its media type (eStargz: a gzip layer with the
+    /// `containerd.io/snapshot/stargz/toc.digest` annotation); `None` for a media type
+    /// that is not a layer strata can read.
     pub fn compression(&self) -> Option<Compression> {
-        Compression::from_layer_media_type(&self.descriptor.media_type)
+        let compression = Compression::from_layer_media_type(&self.descriptor.media_type)?;
+        let toc = (self.descriptor.annotations).contains_key(annotations::ESTARGZ_TOC_DIGEST);
+        Some(match compression {
+            Compression::Gzip if toc => Compression::Estargz,
+            other => other,
+        })
     }
 
     /// Fetches the blob from its provider into `store` unless the store has it,

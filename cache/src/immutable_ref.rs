@@ -183,6 +183,8 @@ impl ImmutableRef {
                     digest: layer.descriptor.digest.clone(),
                     media_type: layer.descriptor.media_type.clone(),
                     size: layer.descriptor.size,
+                    // The manifest takes a base layer's descriptor as the base has it.
+                    annotations: BTreeMap::new(),
                 },
             );
         }

@@ -130,12 +130,14 @@ async fn blob_infos_persist_across_reopen() {
         digest: digest('b'),
         media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
         size: 1234,
+        annotations: Default::default(),
     };
     let info2 = BlobInfo {
         diff_id: digest('a'),
         digest: digest('c'),
         media_type: "application/vnd.oci.image.layer.v1.tar+zstd".into(),
         size: 99,
+        annotations: Default::default(),
     };
     top.set_blob(gzip, info.clone()).await.expect("set_blob");
     top.set_blob(zstd_clamped, info2.clone())
@@ -305,6 +307,7 @@ fn refs_and_their_futures_are_send() {
                 digest: digest('a'),
                 media_type: String::new(),
                 size: 0,
+                annotations: Default::default(),
             },
         )
         .await

@@ -282,7 +282,7 @@ impl Read for LayerReader {
                 .ok_or_else(|| io::Error::other("layer decoder failed to start"))?;
             self.decoder = match compression {
                 Compression::Uncompressed => Decoder::Plain(raw),
-                Compression::Gzip => {
+                Compression::Gzip | Compression::Estargz => {
                     Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(*raw)))
                 }
                 Compression::Zstd => match zstd::stream::read::Decoder::with_buffer(*raw) {

@@ -187,41 +187,51 @@ where
     let compression = opts.compression;
     let level = opts.level;
     let threads = opts.threads;
-    let producer = tokio::task::spawn_blocking(move || -> Result<(Digest, u64)> {
+    let chunk_size = opts.estargz_chunk_size;
+    // eStargz appends the TOC to the tar: the diffID is hashed here, over both.
+    let hash_tar = hash_tar || compression == strata_oci::Compression::Estargz;
+    type Produced = (Digest, u64, std::collections::BTreeMap<String, String>);
+    let producer = tokio::task::spawn_blocking(move || -> Result<Produced> {
         let sink = ChannelSink {
             buf: Vec::with_capacity(CHUNK),
             tx,
         };
-        let encoder = Encoder::new(sink, compression, level, threads).map_err(|e| {
-            Error::Content(strata_content::Error::io(
-                "starting the layer compressor",
-                e,
-            ))
-        })?;
+        let encoder = Encoder::with_chunk_size(sink, compression, level, threads, chunk_size)
+            .map_err(|e| {
+                Error::Content(strata_content::Error::io(
+                    "starting the layer compressor",
+                    e,
+                ))
+            })?;
         let mut tar = TarSink {
             diff: hash_tar.then(Digester::new),
             encoder,
         };
         let supplied = produce(&mut tar)?;
-        let TarSink { diff, encoder } = tar;
-        let mut sink = encoder.finish().map_err(|e| {
+        let TarSink { mut diff, encoder } = tar;
+        let finished = encoder.finish_layer().map_err(|e| {
             Error::Content(strata_content::Error::io(
                 "finishing the layer compressor",
                 e,
             ))
         })?;
+        let mut sink = finished.out;
+        if let Some(diff) = &mut diff {
+            diff.update(&finished.appended);
+        }
+        let annotations = finished.annotations;
         sink.send_buf().map_err(|e| {
             Error::Content(strata_content::Error::io(
                 "sending the layer's last bytes",
                 e,
             ))
         })?;
-        match (supplied, diff) {
-            (Some(hashed), _) => Ok(hashed),
-            (None, Some(diff)) => {
+        match (diff, supplied) {
+            (Some(diff), _) => {
                 let size = diff.len();
-                Ok((diff.finish(), size))
+                Ok((diff.finish(), size, annotations))
             }
+            (None, Some((diff_id, size))) => Ok((diff_id, size, annotations)),
             (None, None) => Err(Error::Content(strata_content::Error::io(
                 "finishing the layer",
                 io::Error::other("the producer returned no diffID for the tar it hashed"),
@@ -237,7 +247,7 @@ where
             io::Error::other(join.to_string()),
         ))),
     };
-    let (diff_id, uncompressed_size) = match (pumped, produced) {
+    let (diff_id, uncompressed_size, annotations) = match (pumped, produced) {
         (Ok(()), Ok(v)) => v,
         (Err(e), _) | (Ok(()), Err(e)) => {
             drop(writer);
@@ -267,8 +277,10 @@ where
             return Err(e.into());
         }
     }
+    let mut descriptor = Descriptor::new(media_type, digest, size);
+    descriptor.annotations = annotations;
     Ok(LayerBlob {
-        descriptor: Descriptor::new(media_type, digest, size),
+        descriptor,
         diff_id,
         uncompressed_size,
     })

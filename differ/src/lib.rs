@@ -96,7 +96,7 @@ use async_trait::async_trait;
 use strata_oci::{Compression, Descriptor, Digest};
 use strata_snapshotter::Mount;
 
-pub use compression::Encoder;
+pub use compression::{Encoder, FinishedLayer, DEFAULT_ESTARGZ_CHUNK_SIZE};
 pub use convert::convert_layer;
 pub use copy_layer::{copy_layer, CopyOptions};
 pub use decompression_limit::DecompressionLimit;
@@ -112,8 +112,12 @@ pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
 pub struct CompareOptions {
     /// The blob's compression.
     pub compression: Compression,
-    /// Compression level (gzip 0–9, zstd 1–22); `None` for the default (gzip 6, zstd 3).
+    /// Compression level (gzip and eStargz 0–9, zstd 1–22); `None` for the default
+    /// (gzip 6, zstd 3).
     pub level: Option<i32>,
+    /// eStargz only: the most bytes of a file's payload in one gzip member (one TOC
+    /// chunk); `None` for 4 MiB (BuildKit's `estargz-chunk-size` default).
+    pub estargz_chunk_size: Option<u64>,
     /// Clamp every entry's mtime to at most this many seconds since the epoch.
     pub source_date_epoch: Option<i64>,
     /// Compression threads; `None` for the machine's cores. Never changes the bytes.
@@ -136,6 +140,7 @@ impl Default for CompareOptions {
         CompareOptions {
             compression: Compression::Gzip,
             level: None,
+            estargz_chunk_size: None,
             source_date_epoch: None,
             threads: None,
             media_type: None,
@@ -147,7 +152,9 @@ impl Default for CompareOptions {
     }
 }
 
-/// A layer blob committed to the store, and the digest of its uncompressed tar.
+/// A layer blob committed to the store, and the digest of its uncompressed tar. An
+/// eStargz blob's descriptor carries its TOC digest and uncompressed size annotations,
+/// and its diffID is that of the whole decompressed stream (TOC entry included).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerBlob {
     /// The committed blob.

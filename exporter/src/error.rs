@@ -52,7 +52,7 @@ pub enum Error {
     #[error("invalid source: {0}")]
     InvalidSource(String),
     /// The chosen compression cannot be expressed with the chosen media types.
-    #[error("compression {compression} is not supported with {media_types} media types")]
+    #[error("compression={compression} is not supported with {media_types} media types (oci-mediatypes=false); use OCI media types")]
     UnsupportedCompression {
         /// The compression asked for.
         compression: strata_oci::Compression,

@@ -109,6 +109,9 @@ pub struct ImageOptions {
     pub compression: Compression,
     /// Compression level (`compression-level`).
     pub compression_level: Option<i32>,
+    /// eStargz payload chunk size in bytes (`estargz-chunk-size`, BuildKit's option;
+    /// `None`: 4 MiB). Only with `compression=estargz`.
+    pub estargz_chunk_size: Option<u64>,
     /// Convert blobs that exist in another compression (`force-compression`).
     pub force_compression: bool,
     /// Clamp times to this epoch (`source-date-epoch`).
@@ -130,6 +133,7 @@ impl Default for ImageOptions {
             oci_media_types: true,
             compression: Compression::Gzip,
             compression_level: None,
+            estargz_chunk_size: None,
             force_compression: false,
             source_date_epoch: None,
             annotations: Annotations::default(),
@@ -226,14 +230,24 @@ impl OutputOptions {
                 }
                 ("oci-mediatypes", _, _) => image.oci_media_types = parse_bool(key, value)?,
                 ("compression", _, _) => {
-                    image.compression = Compression::parse(value)
-                        .ok_or_else(|| invalid("expected uncompressed, gzip or zstd".into()))?;
+                    image.compression = Compression::parse(value).ok_or_else(|| {
+                        invalid("expected uncompressed, gzip, zstd or estargz".into())
+                    })?;
                 }
                 ("compression-level", _, _) => {
                     image.compression_level = Some(
                         value
                             .parse::<i32>()
                             .map_err(|e| invalid(format!("not an integer: {e}")))?,
+                    );
+                }
+                ("estargz-chunk-size", _, _) => {
+                    image.estargz_chunk_size = Some(
+                        value
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| invalid("expected a positive number of bytes".into()))?,
                     );
                 }
                 ("force-compression", _, _) => image.force_compression = parse_bool(key, value)?,
@@ -330,7 +344,7 @@ fn check_compression(image: &ImageOptions) -> Result<()> {
     if let Some(level) = image.compression_level {
         let range = match image.compression {
             Compression::Uncompressed => None,
-            Compression::Gzip => Some(0..=9),
+            Compression::Gzip | Compression::Estargz => Some(0..=9),
             Compression::Zstd => Some(1..=22),
         };
         if let Some(r) = range {
@@ -348,9 +362,9 @@ fn check_compression(image: &ImageOptions) -> Result<()> {
             }
         }
     }
-    if !image.oci_media_types && image.compression == Compression::Zstd {
+    if !image.oci_media_types && image.compression.layer_media_type(false).is_none() {
         return Err(Error::UnsupportedCompression {
-            compression: Compression::Zstd,
+            compression: image.compression,
             media_types: "Docker",
         });
     }

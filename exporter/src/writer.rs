@@ -135,9 +135,11 @@ fn base_layer_descriptor(desc: &Descriptor, types: MediaTypes) -> Result<Descrip
     let mut out = desc.clone();
     out.platform = None;
     out.annotations.retain(|k, _| {
-        !k.starts_with("containerd.io/")
-            && !k.starts_with("strata.io/")
-            && !k.starts_with("buildkit/")
+        // An eStargz layer's TOC digest is for every snapshotter that lazily pulls it.
+        k == annotations::ESTARGZ_TOC_DIGEST
+            || !k.starts_with("containerd.io/")
+                && !k.starts_with("strata.io/")
+                && !k.starts_with("buildkit/")
     });
     let oci_family = desc.media_type.starts_with("application/vnd.oci.");
     if oci_family != types.oci {
@@ -186,9 +188,9 @@ impl ImageWriter {
         let types = MediaTypes {
             oci: opts.oci_media_types,
         };
-        if !types.oci && opts.compression == Compression::Zstd {
+        if !types.oci && opts.compression.layer_media_type(false).is_none() {
             return Err(Error::UnsupportedCompression {
-                compression: Compression::Zstd,
+                compression: opts.compression,
                 media_types: "Docker",
             });
         }
@@ -420,7 +422,9 @@ impl ImageWriter {
                         compression,
                         media_types: "Docker",
                     })?;
-            layers.push(Descriptor::new(media_type, info.digest.clone(), info.size));
+            let mut desc = Descriptor::new(media_type, info.digest.clone(), info.size);
+            desc.annotations = info.annotations.clone();
+            layers.push(desc);
             diff_ids.push(info.diff_id.clone());
         }
         let config = patch_config(

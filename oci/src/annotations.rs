@@ -18,3 +18,9 @@ pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
 pub const DOCKER_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
 /// The [`DOCKER_REFERENCE_TYPE`] of an attestation manifest: not a runnable image.
 pub const ATTESTATION_MANIFEST: &str = "attestation-manifest";
+/// On an eStargz layer's descriptor: the digest of its table of contents
+/// (`stargz.index.json`), which a lazy-pulling snapshotter verifies the TOC against.
+pub const ESTARGZ_TOC_DIGEST: &str = "containerd.io/snapshot/stargz/toc.digest";
+/// On an eStargz layer's descriptor: the size of its decompressed stream (tar, TOC
+/// entry and all), for containers/storage's Stargz Store.
+pub const ESTARGZ_UNCOMPRESSED_SIZE: &str = "io.containers.estargz.uncompressed-size";

@@ -16,15 +16,27 @@ pub enum Compression {
     Gzip,
     /// zstd (RFC 8878).
     Zstd,
+    /// eStargz (containerd/stargz-snapshotter `docs/estargz.md`): gzip with a member per
+    /// file payload and chunk, a table of contents (`stargz.index.json`) and a footer,
+    /// so a snapshotter can fetch files lazily. Valid gzip to every other reader; OCI
+    /// media types only; its layer descriptor carries [`crate::annotations::ESTARGZ_TOC_DIGEST`]
+    /// and [`crate::annotations::ESTARGZ_UNCOMPRESSED_SIZE`].
+    Estargz,
 }
 
 impl Compression {
-    /// BuildKit's name for it: `uncompressed`, `gzip`, `zstd`.
+    /// Whether blobs of this compression are gzip streams (gzip and eStargz).
+    pub fn is_gzip(self) -> bool {
+        matches!(self, Compression::Gzip | Compression::Estargz)
+    }
+
+    /// BuildKit's name for it: `uncompressed`, `gzip`, `zstd`, `estargz`.
     pub fn as_str(self) -> &'static str {
         match self {
             Compression::Uncompressed => "uncompressed",
             Compression::Gzip => "gzip",
             Compression::Zstd => "zstd",
+            Compression::Estargz => "estargz",
         }
     }
 
@@ -34,26 +46,30 @@ impl Compression {
             "uncompressed" => Some(Compression::Uncompressed),
             "gzip" => Some(Compression::Gzip),
             "zstd" => Some(Compression::Zstd),
+            "estargz" => Some(Compression::Estargz),
             _ => None,
         }
     }
 
     /// The layer media type for this compression, OCI or Docker; `None` where Docker
-    /// schema2 has no type for it (zstd).
+    /// schema2 has no type for it (zstd, eStargz: BuildKit refuses eStargz with Docker
+    /// media types too).
     pub fn layer_media_type(self, oci: bool) -> Option<&'static str> {
         use media_types::*;
         Some(match (self, oci) {
             (Compression::Uncompressed, true) => OCI_LAYER,
             (Compression::Gzip, true) => OCI_LAYER_GZIP,
             (Compression::Zstd, true) => OCI_LAYER_ZSTD,
+            (Compression::Estargz, true) => OCI_LAYER_GZIP,
             (Compression::Uncompressed, false) => DOCKER_LAYER,
             (Compression::Gzip, false) => DOCKER_LAYER_GZIP,
-            (Compression::Zstd, false) => return None,
+            (Compression::Zstd | Compression::Estargz, false) => return None,
         })
     }
 
     /// The compression a layer media type says its blob has; `None` for a media type
-    /// that is not a layer.
+    /// that is not a layer. An eStargz blob's media type is gzip's: this says
+    /// [`Compression::Gzip`] for it (which reads it).
     pub fn from_layer_media_type(media_type: &str) -> Option<Compression> {
         use media_types::*;
         match media_type {

@@ -35,12 +35,17 @@ pub(crate) const BLOCK_SIZE: usize = 1024 * 1024;
 struct Job {
     index: u64,
     data: Vec<u8>,
+    /// The block ends its gzip member (its deflate stream gets the final bit).
     last: bool,
+    /// The block begins a gzip member (a header goes before it).
+    first: bool,
 }
 
 /// One compressed block.
 struct Done {
     index: u64,
+    first: bool,
+    last: bool,
     crc: crc32fast::Hasher,
     bytes: io::Result<Vec<u8>>,
     /// The input buffer, handed back for reuse.
@@ -56,6 +61,8 @@ fn compress_job(deflater: &mut io::Result<BlockDeflater>, job: Job) -> Done {
     };
     Done {
         index: job.index,
+        first: job.first,
+        last: job.last,
         crc,
         bytes,
         data: job.data,
@@ -75,6 +82,10 @@ fn header(level: u32) -> [u8; 10] {
 /// A [`Write`] that gzips into `W`. With `threads` > 1 its blocks are compressed by the
 /// process-wide workers (one per core), up to 2 × `threads` at a time (fewer while
 /// other encoders share the workers); with 0 or 1, inline on the caller's thread.
+///
+/// The output is one gzip member unless [`ParallelGzEncoder::end_member`] cuts it into
+/// several (eStargz): each member is a complete gzip stream, compressed in blocks as the
+/// single one is, and [`ParallelGzEncoder::member_offsets`] says where each begins.
 pub(crate) struct ParallelGzEncoder<W: Write> {
     out: Option<W>,
     level: u32,
@@ -85,13 +96,21 @@ pub(crate) struct ParallelGzEncoder<W: Write> {
     next_index: u64,
     next_to_write: u64,
     crc: crc32fast::Hasher,
-    total_in: u64,
     pool: Option<Pool>,
     /// Finished blocks waiting for their predecessors.
     pending: BTreeMap<u64, Done>,
     /// Spare input buffers.
     spare: Vec<Vec<u8>>,
-    header_written: bool,
+    /// A member has begun (its first block is being filled or was dispatched).
+    member_open: bool,
+    /// Members begun so far (dispatched first blocks).
+    members_begun: usize,
+    /// Bytes written to `out` so far.
+    written: u64,
+    /// Input bytes of the member being written out (its ISIZE).
+    member_in: u64,
+    /// Where each member begins in the output, in order (known once written out).
+    member_offsets: Vec<u64>,
     finished: bool,
 }
 
@@ -187,6 +206,8 @@ fn work(rx: &Mutex<mpsc::Receiver<Task>>) {
         }))
         .unwrap_or_else(|_| Done {
             index,
+            first: false,
+            last: false,
             crc: crc32fast::Hasher::new(),
             bytes: Err(io::Error::other("gzip: a compression worker panicked")),
             data: Vec::new(),
@@ -218,11 +239,14 @@ impl<W: Write> ParallelGzEncoder<W> {
             next_index: 0,
             next_to_write: 0,
             crc: crc32fast::Hasher::new(),
-            total_in: 0,
             pool,
             pending: BTreeMap::new(),
             spare: Vec::new(),
-            header_written: false,
+            member_open: false,
+            members_begun: 0,
+            written: 0,
+            member_in: 0,
+            member_offsets: Vec::new(),
             finished: false,
         }
     }
@@ -233,21 +257,34 @@ impl<W: Write> ParallelGzEncoder<W> {
             .ok_or_else(|| io::Error::other("gzip encoder already finished"))
     }
 
-    fn write_header(&mut self) -> io::Result<()> {
-        if !self.header_written {
-            let h = header(self.level);
-            self.out()?.write_all(&h)?;
-            self.header_written = true;
-        }
+    fn emit(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out()?.write_all(bytes)?;
+        self.written += bytes.len() as u64;
         Ok(())
     }
 
-    /// Writes every finished block that is next in order.
+    /// Writes every finished block that is next in order, with its member's header
+    /// before it (first block) and trailer after it (last block).
     fn drain_ready(&mut self) -> io::Result<()> {
         while let Some(done) = self.pending.remove(&self.next_to_write) {
             let bytes = done.bytes?;
+            if done.first {
+                self.member_offsets.push(self.written);
+                self.crc = crc32fast::Hasher::new();
+                self.member_in = 0;
+                self.emit(&header(self.level))?;
+            }
             self.crc.combine(&done.crc);
-            self.out()?.write_all(&bytes)?;
+            self.member_in += done.data.len() as u64;
+            self.emit(&bytes)?;
+            if done.last {
+                let crc = std::mem::take(&mut self.crc).finalize();
+                let isize = (self.member_in & 0xffff_ffff) as u32;
+                let mut trailer = [0u8; 8];
+                trailer[..4].copy_from_slice(&crc.to_le_bytes());
+                trailer[4..].copy_from_slice(&isize.to_le_bytes());
+                self.emit(&trailer)?;
+            }
             self.next_to_write += 1;
             let mut data = done.data;
             data.clear();
@@ -273,7 +310,11 @@ impl<W: Write> ParallelGzEncoder<W> {
 
     /// Hands the current block to a worker (or compresses it inline).
     fn dispatch(&mut self, last: bool) -> io::Result<()> {
-        self.write_header()?;
+        let first = !self.member_open;
+        self.member_open = !last;
+        if first {
+            self.members_begun += 1;
+        }
         let fresh = self
             .spare
             .pop()
@@ -283,6 +324,7 @@ impl<W: Write> ParallelGzEncoder<W> {
             index: self.next_index,
             data,
             last,
+            first,
         };
         self.next_index += 1;
         if self.pool.is_none() {
@@ -327,26 +369,54 @@ impl<W: Write> ParallelGzEncoder<W> {
         self.drain_ready()
     }
 
-    /// Compresses what is left, writes the trailer and returns the inner writer.
-    pub(super) fn finish(mut self) -> io::Result<W> {
-        self.finished = true;
+    /// Ends the gzip member being written (the bytes written so far, since the
+    /// previous call, form one member; a member with no bytes is an empty one); the next
+    /// byte written begins a new member. Returns the new member's index in
+    /// [`ParallelGzEncoder::member_offsets`].
+    pub(super) fn end_member(&mut self) -> io::Result<usize> {
         self.dispatch(true)?;
+        Ok(self.current_member())
+    }
+
+    /// The index of the member the next byte written goes into.
+    pub(super) fn current_member(&self) -> usize {
+        if self.member_open {
+            self.members_begun - 1
+        } else {
+            self.members_begun
+        }
+    }
+
+    /// Waits until every block dispatched so far is written out, so that
+    /// [`ParallelGzEncoder::member_offsets`] covers every ended member.
+    pub(super) fn sync(&mut self) -> io::Result<()> {
         while self.pool.as_ref().is_some_and(|p| p.in_flight > 0) {
             self.receive_one()?;
         }
-        self.drain_ready()?;
-        let crc = self.crc.clone().finalize();
-        let isize = (self.total_in & 0xffff_ffff) as u32;
-        let mut trailer = [0u8; 8];
-        trailer[..4].copy_from_slice(&crc.to_le_bytes());
-        trailer[4..].copy_from_slice(&isize.to_le_bytes());
+        self.drain_ready()
+    }
+
+    /// Where each member written out so far begins in the output.
+    pub(super) fn member_offsets(&self) -> &[u64] {
+        &self.member_offsets
+    }
+
+    /// Compresses what is left, writes the trailer and returns the inner writer.
+    pub(super) fn finish(self) -> io::Result<W> {
+        self.finish_members().map(|(out, _)| out)
+    }
+
+    /// [`ParallelGzEncoder::finish`], also returning where each member begins.
+    pub(super) fn finish_members(mut self) -> io::Result<(W, Vec<u64>)> {
+        self.finished = true;
+        self.dispatch(true)?;
+        self.sync()?;
         let mut out = self
             .out
             .take()
             .ok_or_else(|| io::Error::other("gzip encoder already finished"))?;
-        out.write_all(&trailer)?;
         out.flush()?;
-        Ok(out)
+        Ok((out, std::mem::take(&mut self.member_offsets)))
     }
 }
 
@@ -365,7 +435,6 @@ impl<W: Write> Write for ParallelGzEncoder<W> {
                 self.dispatch(false)?;
             }
         }
-        self.total_in += buf.len() as u64;
         Ok(buf.len())
     }
 

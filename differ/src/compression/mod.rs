@@ -4,13 +4,17 @@
 //! whatever the thread count, so a layer's digest depends only on its content.
 
 pub(crate) mod deflate_block;
+mod estargz;
 mod gzip;
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use strata_oci::Compression;
 
+use estargz::EstargzEncoder;
+pub use estargz::DEFAULT_CHUNK_SIZE as DEFAULT_ESTARGZ_CHUNK_SIZE;
 use gzip::ParallelGzEncoder;
 #[cfg(test)]
 use gzip::BLOCK_SIZE as GZIP_BLOCK_SIZE;
@@ -29,7 +33,7 @@ pub(crate) const DEFAULT_ZSTD_LEVEL: i32 = 3;
 pub(crate) fn effective_level(compression: Compression, level: Option<i32>) -> i32 {
     match compression {
         Compression::Uncompressed => 0,
-        Compression::Gzip => level.unwrap_or(DEFAULT_GZIP_LEVEL).clamp(0, 9),
+        Compression::Gzip | Compression::Estargz => level.unwrap_or(DEFAULT_GZIP_LEVEL).clamp(0, 9),
         Compression::Zstd => level.unwrap_or(DEFAULT_ZSTD_LEVEL).clamp(1, 22),
     }
 }
@@ -86,6 +90,21 @@ enum Compressor<W: Write> {
     Gzip(Box<ParallelGzEncoder<W>>),
     /// Multithreaded zstd, and its share of the machine's zstd workers.
     Zstd(zstd::stream::write::Encoder<'static, W>, ZstdShare),
+    /// eStargz: parallel gzip members cut where the tar's entries and chunks are.
+    Estargz(Box<EstargzEncoder<W>>),
+}
+
+/// What an [`Encoder`] leaves when it ends ([`Encoder::finish_layer`]).
+pub struct FinishedLayer<W> {
+    /// The inner writer, everything written to it.
+    pub out: W,
+    /// Uncompressed bytes the encoder appended to the tar it was given (eStargz: the
+    /// TOC's tar entry and the end-of-archive blocks; empty for the others). The
+    /// blob decompresses to the tar followed by these: the diffID covers them.
+    pub appended: Vec<u8>,
+    /// Annotations the layer's descriptor must carry (eStargz: the TOC digest and the
+    /// uncompressed size; empty for the others).
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl<W: Write> Encoder<W> {
@@ -96,6 +115,18 @@ impl<W: Write> Encoder<W> {
         compression: Compression,
         level: Option<i32>,
         threads: Option<usize>,
+    ) -> io::Result<Self> {
+        Self::with_chunk_size(out, compression, level, threads, None)
+    }
+
+    /// [`Encoder::new`] with eStargz payload chunks of `estargz_chunk_size` bytes
+    /// (`None`: 4 MiB, stargz-snapshotter's default; ignored for other compressions).
+    pub fn with_chunk_size(
+        out: W,
+        compression: Compression,
+        level: Option<i32>,
+        threads: Option<usize>,
+        estargz_chunk_size: Option<u64>,
     ) -> io::Result<Self> {
         let level = effective_level(compression, level);
         let threads = effective_threads(threads);
@@ -120,12 +151,50 @@ impl<W: Write> Encoder<W> {
                 enc.include_checksum(true)?;
                 Compressor::Zstd(enc, share)
             }
+            Compression::Estargz => Compressor::Estargz(Box::new(EstargzEncoder::new(
+                out,
+                level as u32,
+                threads,
+                estargz_chunk_size.unwrap_or(DEFAULT_ESTARGZ_CHUNK_SIZE),
+            ))),
         }))
     }
 
-    /// Ends the stream and returns the inner writer.
+    /// Ends the stream: the inner writer, and what eStargz added (the uncompressed
+    /// bytes it appended, the descriptor's annotations).
+    pub fn finish_layer(self) -> io::Result<FinishedLayer<W>> {
+        match self.0 {
+            Compressor::Estargz(e) => {
+                let end = (*e).finish()?;
+                let annotations = BTreeMap::from([
+                    (
+                        strata_oci::annotations::ESTARGZ_TOC_DIGEST.to_string(),
+                        end.toc_digest.to_string(),
+                    ),
+                    (
+                        strata_oci::annotations::ESTARGZ_UNCOMPRESSED_SIZE.to_string(),
+                        end.uncompressed_size.to_string(),
+                    ),
+                ]);
+                Ok(FinishedLayer {
+                    out: end.out,
+                    appended: end.appended,
+                    annotations,
+                })
+            }
+            other => Ok(FinishedLayer {
+                out: Encoder(other).finish()?,
+                appended: Vec::new(),
+                annotations: BTreeMap::new(),
+            }),
+        }
+    }
+
+    /// Ends the stream and returns the inner writer (for eStargz, see
+    /// [`Encoder::finish_layer`]: the diffID and annotations need what it returns).
     pub fn finish(self) -> io::Result<W> {
         match self.0 {
+            Compressor::Estargz(_) => self.finish_layer().map(|f| f.out),
             Compressor::Uncompressed(mut w) => {
                 w.flush()?;
                 Ok(w)
@@ -146,6 +215,7 @@ impl<W: Write> Write for Encoder<W> {
             Compressor::Uncompressed(w) => w.write(buf),
             Compressor::Gzip(g) => g.write(buf),
             Compressor::Zstd(z, _) => z.write(buf),
+            Compressor::Estargz(e) => e.write(buf),
         }
     }
 
@@ -154,6 +224,7 @@ impl<W: Write> Write for Encoder<W> {
             Compressor::Uncompressed(w) => w.write_all(buf),
             Compressor::Gzip(g) => g.write_all(buf),
             Compressor::Zstd(z, _) => z.write_all(buf),
+            Compressor::Estargz(e) => e.write_all(buf),
         }
     }
 
@@ -163,7 +234,7 @@ impl<W: Write> Write for Encoder<W> {
             Compressor::Gzip(g) => g.flush(),
             // A zstd flush would end a block early and make the bytes depend on the
             // caller's flush calls.
-            Compressor::Zstd(..) => Ok(()),
+            Compressor::Zstd(..) | Compressor::Estargz(_) => Ok(()),
         }
     }
 }

@@ -105,7 +105,8 @@ impl ImageWriter {
             return self.base_layer_blob(r, layer, key, opts, lease, task).await;
         }
         // Reuse a blob recorded on the ref when the store still has it.
-        if let Some(info) = self.cached_blob(r, key, lease).await? {
+        let cacheable = recorded_per_key(key, opts);
+        if let Some(info) = self.cached_blob(r, key, lease).await?.filter(|_| cacheable) {
             tracing::debug!(snapshot = r.id(), digest = %info.digest, "reusing layer blob");
             return Ok(info);
         }
@@ -117,8 +118,12 @@ impl ImageWriter {
             Compression::Gzip,
             Compression::Zstd,
             Compression::Uncompressed,
+            Compression::Estargz,
         ] {
-            if c == key.compression {
+            // An eStargz blob is a gzip one to reuse, but not a source to convert: its
+            // tar goes on with the TOC entry.
+            let skipped = c == Compression::Estargz && opts.force_compression;
+            if c == key.compression || skipped {
                 continue;
             }
             let k = BlobKey {
@@ -160,7 +165,9 @@ impl ImageWriter {
             }
         };
         let info = blob_info(blob?);
-        r.set_blob(key, info.clone()).await?;
+        if cacheable {
+            r.set_blob(key, info.clone()).await?;
+        }
         Ok(info)
     }
 
@@ -204,7 +211,12 @@ impl ImageWriter {
                 reason: "a base layer without its blob info".into(),
             });
         }
-        if let Some(info) = self.cached_blob(r, wanted, lease).await? {
+        let cacheable = recorded_per_key(wanted, opts);
+        if let Some(info) = self
+            .cached_blob(r, wanted, lease)
+            .await?
+            .filter(|_| cacheable)
+        {
             tracing::debug!(layer = %layer.descriptor.digest, digest = %info.digest, "reusing a converted base layer");
             return Ok(info);
         }
@@ -223,7 +235,10 @@ impl ImageWriter {
         );
         let copts = compare_options(wanted, opts, lease, task);
         let info = blob_info(strata_differ::convert_layer(store, &src, &copts).await?);
-        if info.diff_id != layer.diff_id {
+        // eStargz appends its TOC to the tar, so its diffID is a new one; the source's
+        // tar was checked against its `containerd.io/uncompressed` label (the base's
+        // diffID, set when it was fetched) while it was converted.
+        if wanted.compression != Compression::Estargz && info.diff_id != layer.diff_id {
             return Err(strata_cache::RefError::DiffIdMismatch {
                 layer: layer.descriptor.digest.clone(),
                 expected: layer.diff_id.clone(),
@@ -231,7 +246,9 @@ impl ImageWriter {
             }
             .into());
         }
-        r.set_blob(wanted, info.clone()).await?;
+        if cacheable {
+            r.set_blob(wanted, info.clone()).await?;
+        }
         Ok(info)
     }
 
@@ -257,6 +274,16 @@ impl ImageWriter {
     }
 }
 
+/// Whether the blob of `key` is the one a ref records under that key: not an eStargz
+/// blob of another chunk size than the default (the key does not name the chunk size,
+/// so such a blob is neither reused nor recorded).
+fn recorded_per_key(key: BlobKey, opts: &ImageOptions) -> bool {
+    key.compression != Compression::Estargz
+        || opts
+            .estargz_chunk_size
+            .is_none_or(|c| c == strata_differ::DEFAULT_ESTARGZ_CHUNK_SIZE)
+}
+
 /// Whether a blob of `compression` can go into the image as it is, though another
 /// compression was asked for: BuildKit's default, unless the media types cannot
 /// express it (zstd with Docker media types).
@@ -277,6 +304,7 @@ fn compare_options(
     CompareOptions {
         compression: key.compression,
         level: opts.compression_level,
+        estargz_chunk_size: opts.estargz_chunk_size,
         source_date_epoch: key.source_date_epoch,
         threads: None,
         media_type: None,
@@ -295,5 +323,6 @@ fn blob_info(blob: LayerBlob) -> BlobInfo {
         digest: blob.descriptor.digest,
         media_type: blob.descriptor.media_type,
         size: blob.descriptor.size,
+        annotations: blob.descriptor.annotations,
     }
 }

@@ -1,0 +1,144 @@
+//! The `estargz` workload (issue 16): the Debian base rootfs exported by the strata CLI
+//! with `compression=estargz` (walk, tar, eStargz, hash, store: the whole export)
+//! against stargz-snapshotter's `estargz.Build` (BuildKit's writer, the
+//! `../shared/peers/estargz` peer) converting the same layer's tar, which strata
+//! exports once, untimed, with `compression=uncompressed`. Both are child processes
+//! (wall time, `wait4` peak RSS); the fastest of `runs` is reported, with both blob
+//! sizes. After the clock, strata's blob is verified by the peer (TOC against the
+//! layer's `toc.digest` annotation, every chunk): a blob that does not verify fails the
+//! bench.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::debian::strata_cli;
+use crate::{ensure_rootfs, run_measured, BoxError};
+
+/// Builds the peer with `../shared/peers/estargz/build.sh`; returns its path.
+fn ensure_peer(cache: &Path) -> Result<PathBuf, BoxError> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/estargz/build.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .env("ESTARGZ_PEER_DIR", cache.join("peers/estargz"))
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running {script:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{script:?} failed ({})", out.status).into());
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let path = stdout
+        .lines()
+        .last()
+        .ok_or_else(|| format!("{script:?} printed no path"))?;
+    Ok(PathBuf::from(path.trim()))
+}
+
+/// The only layer of the layout's only image: its blob path and descriptor.
+fn only_layer(layout: &Path) -> Result<(PathBuf, Value), BoxError> {
+    let blob = |d: &str| -> Result<PathBuf, BoxError> {
+        let hex = d.strip_prefix("sha256:").ok_or("not a sha256 digest")?;
+        Ok(layout.join("blobs/sha256").join(hex))
+    };
+    let index: Value = serde_json::from_slice(&fs::read(layout.join("index.json"))?)?;
+    let manifest = index["manifests"][0]["digest"]
+        .as_str()
+        .ok_or("no manifest in index.json")?;
+    let manifest: Value = serde_json::from_slice(&fs::read(blob(manifest)?)?)?;
+    let layer = manifest["layers"][0].clone();
+    let digest = layer["digest"].as_str().ok_or("no layer")?;
+    Ok((blob(digest)?, layer))
+}
+
+/// One `strata export` of `rootfs` into a fresh store and layout under `scratch`.
+fn export(
+    strata: &Path,
+    rootfs: &Path,
+    scratch: &Path,
+    compression: &str,
+) -> Result<(PathBuf, Value, f64, i64), BoxError> {
+    let _ = fs::remove_dir_all(scratch);
+    fs::create_dir_all(scratch)?;
+    let layout = scratch.join("layout");
+    let (_, seconds, rss) = run_measured(
+        Command::new(strata)
+            .arg("--store")
+            .arg(scratch.join("store"))
+            .args(["export", "--progress", "quiet", "--layer"])
+            .arg(rootfs)
+            .arg("-o")
+            .arg(format!(
+                "type=oci,tar=false,dest={},compression={compression}",
+                layout.display()
+            )),
+    )?;
+    let (blob, desc) = only_layer(&layout)?;
+    Ok((blob, desc, seconds, rss))
+}
+
+/// Runs the workload and prints its table.
+pub fn bench(cache: &Path, runs: usize) -> Result<(), BoxError> {
+    let rootfs = ensure_rootfs(cache)?;
+    let strata = strata_cli()?;
+    let peer = ensure_peer(cache)?;
+    let scratch = cache.join("scratch-estargz");
+    let (tar, _, _, _) = export(&strata, &rootfs, &scratch.join("tar"), "uncompressed")?;
+    let tar_bytes = fs::metadata(&tar)?.len();
+
+    let mut ours: Option<(f64, i64, u64)> = None;
+    for _ in 0..runs {
+        let (blob, desc, seconds, rss) =
+            export(&strata, &rootfs, &scratch.join("strata"), "estargz")?;
+        let toc = desc["annotations"]["containerd.io/snapshot/stargz/toc.digest"]
+            .as_str()
+            .ok_or("strata's layer has no toc.digest annotation")?;
+        let (out, _, _) = run_measured(Command::new(&peer).arg(&blob).arg(toc))?;
+        if !String::from_utf8_lossy(&out).starts_with("ok ") {
+            return Err("strata's blob did not verify".into());
+        }
+        let size = fs::metadata(&blob)?.len();
+        if ours.is_none_or(|(s, _, _)| seconds < s) {
+            ours = Some((seconds, rss, size));
+        }
+    }
+    let mut theirs: Option<(f64, i64, u64)> = None;
+    let out_blob = scratch.join("peer.esgz");
+    for _ in 0..runs {
+        let (_, seconds, rss) =
+            run_measured(Command::new(&peer).arg("-build").arg(&tar).arg(&out_blob))?;
+        let size = fs::metadata(&out_blob)?.len();
+        if theirs.is_none_or(|(s, _, _)| seconds < s) {
+            theirs = Some((seconds, rss, size));
+        }
+    }
+    let _ = fs::remove_dir_all(&scratch);
+    let (Some(ours), Some(theirs)) = (ours, theirs) else {
+        return Err("no runs".into());
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "\neStargz: the Debian base layer ({:.1} MB of tar), {cores} cores, best of {runs}",
+        tar_bytes as f64 / 1e6
+    );
+    println!("| | wall s | peak RSS MiB | blob MB |");
+    println!("|---|---:|---:|---:|");
+    for (name, (s, rss, size)) in [
+        ("strata export, compression=estargz", ours),
+        ("estargz.Build of the same tar", theirs),
+    ] {
+        println!(
+            "| {name} | {s:.2} | {:.0} | {:.2} |",
+            rss as f64 / 1024.0,
+            size as f64 / 1e6
+        );
+    }
+    println!(
+        "strata is {:.1}× faster; its blob is {:+.2} % of estargz.Build's",
+        theirs.0 / ours.0,
+        (ours.2 as f64 / theirs.2 as f64 - 1.0) * 100.0
+    );
+    Ok(())
+}
