@@ -10,31 +10,16 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
 use crate::debian::strata_cli;
-use crate::{ensure_rootfs, run_measured, BoxError};
+use crate::{build_shared_peer, ensure_rootfs, run_measured, BoxError};
 
 /// Builds the peer with `../shared/peers/estargz/build.sh`; returns its path.
 fn ensure_peer(cache: &Path) -> Result<PathBuf, BoxError> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/estargz/build.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .env("ESTARGZ_PEER_DIR", cache.join("peers/estargz"))
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("running {script:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("{script:?} failed ({})", out.status).into());
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let path = stdout
-        .lines()
-        .last()
-        .ok_or_else(|| format!("{script:?} printed no path"))?;
-    Ok(PathBuf::from(path.trim()))
+    build_shared_peer("estargz", "ESTARGZ_PEER_DIR", &cache.join("peers/estargz"))
 }
 
 /// The only layer of the layout's only image: its blob path and descriptor.

@@ -343,10 +343,19 @@ fn ensure_rootfs(cache: &Path) -> Result<PathBuf, BoxError> {
 
 /// Builds ctddiff with the script in `../shared/peers/ctddiff`; returns its path.
 fn ensure_ctddiff(cache: &Path) -> Result<PathBuf, BoxError> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/ctddiff/build.sh");
+    build_shared_peer("ctddiff", "CTDDIFF_OUT", &cache.join("peers"))
+}
+
+/// Runs `../shared/peers/<peer>/build.sh` with `out_var=out` (where it builds); returns
+/// the binary path the script prints as its last line.
+fn build_shared_peer(peer: &str, out_var: &str, out: &Path) -> Result<PathBuf, BoxError> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/peers")
+        .join(peer)
+        .join("build.sh");
     let out = Command::new("bash")
         .arg(&script)
-        .env("CTDDIFF_OUT", cache.join("peers"))
+        .env(out_var, out)
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| format!("running {script:?}: {e}"))?;
