@@ -3,7 +3,7 @@
 //! `strata pull`; and the native snapshotter under the store that base trees and
 //! `unpack=true` images are extracted into.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,23 +20,13 @@ use strata_registry::RegistryOptions;
 use strata_snapshotter::{NativeSnapshotter, Snapshotter};
 
 use crate::error::CliError;
-use crate::export::snapshots_dir;
 use crate::plan::{parse_platform, CopyPlan};
 use crate::store::{self, Store, StoreLocation};
+use crate::store::{native_snapshots_dir, NATIVE_SNAPSHOTTER};
 
 /// How long the lease on `--copy` layers and pulled blobs outlives a process that died
 /// holding it.
 const TEMPORARY_LEASE: Duration = Duration::from_secs(3600);
-
-/// The name of strata's native snapshotter under the store, as `unpack=true` records
-/// it in the config's `containerd.io/gc.ref.snapshot.native` label.
-pub const NATIVE_SNAPSHOTTER: &str = "native";
-
-/// Where the native snapshotter under the store keeps its snapshots: base images'
-/// trees (one committed snapshot per chainID) and images unpacked with `unpack=true`.
-pub fn native_snapshots_dir(store_dir: &Path) -> PathBuf {
-    snapshots_dir(store_dir).join(NATIVE_SNAPSHOTTER)
-}
 
 /// What turns the base images of `store` into trees: blobs fetched into the store,
 /// applied by the walking differ, into the native snapshotter under `store_dir`.

@@ -69,11 +69,6 @@ pub struct ExportArgs {
 /// extracts into unless `--snapshotter` names another.
 pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
 
-/// Where the snapshot metadata of the directory snapshotter lives in a store.
-pub fn snapshots_dir(store: &Path) -> PathBuf {
-    store.join(".strata").join("snapshots")
-}
-
 fn exporter(
     kind: OutputKind,
     ctx: ExportContext,

@@ -18,8 +18,8 @@ use strata_snapshotter::{DirectorySnapshotter, Snapshotter};
 
 use crate::base;
 use crate::error::CliError;
-use crate::export::snapshots_dir;
 use crate::plan::{LayerPlan, Plan, PlatformPlan};
+use crate::store::snapshots_dir;
 use crate::store::{Store, StoreLocation};
 
 /// What building the platforms' sources needs besides the plan.

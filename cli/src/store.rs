@@ -15,6 +15,21 @@ use strata_content::{ContentStore, GarbageCollector, ImageStore, LeaseManager, L
 
 use crate::error::CliError;
 
+/// Where the snapshot metadata of the directory snapshotter lives in a store.
+pub fn snapshots_dir(store: &Path) -> PathBuf {
+    store.join(".strata").join("snapshots")
+}
+
+/// The name of strata's native snapshotter under the store, as `unpack=true` records
+/// it in the config's `containerd.io/gc.ref.snapshot.native` label.
+pub const NATIVE_SNAPSHOTTER: &str = "native";
+
+/// Where the native snapshotter under the store keeps its snapshots: base images'
+/// trees (one committed snapshot per chainID) and images unpacked with `unpack=true`.
+pub fn native_snapshots_dir(store_dir: &Path) -> PathBuf {
+    snapshots_dir(store_dir).join(NATIVE_SNAPSHOTTER)
+}
+
 /// The containerd namespace used when `--namespace` is not given (created if missing,
 /// as `ctr` does).
 pub const DEFAULT_NAMESPACE: &str = "default";

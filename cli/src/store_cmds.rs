@@ -10,10 +10,9 @@ use strata_content::{fsck, read_blob};
 use strata_oci::{media_types, walk_image, Descriptor, ImageNode, WalkError};
 use strata_snapshotter::DirectorySnapshotter;
 
-use crate::base::NATIVE_SNAPSHOTTER;
 use crate::error::CliError;
-use crate::export::snapshots_dir;
 use crate::store::Store;
+use crate::store::{native_snapshots_dir, snapshots_dir, NATIVE_SNAPSHOTTER};
 
 /// The largest manifest, index or config `inspect` reads.
 const MAX_JSON: u64 = 16 << 20;
@@ -77,7 +76,7 @@ pub async fn gc(store: &Store, store_dir: &Path) -> Result<(), CliError> {
     // Extracted base images nothing references, after the blobs: a chain is kept
     // exactly as long as an unpacked image's config (kept by its record) labels it,
     // so `strata rm --prune` frees an unpacked image's blobs and chain in one pass.
-    let native = crate::base::native_snapshots_dir(store_dir);
+    let native = native_snapshots_dir(store_dir);
     let removed_extracted = if native.is_dir() {
         let snapshots = crate::base::native(store_dir)?;
         prune_extracted(

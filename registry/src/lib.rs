@@ -14,7 +14,6 @@
 
 mod auth;
 mod client;
-mod credential_helper;
 mod error;
 mod options;
 mod pull;

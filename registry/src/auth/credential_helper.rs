@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use serde::Deserialize;
 
-use crate::auth::Credentials;
+use super::Credentials;
 use crate::error::RegistryError;
 
 /// What a helper prints for `get`.
@@ -90,8 +90,8 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
 
+    use super::super::credentials_for;
     use super::*;
-    use crate::auth::credentials_for;
 
     /// Writes `docker-credential-<name>` into `dir` running `body`.
     fn helper(dir: &Path, name: &str, body: &str) {

@@ -1,7 +1,7 @@
 //! Registry credentials from a docker config file (`~/.docker/config.json`, the file
 //! `docker login` writes), looked up in this order:
 //!
-//! 1. `credHelpers[registry]`: that credential helper ([`crate::credential_helper`]);
+//! 1. `credHelpers[registry]`: that credential helper ([`credential_helper`]);
 //! 2. `credsStore`: the default credential helper, when set (the file's `auths` then
 //!    only name registries, as the docker CLI keeps them);
 //! 3. an `auths[registry]` entry with credentials: its `auth` (base64 of
@@ -16,7 +16,7 @@ use base64::Engine as _;
 use oci_client::secrets::RegistryAuth;
 use serde::Deserialize;
 
-use crate::credential_helper;
+mod credential_helper;
 use crate::error::RegistryError;
 
 /// How to authenticate to one registry.
