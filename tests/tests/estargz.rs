@@ -2,8 +2,10 @@
 //! own reader (the `estargz` Go package BuildKit and the snapshotter use: the TOC
 //! against the layer's `containerd.io/snapshot/stargz/toc.digest` annotation, then
 //! every chunk's digest), the config's diff_ids are the digests of the decompressed
-//! blobs, the same trees give the same image with one or two jobs, umoci unpacks the
-//! image to the source tree, and Docker media types are refused naming the option.
+//! blobs, the same trees give the same image with one or two jobs, umoci and containerd
+//! (`ctr images import` + `mount`) unpack the image to the source tree, prioritized
+//! files come before the prefetch landmark where the reader looks for it, and Docker
+//! media types are refused naming the option.
 //!
 //! Needs Go and Debian's golang-github-containerd-stargz-snapshotter-dev (the verifier
 //! in `tests/go/estargz` is built against it; scripts/test.sh installs both).
@@ -16,6 +18,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 use strata_oci::Digest;
+use strata_tests::servers::Containerd;
 use strata_tests::tree::{assert_same_tree, Compare};
 use strata_tests::{run, strata_command, tool, umoci_base};
 
@@ -274,6 +277,58 @@ fn estargz_layers_verify_with_the_stargz_library_and_unpack_to_the_tree() {
         .arg(format!("{}:v1", layout.display()))
         .arg(&bundle));
     assert_same_tree(&bundle.join("rootfs"), &layers[2], Compare::default());
+}
+
+#[test]
+fn containerd_imports_and_unpacks_an_estargz_image_to_the_tree() {
+    let tmp = tempfile::Builder::new()
+        .prefix("strata-estargz-ctr-")
+        .tempdir()
+        .unwrap();
+    let layers = trees(tmp.path());
+    let tar = tmp.path().join("image.tar");
+    let mut cmd = strata_command(&tmp.path().join("store"));
+    cmd.arg("export");
+    for l in &layers {
+        cmd.arg("--layer").arg(l);
+    }
+    cmd.arg("-o").arg(format!(
+        "type=oci,dest={},name=example.com/strata/estargz:v1,compression=estargz,estargz-chunk-size={CHUNK}",
+        tar.display()
+    ));
+    run(&mut cmd);
+
+    // containerd reads the layers as the gzip they are (its own differ, not the
+    // stargz snapshotter): imported complete, unpacked, the rootfs is the last tree.
+    let containerd = Containerd::start();
+    containerd.ctr(&[
+        "images",
+        "import",
+        "--snapshotter",
+        "native",
+        tar.to_str().unwrap(),
+    ]);
+    let check = containerd.ctr(&["images", "check"]);
+    let line = check
+        .lines()
+        .find(|l| l.starts_with("example.com/strata/estargz:v1"))
+        .unwrap_or_else(|| panic!("image not listed by ctr images check:\n{check}"));
+    assert!(line.contains("complete"), "{check}");
+    let mnt = tmp.path().join("ctr-mount");
+    fs::create_dir_all(&mnt).unwrap();
+    containerd.ctr(&[
+        "images",
+        "mount",
+        "--snapshotter",
+        "native",
+        "example.com/strata/estargz:v1",
+        mnt.to_str().unwrap(),
+    ]);
+    let same = std::panic::catch_unwind(|| assert_same_tree(&mnt, &layers[2], Compare::default()));
+    containerd.ctr(&["images", "unmount", mnt.to_str().unwrap()]);
+    if let Err(e) = same {
+        std::panic::resume_unwind(e);
+    }
 }
 
 #[test]
