@@ -501,6 +501,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn prioritized_names_are_taken_from_the_layer_root() {
+        for (name, rel) in [
+            ("/bin/sh", "bin/sh"),
+            ("./bin/sh", "bin/sh"),
+            ("bin/sh", "bin/sh"),
+            ("//./etc/", "etc"),
+            ("/", ""),
+            ("./", ""),
+        ] {
+            assert_eq!(layer_relative(name), Path::new(rel), "{name}");
+        }
+        assert!(is_landmark(Path::new(".prefetch.landmark")));
+        assert!(!is_landmark(Path::new("etc/.prefetch.landmark")));
+    }
+
+    #[test]
     fn a_file_that_shrinks_after_stat_is_tree_changed() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
