@@ -123,7 +123,8 @@ pub struct CompareOptions {
     /// layer come first, in this order, then `.prefetch.landmark`; a layer holding none
     /// of them (or an empty list) starts with `.no.prefetch.landmark` (stargz-snapshotter's
     /// `estargz.Build` with `WithPrioritizedFiles`, as `ctr-remote optimize` uses it).
-    /// Applies to layers walked from trees, not to converted blobs.
+    /// Applies to the layers [`WalkingDiffer`] compares; copy layers ([`copy_layer`]) and
+    /// converted blobs ([`convert_layer`]) get no landmarks.
     pub estargz_prioritized_files: Option<Vec<String>>,
     /// Clamp every entry's mtime to at most this many seconds since the epoch.
     pub source_date_epoch: Option<i64>,
