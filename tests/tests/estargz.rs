@@ -412,10 +412,19 @@ fn prioritized_files_come_before_the_prefetch_landmark_in_each_layer() {
         &tmp.path().join("store"),
         &layers,
         &tmp.path().join("again"),
-        "1",
+        "2",
         &option,
     );
     assert_eq!(again["layers"], manifest["layers"]);
+    // Written afresh with one job: the same layers.
+    let fresh = export(
+        &tmp.path().join("store-jobs1"),
+        &layers,
+        &tmp.path().join("fresh"),
+        "1",
+        &option,
+    );
+    assert_eq!(fresh["layers"], manifest["layers"]);
     // A list naming nothing in any layer: every layer starts with the no-prefetch
     // landmark (other blobs again).
     let none = tmp.path().join("none");
