@@ -372,6 +372,22 @@ fn build_shared_peer(peer: &str, out_var: &str, out: &Path) -> Result<PathBuf, B
 
 /// Runs `cmd`, returning its stdout, wall seconds and peak RSS (KiB) from `wait4`.
 fn run_measured(cmd: &mut Command) -> Result<(Vec<u8>, f64, i64), BoxError> {
+    run_measured_cpu(cmd).map(|m| (m.stdout, m.seconds, m.peak_rss_kib))
+}
+
+/// What [`run_measured_cpu`] measured of a child process.
+struct Measured {
+    stdout: Vec<u8>,
+    /// Wall seconds.
+    seconds: f64,
+    /// Peak RSS in KiB.
+    peak_rss_kib: i64,
+    /// User + system CPU seconds (its threads and waited-for children).
+    cpu_seconds: f64,
+}
+
+/// Runs `cmd`: its stdout, wall seconds, peak RSS and CPU seconds from `wait4`.
+fn run_measured_cpu(cmd: &mut Command) -> Result<Measured, BoxError> {
     let start = Instant::now();
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -394,7 +410,13 @@ fn run_measured(cmd: &mut Command) -> Result<(Vec<u8>, f64, i64), BoxError> {
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
         return Err(format!("{cmd:?} failed (wait status {status})").into());
     }
-    Ok((stdout, seconds, usage.ru_maxrss))
+    let cpu = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(Measured {
+        stdout,
+        seconds,
+        peak_rss_kib: usage.ru_maxrss,
+        cpu_seconds: cpu(usage.ru_utime) + cpu(usage.ru_stime),
+    })
 }
 
 /// Counts what is written to it.

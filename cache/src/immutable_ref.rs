@@ -177,6 +177,7 @@ impl ImmutableRef {
                 BlobKey {
                     compression,
                     source_date_epoch: None,
+                    estargz: Default::default(),
                 },
                 BlobInfo {
                     diff_id: layer.diff_id.clone(),

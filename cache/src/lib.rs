@@ -83,7 +83,7 @@ mod import;
 mod prune_extracted;
 mod unpack;
 
-pub use blob::{BlobInfo, BlobKey};
+pub use blob::{BlobInfo, BlobKey, EstargzVariant};
 pub use blob_layer::{BlobLayer, Materializer};
 pub use copy_ref::copy_ref;
 pub use directories::{

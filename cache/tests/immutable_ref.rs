@@ -4,7 +4,7 @@ use std::fs;
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_cache::{BlobInfo, BlobKey, ImmutableRef, LABEL_DESCRIPTION};
+use strata_cache::{BlobInfo, BlobKey, EstargzVariant, ImmutableRef, LABEL_DESCRIPTION};
 use strata_oci::{Compression, Digest};
 use strata_snapshotter::{Error, Filter, Kind, Labels, NativeSnapshotter, Snapshotter, TempMount};
 
@@ -119,10 +119,12 @@ async fn blob_infos_persist_across_reopen() {
     let gzip = BlobKey {
         compression: Compression::Gzip,
         source_date_epoch: None,
+        estargz: Default::default(),
     };
     let zstd_clamped = BlobKey {
         compression: Compression::Zstd,
         source_date_epoch: Some(1_700_000_000),
+        estargz: Default::default(),
     };
     assert_eq!(top.blob(gzip), None);
     let info = BlobInfo {
@@ -149,17 +151,53 @@ async fn blob_infos_persist_across_reopen() {
 
     let s: Arc<dyn Snapshotter> = Arc::new(NativeSnapshotter::open(tmp.path()).expect("reopen"));
     let top = ImmutableRef::load(s.clone(), "top").await.expect("load");
-    assert_eq!(top.blob(gzip), Some(info));
+    assert_eq!(top.blob(gzip), Some(info.clone()));
     assert_eq!(top.blob(zstd_clamped), Some(info2));
     assert_eq!(
         top.blob(BlobKey {
             compression: Compression::Zstd,
-            source_date_epoch: None
+            source_date_epoch: None,
+            estargz: Default::default(),
         }),
         None,
         "an unclamped zstd blob is another blob"
     );
     assert_eq!(top.parent().expect("mid").blob(gzip), None);
+
+    // eStargz blobs of other chunk sizes and prefetch lists are other blobs, each kept.
+    let files = vec!["usr/bin/sh".to_string(), "etc/passwd".to_string()];
+    let variants = [
+        EstargzVariant::default(),
+        EstargzVariant::new(Some(64 * 1024), None),
+        EstargzVariant::new(None, Some(&files)),
+        EstargzVariant::new(Some(64 * 1024), Some(&files)),
+        EstargzVariant::new(None, Some(&files[..1])),
+    ];
+    assert_eq!(
+        EstargzVariant::new(Some(4 << 20), None),
+        EstargzVariant::default(),
+        "the default chunk size is the default key"
+    );
+    for (i, v) in variants.iter().enumerate() {
+        let key = BlobKey {
+            compression: Compression::Estargz,
+            source_date_epoch: Some(7),
+            estargz: *v,
+        };
+        let mut info = info.clone();
+        info.size = i as u64;
+        top.set_blob(key, info).await.expect("set_blob");
+    }
+    drop(top);
+    let top = ImmutableRef::load(s.clone(), "top").await.expect("load");
+    for (i, v) in variants.iter().enumerate() {
+        let key = BlobKey {
+            compression: Compression::Estargz,
+            source_date_epoch: Some(7),
+            estargz: *v,
+        };
+        assert_eq!(top.blob(key).map(|b| b.size), Some(i as u64), "{v:?}");
+    }
     assert_eq!(
         top.description(),
         "RUN make top",
@@ -301,6 +339,7 @@ fn refs_and_their_futures_are_send() {
             BlobKey {
                 compression: Compression::Gzip,
                 source_date_epoch: None,
+                estargz: Default::default(),
             },
             BlobInfo {
                 diff_id: digest('a'),

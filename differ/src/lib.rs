@@ -118,6 +118,14 @@ pub struct CompareOptions {
     /// eStargz only: the most bytes of a file's payload in one gzip member (one TOC
     /// chunk); `None` for 4 MiB (BuildKit's `estargz-chunk-size` default).
     pub estargz_chunk_size: Option<u64>,
+    /// eStargz only: prefetch landmarks. `None`: none (BuildKit's `compression=estargz`).
+    /// `Some(files)`: the entries of `files` (paths from the layer root) that are in the
+    /// layer come first, in this order, then `.prefetch.landmark`; a layer holding none
+    /// of them (or an empty list) starts with `.no.prefetch.landmark` (stargz-snapshotter's
+    /// `estargz.Build` with `WithPrioritizedFiles`, as `ctr-remote optimize` uses it).
+    /// Applies to the layers [`WalkingDiffer`] compares; copy layers ([`copy_layer`]) and
+    /// converted blobs ([`convert_layer`]) get no landmarks.
+    pub estargz_prioritized_files: Option<Vec<String>>,
     /// Clamp every entry's mtime to at most this many seconds since the epoch.
     pub source_date_epoch: Option<i64>,
     /// Compression threads; `None` for the machine's cores. Never changes the bytes.
@@ -141,6 +149,7 @@ impl Default for CompareOptions {
             compression: Compression::Gzip,
             level: None,
             estargz_chunk_size: None,
+            estargz_prioritized_files: None,
             source_date_epoch: None,
             threads: None,
             media_type: None,

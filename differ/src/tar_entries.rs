@@ -30,6 +30,13 @@ pub(crate) const WHITEOUT_PREFIX: &str = ".wh.";
 /// The name of the opaque marker.
 pub(crate) const OPAQUE_MARKER: &str = ".wh..wh..opq";
 
+/// The eStargz landmark ending the files to prefetch (`estargz.PrefetchLandmark`).
+pub(crate) const PREFETCH_LANDMARK: &str = ".prefetch.landmark";
+/// The eStargz landmark saying not to prefetch (`estargz.NoPrefetchLandmark`).
+pub(crate) const NO_PREFETCH_LANDMARK: &str = ".no.prefetch.landmark";
+/// A landmark's one byte (`estargz`'s `landmarkContents`).
+const LANDMARK_CONTENTS: u8 = 0xf;
+
 const BLOCK: usize = 512;
 /// The largest value a 12-byte octal field holds.
 const MAX_OCTAL_12: u64 = 0o77777777777;
@@ -76,6 +83,78 @@ impl<W: Write> LayerTarWriter<W> {
             self.write_change(source_root, change)?;
         }
         self.finish()
+    }
+
+    /// [`LayerTarWriter::write_all`] for an eStargz layer with prefetch landmarks, as
+    /// stargz-snapshotter's `estargz.Build` (`WithPrioritizedFiles`) and `ctr-remote
+    /// optimize` place them: the entries of `prioritized` that are in `set` first, in
+    /// the list's order, each after its parent directories, then `.prefetch.landmark`;
+    /// when none of them is in the layer (or the list is empty), `.no.prefetch.landmark`
+    /// first. Then the rest of `set` in layer order. Names are relative to the layer
+    /// root (a leading `/` or `./` is ignored); landmarks already in the tree are left
+    /// out, as `estargz.Build` drops them.
+    pub(crate) fn write_all_prioritized(
+        mut self,
+        source_root: &Path,
+        set: &ChangeSet,
+        prioritized: &[String],
+    ) -> Result<W> {
+        let entries: HashSet<&Path> = set
+            .iter()
+            .filter_map(|c| match c {
+                Change::Entry(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        let mut first: HashSet<&Path> = HashSet::new();
+        for name in prioritized {
+            let Some(rel) = entries.get(layer_relative(name)).copied() else {
+                continue;
+            };
+            if is_landmark(rel) || !first.insert(rel) {
+                continue;
+            }
+            check_reserved(rel)?;
+            self.ensure_parents(source_root, rel)?;
+            if !self.dirs.contains(rel) {
+                self.write_entry(source_root, rel)?;
+            }
+        }
+        let landmark = match first.is_empty() {
+            true => NO_PREFETCH_LANDMARK,
+            false => PREFETCH_LANDMARK,
+        };
+        self.write_landmark(landmark)?;
+        for change in set.iter() {
+            if let Change::Entry(p) = change {
+                if first.contains(p) || is_landmark(p) {
+                    continue;
+                }
+            }
+            self.write_change(source_root, change)?;
+        }
+        self.finish()
+    }
+
+    /// A landmark: a regular file at the root holding the byte 0x0f, mode 0, owner 0,
+    /// mtime 0 (what `estargz.Build` writes).
+    fn write_landmark(&mut self, name: &str) -> Result<()> {
+        let st = Stat {
+            mode: libc::S_IFREG,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            size: 1,
+            mtime: 0,
+            mtime_nsec: 0,
+            dev: 0,
+            ino: 0,
+            nlink: 1,
+        };
+        let header = name.as_bytes();
+        self.write_header(header, None, EntryType::Regular, &st, 1, &BTreeMap::new())?;
+        self.out.write_all(&[LANDMARK_CONTENTS]).map_err(sink_err)?;
+        self.pad(1)
     }
 
     /// Writes the end-of-archive marker and returns the sink.
@@ -359,6 +438,26 @@ impl<W: Write> LayerTarWriter<W> {
 }
 
 /// Copies `src` into a fixed field, truncating (the full value is in a PAX record).
+/// `name` as a path relative to the layer root (`cleanEntryName`: leading `/` and `./`
+/// dropped, as trailing `/`).
+fn layer_relative(name: &str) -> &Path {
+    let mut rel = name.trim_end_matches('/');
+    loop {
+        let before = rel;
+        rel = rel.trim_start_matches('/');
+        rel = rel.strip_prefix("./").unwrap_or(rel);
+        if rel == before {
+            break;
+        }
+    }
+    Path::new(if rel == "." { "" } else { rel })
+}
+
+/// A landmark's name at the layer root.
+fn is_landmark(rel: &Path) -> bool {
+    rel == Path::new(PREFETCH_LANDMARK) || rel == Path::new(NO_PREFETCH_LANDMARK)
+}
+
 fn set_bytes(field: &mut [u8], src: &[u8]) {
     let n = src.len().min(field.len());
     field[..n].copy_from_slice(&src[..n]);
@@ -400,6 +499,22 @@ fn sink_err(e: io::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prioritized_names_are_taken_from_the_layer_root() {
+        for (name, rel) in [
+            ("/bin/sh", "bin/sh"),
+            ("./bin/sh", "bin/sh"),
+            ("bin/sh", "bin/sh"),
+            ("//./etc/", "etc"),
+            ("/", ""),
+            ("./", ""),
+        ] {
+            assert_eq!(layer_relative(name), Path::new(rel), "{name}");
+        }
+        assert!(is_landmark(Path::new(".prefetch.landmark")));
+        assert!(!is_landmark(Path::new("etc/.prefetch.landmark")));
+    }
 
     #[test]
     fn a_file_that_shrinks_after_stat_is_tree_changed() {

@@ -10,7 +10,7 @@ use strata_oci::{Descriptor, Digest};
 use strata_snapshotter::{Mount, MountLayout, TempMount};
 
 use crate::apply::{apply_tar, ApplyFailure};
-use crate::changes::{double_walk, overlay_changes, upperdir_is_plain};
+use crate::changes::{double_walk, overlay_changes, upperdir_is_plain, ChangeSet};
 use crate::error::{Error, Result};
 use crate::file_metadata::ContentCheck;
 use crate::layer_reader::open_layer;
@@ -86,8 +86,12 @@ impl Comparer for WalkingDiffer {
         let upper = upper.to_vec();
         let epoch = opts.source_date_epoch;
         let check = self.check;
+        let prioritized = match opts.compression {
+            strata_oci::Compression::Estargz => opts.estargz_prioritized_files.clone(),
+            _ => None,
+        };
         write_layer(Arc::clone(&self.store), opts, move |sink| {
-            write_diff(&lower, &upper, epoch, check, sink)
+            write_diff(&lower, &upper, epoch, check, prioritized.as_deref(), sink)
         })
         .await
     }
@@ -124,14 +128,24 @@ impl Applier for WalkingDiffer {
 }
 
 /// Writes the layer from `lower` (empty: no parent) to `upper` into `sink`; `check`
-/// applies to the double walk.
+/// applies to the double walk; `prioritized`: eStargz prefetch landmarks
+/// ([`LayerTarWriter::write_all_prioritized`]).
 fn write_diff(
     lower: &[Mount],
     upper: &[Mount],
     epoch: Option<i64>,
     check: ContentCheck,
+    prioritized: Option<&[String]>,
     sink: &mut dyn Write,
 ) -> Result<()> {
+    let write = |root: &Path, set: &ChangeSet, sink: &mut dyn Write| {
+        let tar = LayerTarWriter::new(sink, epoch);
+        match prioritized {
+            Some(files) => tar.write_all_prioritized(root, set, files),
+            None => tar.write_all(root, set),
+        }
+        .map(drop)
+    };
     let lower_tree = if lower.is_empty() {
         None
     } else {
@@ -144,8 +158,7 @@ fn write_diff(
             .ok_or_else(|| Error::UnsupportedMount("overlay without a lower tree".into()))?;
         let set = overlay_changes(lower_root, &upperdir)?;
         tracing::debug!(changes = set.len(), "overlay fast path");
-        LayerTarWriter::new(sink, epoch).write_all(&upperdir, &set)?;
-        return Ok(());
+        return write(&upperdir, &set, sink);
     }
     // Read-only: comparing never writes, and an active snapshot may be mounted
     // read-write elsewhere at the same time.
@@ -156,8 +169,7 @@ fn write_diff(
         check,
     )?;
     tracing::debug!(changes = set.len(), "double walk");
-    LayerTarWriter::new(sink, epoch).write_all(upper_tree.path(), &set)?;
-    Ok(())
+    write(upper_tree.path(), &set, sink)
 }
 
 /// The upperdir to read alone, when `upper` is an overlay whose lowerdirs are exactly

@@ -112,6 +112,11 @@ pub struct ImageOptions {
     /// eStargz payload chunk size in bytes (`estargz-chunk-size`, BuildKit's option;
     /// `None`: 4 MiB). Only with `compression=estargz`.
     pub estargz_chunk_size: Option<u64>,
+    /// eStargz prefetch landmarks (`estargz-prioritized-files=PATH:PATH…`, paths from
+    /// the layer root separated by `:`; empty: `.no.prefetch.landmark` in every layer).
+    /// `None`: no landmarks, as BuildKit. Only with `compression=estargz`; see
+    /// `strata_differ::CompareOptions::estargz_prioritized_files`.
+    pub estargz_prioritized_files: Option<Vec<String>>,
     /// Convert blobs that exist in another compression (`force-compression`).
     pub force_compression: bool,
     /// Clamp times to this epoch (`source-date-epoch`).
@@ -134,6 +139,7 @@ impl Default for ImageOptions {
             compression: Compression::Gzip,
             compression_level: None,
             estargz_chunk_size: None,
+            estargz_prioritized_files: None,
             force_compression: false,
             source_date_epoch: None,
             annotations: Annotations::default(),
@@ -248,6 +254,15 @@ impl OutputOptions {
                             .ok()
                             .filter(|n| *n > 0)
                             .ok_or_else(|| invalid("expected a positive number of bytes".into()))?,
+                    );
+                }
+                ("estargz-prioritized-files", _, _) => {
+                    image.estargz_prioritized_files = Some(
+                        value
+                            .split(':')
+                            .filter(|p| !p.is_empty())
+                            .map(str::to_string)
+                            .collect(),
                     );
                 }
                 ("force-compression", _, _) => image.force_compression = parse_bool(key, value)?,

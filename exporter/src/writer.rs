@@ -264,10 +264,7 @@ impl ImageWriter {
         BTreeMap<Digest, BlobLayer>,
     )> {
         let store = self.ctx.content.with_lease(lease);
-        let key = BlobKey {
-            compression: opts.compression,
-            source_date_epoch: opts.source_date_epoch,
-        };
+        let key = layers::blob_key(opts.compression, opts.source_date_epoch, opts);
 
         let layers_task = progress.start("exporting-layers", "exporting layers");
         let inflight = Inflight::default();

@@ -2,8 +2,10 @@
 //! own reader (the `estargz` Go package BuildKit and the snapshotter use: the TOC
 //! against the layer's `containerd.io/snapshot/stargz/toc.digest` annotation, then
 //! every chunk's digest), the config's diff_ids are the digests of the decompressed
-//! blobs, the same trees give the same image with one or two jobs, umoci unpacks the
-//! image to the source tree, and Docker media types are refused naming the option.
+//! blobs, the same trees give the same image with one or two jobs, umoci and containerd
+//! (`ctr images import` + `mount`) unpack the image to the source tree, prioritized
+//! files come before the prefetch landmark where the reader looks for it, and Docker
+//! media types are refused naming the option.
 //!
 //! Needs Go and Debian's golang-github-containerd-stargz-snapshotter-dev (the verifier
 //! in `tests/go/estargz` is built against it; scripts/test.sh installs both).
@@ -16,6 +18,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 use strata_oci::Digest;
+use strata_tests::servers::Containerd;
 use strata_tests::tree::{assert_same_tree, Compare};
 use strata_tests::{run, strata_command, tool, umoci_base};
 
@@ -92,15 +95,16 @@ fn trees(root: &Path) -> Vec<PathBuf> {
     vec![base, app, big]
 }
 
-/// Exports `layers` as an OCI layout at `dest` with eStargz; returns the manifest.
-fn export(store: &Path, layers: &[PathBuf], dest: &Path, jobs: &str) -> Value {
+/// Exports `layers` as an OCI layout at `dest` with eStargz, 64 KiB chunks and the
+/// `extra` exporter options (each with a leading comma); returns the manifest.
+fn export(store: &Path, layers: &[PathBuf], dest: &Path, jobs: &str, extra: &str) -> Value {
     let mut cmd = strata_command(store);
     cmd.arg("export").args(["--jobs", jobs]);
     for l in layers {
         cmd.arg("--layer").arg(l);
     }
     cmd.arg("-o").arg(format!(
-        "type=oci,tar=false,dest={},name=example.com/strata/estargz:v1,compression=estargz,estargz-chunk-size={CHUNK}",
+        "type=oci,tar=false,dest={},name=example.com/strata/estargz:v1,compression=estargz,estargz-chunk-size={CHUNK}{extra}",
         dest.display()
     ));
     run(&mut cmd);
@@ -138,6 +142,43 @@ fn gunzip(blob: &[u8]) -> Vec<u8> {
     feeder.join().unwrap().unwrap();
     assert!(out.status.success(), "gzip -dc failed");
     out.stdout
+}
+
+/// Whether a file under `store` holds `needle`.
+fn store_mentions(store: &Path, needle: &[u8]) -> bool {
+    let mut stack = vec![store.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = fs::read(&path) {
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// The entry names of a tar of short ASCII names (PAX records skipped), in order.
+fn tar_names(tar: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut at = 0;
+    while at + 512 <= tar.len() && tar[at..at + 512].iter().any(|&b| b != 0) {
+        let header = &tar[at..at + 512];
+        let end = header[..100].iter().position(|&b| b == 0).unwrap_or(100);
+        if header[156] != b'x' {
+            names.push(String::from_utf8_lossy(&header[..end]).into_owned());
+        }
+        let size = std::str::from_utf8(&header[124..136])
+            .unwrap()
+            .trim_matches(|c: char| c == '\0' || c == ' ');
+        let size = u64::from_str_radix(size, 8).unwrap() as usize;
+        at += 512 + size.div_ceil(512) * 512;
+    }
+    names
 }
 
 /// Checks every layer of `manifest` in `layout`: eStargz by the Go reader (TOC digest
@@ -184,7 +225,7 @@ fn estargz_layers_verify_with_the_stargz_library_and_unpack_to_the_tree() {
     let verify = verifier(tmp.path());
     let layers = trees(tmp.path());
     let layout = tmp.path().join("layout");
-    let manifest = export(&tmp.path().join("store"), &layers, &layout, "2");
+    let manifest = export(&tmp.path().join("store"), &layers, &layout, "2", "");
 
     let descs = manifest["layers"].as_array().unwrap();
     assert_eq!(descs.len(), 3);
@@ -203,7 +244,7 @@ fn estargz_layers_verify_with_the_stargz_library_and_unpack_to_the_tree() {
 
     // One job or two: the same layers (the config's history has the export's time).
     let again = tmp.path().join("layout-jobs1");
-    let manifest1 = export(&tmp.path().join("store-jobs1"), &layers, &again, "1");
+    let manifest1 = export(&tmp.path().join("store-jobs1"), &layers, &again, "1", "");
     assert_eq!(manifest1["layers"], manifest["layers"]);
 
     // The default chunk size in the same store: the big layer is not the cached
@@ -236,6 +277,200 @@ fn estargz_layers_verify_with_the_stargz_library_and_unpack_to_the_tree() {
         .arg(format!("{}:v1", layout.display()))
         .arg(&bundle));
     assert_same_tree(&bundle.join("rootfs"), &layers[2], Compare::default());
+}
+
+#[test]
+fn containerd_imports_and_unpacks_an_estargz_image_to_the_tree() {
+    let tmp = tempfile::Builder::new()
+        .prefix("strata-estargz-ctr-")
+        .tempdir()
+        .unwrap();
+    let layers = trees(tmp.path());
+    let tar = tmp.path().join("image.tar");
+    let mut cmd = strata_command(&tmp.path().join("store"));
+    cmd.arg("export");
+    for l in &layers {
+        cmd.arg("--layer").arg(l);
+    }
+    cmd.arg("-o").arg(format!(
+        "type=oci,dest={},name=example.com/strata/estargz:v1,compression=estargz,estargz-chunk-size={CHUNK}",
+        tar.display()
+    ));
+    run(&mut cmd);
+
+    // containerd reads the layers as the gzip they are (its own differ, not the
+    // stargz snapshotter): imported complete, unpacked, the rootfs is the last tree.
+    let containerd = Containerd::start();
+    containerd.ctr(&[
+        "images",
+        "import",
+        "--snapshotter",
+        "native",
+        tar.to_str().unwrap(),
+    ]);
+    let check = containerd.ctr(&["images", "check"]);
+    let line = check
+        .lines()
+        .find(|l| l.starts_with("example.com/strata/estargz:v1"))
+        .unwrap_or_else(|| panic!("image not listed by ctr images check:\n{check}"));
+    assert!(line.contains("complete"), "{check}");
+    let mnt = tmp.path().join("ctr-mount");
+    fs::create_dir_all(&mnt).unwrap();
+    containerd.ctr(&[
+        "images",
+        "mount",
+        "--snapshotter",
+        "native",
+        "example.com/strata/estargz:v1",
+        mnt.to_str().unwrap(),
+    ]);
+    let same = std::panic::catch_unwind(|| assert_same_tree(&mnt, &layers[2], Compare::default()));
+    containerd.ctr(&["images", "unmount", mnt.to_str().unwrap()]);
+    if let Err(e) = same {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn prioritized_files_come_before_the_prefetch_landmark_in_each_layer() {
+    let tmp = tempfile::Builder::new()
+        .prefix("strata-estargz-prefetch-")
+        .tempdir()
+        .unwrap();
+    let verify = verifier(tmp.path());
+    let layers = trees(tmp.path());
+    let layout = tmp.path().join("layout");
+    // As `ctr-remote optimize` records them: from the root, in access order; a name in
+    // no layer is ignored.
+    let files = [
+        "/bin/hello",
+        "data/chunk-and-a-byte.txt",
+        "./data/many-chunks.txt",
+        "etc/absent",
+    ];
+    let option = format!(",estargz-prioritized-files={}", files.join(":"));
+    let manifest = export(&tmp.path().join("store"), &layers, &layout, "2", &option);
+    assert_estargz_layers(&layout, &manifest, &verify);
+    let mut seen = Vec::new();
+    for desc in manifest["layers"].as_array().unwrap() {
+        let blob = blob_path(&layout, desc["digest"].as_str().unwrap());
+        let toc = desc["annotations"]["containerd.io/snapshot/stargz/toc.digest"]
+            .as_str()
+            .unwrap();
+        let lookups = [
+            "bin/hello",
+            "data/chunk-and-a-byte.txt",
+            "data/many-chunks.txt",
+            "data/one-chunk.txt",
+            "app/settings.json",
+        ];
+        let out = run(Command::new(&verify)
+            .arg("-prefetch")
+            .arg(&blob)
+            .arg(toc)
+            .args(lookups));
+        seen.push(out.lines().skip(1).collect::<Vec<_>>().join("; "));
+
+        // The landmark is the layer's first entry after the prioritized files and
+        // their directories.
+        let names = tar_names(&gunzip(&fs::read(&blob).unwrap()));
+        let landmark = names
+            .iter()
+            .position(|n| n.ends_with("prefetch.landmark"))
+            .expect("a landmark entry");
+        seen.push(names[..=landmark].join(" "));
+    }
+    assert_eq!(
+        seen,
+        [
+            // base: bin/hello (after its directory), then the landmark.
+            "landmark .prefetch.landmark; bin/hello before; data/chunk-and-a-byte.txt absent; \
+             data/many-chunks.txt absent; data/one-chunk.txt absent; app/settings.json absent",
+            "bin/ bin/hello .prefetch.landmark",
+            // app: bin/hello again (the copied tree's is newer).
+            "landmark .prefetch.landmark; bin/hello before; data/chunk-and-a-byte.txt absent; \
+             data/many-chunks.txt absent; data/one-chunk.txt absent; app/settings.json after",
+            "bin/ bin/hello .prefetch.landmark",
+            // big: the two data files in the list's order; the others after.
+            "landmark .prefetch.landmark; bin/hello absent; data/chunk-and-a-byte.txt before; \
+             data/many-chunks.txt before; data/one-chunk.txt after; app/settings.json absent",
+            "data/ data/chunk-and-a-byte.txt data/many-chunks.txt .prefetch.landmark",
+        ]
+    );
+
+    // The refs record the blobs under a key naming the chunk size and the list (in
+    // the snapshotter's metadata), so the same options again in the same store reuse
+    // them; another list, or none, gives other blobs.
+    assert!(
+        store_mentions(
+            &tmp.path().join("store"),
+            b"strata.io/blob.estargz.chunk-65536.prefetch-"
+        ),
+        "the blobs are recorded on their refs"
+    );
+    let again = export(
+        &tmp.path().join("store"),
+        &layers,
+        &tmp.path().join("again"),
+        "2",
+        &option,
+    );
+    assert_eq!(again["layers"], manifest["layers"]);
+    // Written afresh with one job: the same layers.
+    let fresh = export(
+        &tmp.path().join("store-jobs1"),
+        &layers,
+        &tmp.path().join("fresh"),
+        "1",
+        &option,
+    );
+    assert_eq!(fresh["layers"], manifest["layers"]);
+    // A list naming nothing in any layer: every layer starts with the no-prefetch
+    // landmark (other blobs again).
+    let none = tmp.path().join("none");
+    let nothing = export(
+        &tmp.path().join("store"),
+        &layers,
+        &none,
+        "2",
+        ",estargz-prioritized-files=etc/absent",
+    );
+    assert_estargz_layers(&none, &nothing, &verify);
+    for (a, b) in nothing["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(manifest["layers"].as_array().unwrap())
+    {
+        assert_ne!(a["digest"], b["digest"]);
+        let blob = blob_path(&none, a["digest"].as_str().unwrap());
+        let toc = a["annotations"]["containerd.io/snapshot/stargz/toc.digest"]
+            .as_str()
+            .unwrap();
+        let out = run(Command::new(&verify)
+            .arg("-prefetch")
+            .arg(&blob)
+            .arg(toc)
+            .arg("bin/hello"));
+        assert!(out.contains("landmark .no.prefetch.landmark\n"), "{out}");
+        let names = tar_names(&gunzip(&fs::read(&blob).unwrap()));
+        assert_eq!(names[0], ".no.prefetch.landmark");
+    }
+    let plain = export(
+        &tmp.path().join("store"),
+        &layers,
+        &tmp.path().join("plain"),
+        "2",
+        "",
+    );
+    for (a, b) in plain["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(manifest["layers"].as_array().unwrap())
+    {
+        assert_ne!(a["digest"], b["digest"], "no landmarks: another blob");
+    }
 }
 
 #[test]

@@ -16,6 +16,11 @@
 //! handed to us nor on how many threads compress it, the output bytes are the same for
 //! any thread count.
 //!
+//! The workers take jobs of about a block of input: one full block, or, when the stream
+//! is cut into many small gzip members (eStargz: one per file payload), as many whole
+//! small blocks as make up a block's worth. Grouping changes no byte (every block is
+//! still deflated on its own) and keeps the round trips to the workers few.
+//!
 //! Hand-written because no well-kept crate does this deterministically: `gzp`'s pgz
 //! output depends on its own buffering and it is lightly maintained; `flate2` is
 //! single-threaded.
@@ -31,42 +36,94 @@ use super::deflate_block::BlockDeflater;
 /// Input bytes per independently compressed block.
 pub(crate) const BLOCK_SIZE: usize = 1024 * 1024;
 
-/// One block to compress.
-struct Job {
-    index: u64,
-    data: Vec<u8>,
-    /// The block ends its gzip member (its deflate stream gets the final bit).
-    last: bool,
+/// A piece of a job's input: a block of one member, deflated on its own. A member is
+/// cut into blocks of [`BLOCK_SIZE`] from its own start, so where blocks begin depends
+/// only on the input, never on how blocks are grouped into jobs.
+struct Block {
+    /// Input bytes.
+    len: usize,
     /// The block begins a gzip member (a header goes before it).
     first: bool,
+    /// The block ends its gzip member (its deflate stream gets the final bit).
+    last: bool,
 }
 
-/// One compressed block.
-struct Done {
+/// Blocks to compress together: one full block, or many small ones (eStargz cuts a
+/// member per file payload, mostly far below a block: one task per member kept the
+/// workers waiting on the round trips).
+struct Job {
     index: u64,
+    /// The blocks' input, one after another.
+    data: Vec<u8>,
+    blocks: Vec<Block>,
+}
+
+/// One compressed block of a [`Done`] job.
+struct Deflated {
     first: bool,
     last: bool,
     crc: crc32fast::Hasher,
+    /// Input bytes.
+    input: u64,
+    /// Its bytes in the job's output.
+    output: usize,
+}
+
+/// One compressed job.
+struct Done {
+    index: u64,
+    blocks: Vec<Deflated>,
+    /// The blocks' deflate bytes, one after another.
     bytes: io::Result<Vec<u8>>,
     /// The input buffer, handed back for reuse.
     data: Vec<u8>,
 }
 
 fn compress_job(deflater: &mut io::Result<BlockDeflater>, job: Job) -> Done {
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&job.data);
+    let mut blocks = Vec::with_capacity(job.blocks.len());
     let bytes = match deflater {
-        Ok(d) => d.deflate(&job.data, job.last),
+        Ok(d) => deflate_blocks(d, &job, &mut blocks),
         Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
     };
     Done {
         index: job.index,
-        first: job.first,
-        last: job.last,
-        crc,
+        blocks,
         bytes,
         data: job.data,
     }
+}
+
+/// Deflates each of the job's blocks on its own; their bytes, one after another.
+fn deflate_blocks(
+    deflater: &mut BlockDeflater,
+    job: &Job,
+    blocks: &mut Vec<Deflated>,
+) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for block in &job.blocks {
+        let input = job
+            .data
+            .get(at..at + block.len)
+            .ok_or_else(|| io::Error::other("gzip: a block beyond its job's input"))?;
+        at += block.len;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(input);
+        let bytes = deflater.deflate(input, block.last)?;
+        blocks.push(Deflated {
+            first: block.first,
+            last: block.last,
+            crc,
+            input: block.len as u64,
+            output: bytes.len(),
+        });
+        if out.is_empty() {
+            out = bytes;
+        } else {
+            out.extend_from_slice(&bytes);
+        }
+    }
+    Ok(out)
 }
 
 /// The gzip header: no flags, mtime 0, XFL by level (as zlib/gzip set it), OS 255.
@@ -80,8 +137,9 @@ fn header(level: u32) -> [u8; 10] {
 }
 
 /// A [`Write`] that gzips into `W`. With `threads` > 1 its blocks are compressed by the
-/// process-wide workers (one per core), up to 2 × `threads` at a time (fewer while
-/// other encoders share the workers); with 0 or 1, inline on the caller's thread.
+/// process-wide workers (one per core), in jobs of about a block of input, up to
+/// 2 × `threads` jobs at a time (fewer while other encoders share the workers); with 0
+/// or 1, inline on the caller's thread.
 ///
 /// The output is one gzip member unless [`ParallelGzEncoder::end_member`] cuts it into
 /// several (eStargz): each member is a complete gzip stream, compressed in blocks as the
@@ -89,8 +147,12 @@ fn header(level: u32) -> [u8; 10] {
 pub(crate) struct ParallelGzEncoder<W: Write> {
     out: Option<W>,
     level: u32,
-    /// Input of the block being filled.
+    /// Input of the job being filled: its closed blocks, then the open block.
     cur: Vec<u8>,
+    /// The closed blocks in `cur`.
+    blocks: Vec<Block>,
+    /// Where the open block begins in `cur`.
+    open_start: usize,
     /// The deflater used inline when there is no pool (each pool worker owns its own).
     deflater: Option<io::Result<BlockDeflater>>,
     next_index: u64,
@@ -101,10 +163,11 @@ pub(crate) struct ParallelGzEncoder<W: Write> {
     pending: BTreeMap<u64, Done>,
     /// Spare input buffers.
     spare: Vec<Vec<u8>>,
-    /// A member has begun (its first block is being filled or was dispatched).
+    /// A block of the current member has been closed (the open block does not begin
+    /// a member).
     member_open: bool,
-    /// Members begun so far (dispatched first blocks).
-    members_begun: usize,
+    /// Members ended so far: the index of the member the next byte goes into.
+    members_ended: usize,
     /// Bytes written to `out` so far.
     written: u64,
     /// Input bytes of the member being written out (its ISIZE).
@@ -206,9 +269,7 @@ fn work(rx: &Mutex<mpsc::Receiver<Task>>) {
         }))
         .unwrap_or_else(|_| Done {
             index,
-            first: false,
-            last: false,
-            crc: crc32fast::Hasher::new(),
+            blocks: Vec::new(),
             bytes: Err(io::Error::other("gzip: a compression worker panicked")),
             data: Vec::new(),
         });
@@ -235,6 +296,8 @@ impl<W: Write> ParallelGzEncoder<W> {
             out: Some(out),
             level,
             cur: Vec::with_capacity(BLOCK_SIZE),
+            blocks: Vec::new(),
+            open_start: 0,
             deflater: None,
             next_index: 0,
             next_to_write: 0,
@@ -243,7 +306,7 @@ impl<W: Write> ParallelGzEncoder<W> {
             pending: BTreeMap::new(),
             spare: Vec::new(),
             member_open: false,
-            members_begun: 0,
+            members_ended: 0,
             written: 0,
             member_in: 0,
             member_offsets: Vec::new(),
@@ -263,27 +326,34 @@ impl<W: Write> ParallelGzEncoder<W> {
         Ok(())
     }
 
-    /// Writes every finished block that is next in order, with its member's header
-    /// before it (first block) and trailer after it (last block).
+    /// Writes every finished job that is next in order, with each member's header
+    /// before its first block and trailer after its last.
     fn drain_ready(&mut self) -> io::Result<()> {
         while let Some(done) = self.pending.remove(&self.next_to_write) {
             let bytes = done.bytes?;
-            if done.first {
-                self.member_offsets.push(self.written);
-                self.crc = crc32fast::Hasher::new();
-                self.member_in = 0;
-                self.emit(&header(self.level))?;
-            }
-            self.crc.combine(&done.crc);
-            self.member_in += done.data.len() as u64;
-            self.emit(&bytes)?;
-            if done.last {
-                let crc = std::mem::take(&mut self.crc).finalize();
-                let isize = (self.member_in & 0xffff_ffff) as u32;
-                let mut trailer = [0u8; 8];
-                trailer[..4].copy_from_slice(&crc.to_le_bytes());
-                trailer[4..].copy_from_slice(&isize.to_le_bytes());
-                self.emit(&trailer)?;
+            let mut at = 0;
+            for block in &done.blocks {
+                if block.first {
+                    self.member_offsets.push(self.written);
+                    self.crc = crc32fast::Hasher::new();
+                    self.member_in = 0;
+                    self.emit(&header(self.level))?;
+                }
+                self.crc.combine(&block.crc);
+                self.member_in += block.input;
+                let deflated = bytes
+                    .get(at..at + block.output)
+                    .ok_or_else(|| io::Error::other("gzip: a block beyond its job's output"))?;
+                at += block.output;
+                self.emit(deflated)?;
+                if block.last {
+                    let crc = std::mem::take(&mut self.crc).finalize();
+                    let isize = (self.member_in & 0xffff_ffff) as u32;
+                    let mut trailer = [0u8; 8];
+                    trailer[..4].copy_from_slice(&crc.to_le_bytes());
+                    trailer[4..].copy_from_slice(&isize.to_le_bytes());
+                    self.emit(&trailer)?;
+                }
             }
             self.next_to_write += 1;
             let mut data = done.data;
@@ -308,23 +378,43 @@ impl<W: Write> ParallelGzEncoder<W> {
         self.drain_ready()
     }
 
-    /// Hands the current block to a worker (or compresses it inline).
-    fn dispatch(&mut self, last: bool) -> io::Result<()> {
-        let first = !self.member_open;
+    /// Closes the open block (ending its member when `last`); the job goes to the
+    /// workers once it holds a block's worth of input.
+    fn close_block(&mut self, last: bool) -> io::Result<()> {
+        self.blocks.push(Block {
+            len: self.cur.len() - self.open_start,
+            first: !self.member_open,
+            last,
+        });
         self.member_open = !last;
-        if first {
-            self.members_begun += 1;
+        self.open_start = self.cur.len();
+        if last {
+            self.members_ended += 1;
+        }
+        if self.cur.len() >= BLOCK_SIZE {
+            self.dispatch()?;
+        }
+        Ok(())
+    }
+
+    /// Hands the closed blocks to a worker (or compresses them inline); the open
+    /// block's bytes stay for the next job.
+    fn dispatch(&mut self) -> io::Result<()> {
+        if self.blocks.is_empty() {
+            return Ok(());
         }
         let fresh = self
             .spare
             .pop()
             .unwrap_or_else(|| Vec::with_capacity(BLOCK_SIZE));
-        let data = std::mem::replace(&mut self.cur, fresh);
+        let mut data = std::mem::replace(&mut self.cur, fresh);
+        self.cur.extend_from_slice(&data[self.open_start..]);
+        data.truncate(self.open_start);
+        self.open_start = 0;
         let job = Job {
             index: self.next_index,
             data,
-            last,
-            first,
+            blocks: std::mem::take(&mut self.blocks),
         };
         self.next_index += 1;
         if self.pool.is_none() {
@@ -374,22 +464,19 @@ impl<W: Write> ParallelGzEncoder<W> {
     /// byte written begins a new member. Returns the new member's index in
     /// [`ParallelGzEncoder::member_offsets`].
     pub(super) fn end_member(&mut self) -> io::Result<usize> {
-        self.dispatch(true)?;
+        self.close_block(true)?;
         Ok(self.current_member())
     }
 
     /// The index of the member the next byte written goes into.
     pub(super) fn current_member(&self) -> usize {
-        if self.member_open {
-            self.members_begun - 1
-        } else {
-            self.members_begun
-        }
+        self.members_ended
     }
 
     /// Waits until every block dispatched so far is written out, so that
     /// [`ParallelGzEncoder::member_offsets`] covers every ended member.
     pub(super) fn sync(&mut self) -> io::Result<()> {
+        self.dispatch()?;
         while self.pool.as_ref().is_some_and(|p| p.in_flight > 0) {
             self.receive_one()?;
         }
@@ -409,7 +496,7 @@ impl<W: Write> ParallelGzEncoder<W> {
     /// [`ParallelGzEncoder::finish`], also returning where each member begins.
     pub(super) fn finish_members(mut self) -> io::Result<(W, Vec<u64>)> {
         self.finished = true;
-        self.dispatch(true)?;
+        self.close_block(true)?;
         self.sync()?;
         let mut out = self
             .out
@@ -427,12 +514,12 @@ impl<W: Write> Write for ParallelGzEncoder<W> {
         }
         let mut rest = buf;
         while !rest.is_empty() {
-            let room = BLOCK_SIZE - self.cur.len();
+            let room = BLOCK_SIZE - (self.cur.len() - self.open_start);
             let n = room.min(rest.len());
             self.cur.extend_from_slice(&rest[..n]);
             rest = &rest[n..];
-            if self.cur.len() == BLOCK_SIZE {
-                self.dispatch(false)?;
+            if self.cur.len() - self.open_start == BLOCK_SIZE {
+                self.close_block(false)?;
             }
         }
         Ok(buf.len())
@@ -451,6 +538,60 @@ impl<W: Write> Drop for ParallelGzEncoder<W> {
         if let Some(pool) = &self.pool {
             pool.cancelled.store(true, Ordering::Relaxed);
             ACTIVE_ENCODERS.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// Writes `pieces` as one gzip member each; the blob and where each member begins.
+    fn members(pieces: &[Vec<u8>], threads: usize) -> (Vec<u8>, Vec<u64>) {
+        let mut enc = ParallelGzEncoder::new(Vec::new(), 6, threads);
+        for (i, piece) in pieces.iter().enumerate() {
+            enc.write_all(piece).expect("write");
+            if i + 1 < pieces.len() {
+                assert_eq!(enc.end_member().expect("end member"), i + 1);
+            }
+        }
+        enc.finish_members().expect("finish")
+    }
+
+    #[test]
+    fn many_small_members_keep_their_bytes_and_offsets_whatever_the_threads() {
+        // Mostly small members (grouped into shared jobs), some empty, some longer than
+        // a block (cut into joined blocks), one exactly a block long.
+        let data = crate::compression::tests::sample(6 << 20);
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        let mut x = 7usize;
+        while at < data.len() {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345) % (1 << 31);
+            let len = match x % 50 {
+                0 => 0,
+                1 => BLOCK_SIZE,
+                2 => BLOCK_SIZE + x % 5000,
+                _ => x % 3000,
+            }
+            .min(data.len() - at);
+            pieces.push(data[at..at + len].to_vec());
+            at += len;
+        }
+        let (one, offsets) = members(&pieces, 1);
+        assert_eq!(offsets.len(), pieces.len());
+        for (i, piece) in pieces.iter().enumerate() {
+            let mut back = Vec::new();
+            flate2::read::GzDecoder::new(&one[offsets[i] as usize..])
+                .read_to_end(&mut back)
+                .expect("a gzip member starts at the offset");
+            assert!(back == *piece, "member {i} of {} bytes", piece.len());
+        }
+        for threads in [2, 4] {
+            let (other, other_offsets) = members(&pieces, threads);
+            assert!(other == one, "{threads} threads changed the bytes");
+            assert_eq!(other_offsets, offsets);
         }
     }
 }

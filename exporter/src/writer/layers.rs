@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::future::try_join_all;
-use strata_cache::{BlobInfo, BlobKey, BlobLayer, ImmutableRef};
+use strata_cache::{BlobInfo, BlobKey, BlobLayer, EstargzVariant, ImmutableRef};
 use strata_differ::{CompareOptions, LayerBlob, ProgressFn};
 use strata_oci::{Compression, Descriptor};
 use tokio::sync::OnceCell;
@@ -105,8 +105,7 @@ impl ImageWriter {
             return self.base_layer_blob(r, layer, key, opts, lease, task).await;
         }
         // Reuse a blob recorded on the ref when the store still has it.
-        let cacheable = recorded_per_key(key, opts);
-        if let Some(info) = self.cached_blob(r, key, lease).await?.filter(|_| cacheable) {
+        if let Some(info) = self.cached_blob(r, key, lease).await? {
             tracing::debug!(snapshot = r.id(), digest = %info.digest, "reusing layer blob");
             return Ok(info);
         }
@@ -126,10 +125,7 @@ impl ImageWriter {
             if c == key.compression || skipped {
                 continue;
             }
-            let k = BlobKey {
-                compression: c,
-                source_date_epoch: key.source_date_epoch,
-            };
+            let k = blob_key(c, key.source_date_epoch, opts);
             if let Some(info) = self.cached_blob(r, k, lease).await? {
                 other = Some((c, info));
                 break;
@@ -165,9 +161,7 @@ impl ImageWriter {
             }
         };
         let info = blob_info(blob?);
-        if cacheable {
-            r.set_blob(key, info.clone()).await?;
-        }
+        r.set_blob(key, info.clone()).await?;
         Ok(info)
     }
 
@@ -196,10 +190,11 @@ impl ImageWriter {
         let own = BlobKey {
             compression,
             source_date_epoch: None,
+            estargz: EstargzVariant::default(),
         };
         let wanted = BlobKey {
-            compression: key.compression,
             source_date_epoch: None,
+            ..key
         };
         // The directory layers' rule: reused as it is unless force-compression asks
         // for another compression or the media types cannot express it.
@@ -211,12 +206,7 @@ impl ImageWriter {
                 reason: "a base layer without its blob info".into(),
             });
         }
-        let cacheable = recorded_per_key(wanted, opts);
-        if let Some(info) = self
-            .cached_blob(r, wanted, lease)
-            .await?
-            .filter(|_| cacheable)
-        {
+        if let Some(info) = self.cached_blob(r, wanted, lease).await? {
             tracing::debug!(layer = %layer.descriptor.digest, digest = %info.digest, "reusing a converted base layer");
             return Ok(info);
         }
@@ -246,9 +236,7 @@ impl ImageWriter {
             }
             .into());
         }
-        if cacheable {
-            r.set_blob(wanted, info.clone()).await?;
-        }
+        r.set_blob(wanted, info.clone()).await?;
         Ok(info)
     }
 
@@ -274,14 +262,25 @@ impl ImageWriter {
     }
 }
 
-/// Whether the blob of `key` is the one a ref records under that key: not an eStargz
-/// blob of another chunk size than the default (the key does not name the chunk size,
-/// so such a blob is neither reused nor recorded).
-fn recorded_per_key(key: BlobKey, opts: &ImageOptions) -> bool {
-    key.compression != Compression::Estargz
-        || opts
-            .estargz_chunk_size
-            .is_none_or(|c| c == strata_differ::DEFAULT_ESTARGZ_CHUNK_SIZE)
+/// The cache key of a blob of `compression` for an export with `opts`: for eStargz,
+/// with the chunk size and prefetch list that change its bytes.
+pub(super) fn blob_key(
+    compression: Compression,
+    source_date_epoch: Option<i64>,
+    opts: &ImageOptions,
+) -> BlobKey {
+    let estargz = match compression {
+        Compression::Estargz => EstargzVariant::new(
+            opts.estargz_chunk_size,
+            opts.estargz_prioritized_files.as_deref(),
+        ),
+        _ => EstargzVariant::default(),
+    };
+    BlobKey {
+        compression,
+        source_date_epoch,
+        estargz,
+    }
 }
 
 /// Whether a blob of `compression` can go into the image as it is, though another
@@ -305,6 +304,7 @@ fn compare_options(
         compression: key.compression,
         level: opts.compression_level,
         estargz_chunk_size: opts.estargz_chunk_size,
+        estargz_prioritized_files: opts.estargz_prioritized_files.clone(),
         source_date_epoch: key.source_date_epoch,
         threads: None,
         media_type: None,
