@@ -231,7 +231,7 @@ impl OutputOptions {
                 ("oci-mediatypes", _, _) => image.oci_media_types = parse_bool(key, value)?,
                 ("compression", _, _) => {
                     image.compression = Compression::parse(value).ok_or_else(|| {
-                        invalid("expected uncompressed, gzip, zstd or estargz".into())
+                        invalid("expected uncompressed, gzip, zstd, estargz or zstd:chunked".into())
                     })?;
                 }
                 ("compression-level", _, _) => {
@@ -345,7 +345,7 @@ fn check_compression(image: &ImageOptions) -> Result<()> {
         let range = match image.compression {
             Compression::Uncompressed => None,
             Compression::Gzip | Compression::Estargz => Some(0..=9),
-            Compression::Zstd => Some(1..=22),
+            Compression::Zstd | Compression::ZstdChunked => Some(1..=22),
         };
         if let Some(r) = range {
             if !r.contains(&level) {
