@@ -207,18 +207,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rollsum_matches_bup() {
-        // bup's rollsum over 0..=255 repeated: the digest bup's tests compute
-        // (`(s1 << 16) | (s2 & 0xffff)`) moves with every byte and the window wraps.
-        let mut a = RollSum::new();
-        let mut b = RollSum::new();
-        for i in 0..1000u32 {
-            a.roll((i % 256) as u8);
+    fn splits_where_containers_storage_splits() {
+        // The split points containers/storage's rollsum.go (OnSplitWithBits(16))
+        // finds in these 4 MiB (a Go program over the same generator printed them).
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut sum = RollSum::new();
+        let mut splits = Vec::new();
+        for i in 0..4usize << 20 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let b = if (x >> 40) & 3 == 0 {
+                b'a'
+            } else {
+                (x >> 56) as u8
+            };
+            sum.roll(b);
+            if sum.on_split() {
+                splits.push(i);
+            }
         }
-        // Only the last 64 bytes matter to s1.
-        for i in 936..1000u32 {
-            b.roll((i % 256) as u8);
-        }
-        assert_eq!(a.s1, b.s1);
+        assert_eq!(splits.len(), 51);
+        assert_eq!(splits[..5], [263405, 308792, 332948, 355590, 393884]);
+        assert_eq!(splits.last(), Some(&4167685));
     }
 }
