@@ -19,7 +19,7 @@ use serde_json::Value;
 use strata_oci::Digest;
 use strata_tests::servers::Containerd;
 use strata_tests::tree::{assert_same_tree, Compare};
-use strata_tests::{run, strata_command};
+use strata_tests::{run, strata_command, umoci_base};
 
 const ANNOTATION: &str = "io.github.containers.zstd-chunked.";
 
@@ -145,9 +145,10 @@ fn b64(s: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
 }
 
-/// Verifies one layer as a partial pull would; `tree` is the layer's source tree.
-/// Returns (chunk entries, zeros chunks).
-fn verify_layer(layout: &Path, desc: &Value, diff_id: &str, tree: &Path) -> (usize, usize) {
+/// Verifies one layer as a partial pull would; `tree` is the layer's source tree when
+/// known (each file's range must then be its bytes; either way the tar-split must
+/// reassemble the diffID's tar from the ranges). Returns (chunk entries, zeros chunks).
+fn verify_layer(layout: &Path, desc: &Value, diff_id: &str, tree: Option<&Path>) -> (usize, usize) {
     assert_eq!(
         desc["mediaType"],
         "application/vnd.oci.image.layer.v1.tar+zstd"
@@ -181,14 +182,13 @@ fn verify_layer(layout: &Path, desc: &Value, diff_id: &str, tree: &Path) -> (usi
             continue;
         }
         let name = e["name"].as_str().unwrap().to_string();
-        let want = fs::read(tree.join(&name)).unwrap();
-        assert_eq!(e["size"].as_u64().unwrap_or(0), want.len() as u64, "{name}");
-        if want.is_empty() {
+        let size = e["size"].as_u64().unwrap_or(0);
+        if size == 0 {
             assert!(
                 e.get("digest").is_none() && e.get("offset").is_none(),
                 "{e}"
             );
-            files.insert(name, want);
+            files.insert(name, Vec::new());
             continue;
         }
         let (offset, end) = (
@@ -196,8 +196,14 @@ fn verify_layer(layout: &Path, desc: &Value, diff_id: &str, tree: &Path) -> (usi
             e["endOffset"].as_u64().unwrap(),
         );
         assert!(offset < end && end <= m[0], "{e}");
-        let whole = unzstd(&blob, offset..end);
-        assert!(whole == want, "{name}: its range is not its bytes");
+        let want = unzstd(&blob, offset..end);
+        assert_eq!(want.len() as u64, size, "{name}");
+        if let Some(tree) = tree {
+            assert!(
+                fs::read(tree.join(&name)).unwrap() == want,
+                "{name}: its range is not its bytes"
+            );
+        }
         assert_eq!(
             e["digest"].as_str().unwrap(),
             Digest::sha256_of(&want).as_str()
@@ -312,7 +318,7 @@ fn zstd_chunked_layers_read_by_their_toc_and_unpack_in_containerd() {
     assert_eq!(descs.len(), 3);
     let mut totals = (0, 0);
     for ((desc, diff_id), tree) in descs.iter().zip(diff_ids).zip(&layers) {
-        let (c, z) = verify_layer(&layout, desc, diff_id.as_str().unwrap(), tree);
+        let (c, z) = verify_layer(&layout, desc, diff_id.as_str().unwrap(), Some(tree));
         totals = (totals.0 + c, totals.1 + z);
     }
     // 3 MiB of noise cuts into about 48 rollsum chunks; holey.bin has one run of zeros.
@@ -378,4 +384,51 @@ fn zstd_chunked_with_docker_media_types_is_refused_naming_the_option() {
         stderr.contains("compression=zstd:chunked") && stderr.contains("oci-mediatypes"),
         "{stderr}"
     );
+}
+
+#[test]
+fn force_compression_converts_a_base_image_to_zstd_chunked() {
+    let tmp = tempfile::Builder::new()
+        .prefix("strata-zchunk-base-")
+        .tempdir()
+        .unwrap();
+    let base = umoci_base(tmp.path());
+    let src = tmp.path().join("copy-src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("data.bin"), noise(1 << 20, 9)).unwrap();
+    let layout = tmp.path().join("layout");
+    let mut cmd = strata_command(&tmp.path().join("store"));
+    cmd.args(["export", "--base", &base.oci_reference(), "--copy"])
+        .arg(format!("{}:/srv", src.display()))
+        .arg("-o")
+        .arg(format!(
+            "type=oci,tar=false,dest={},name=example.com/strata/zchunk:v1,compression=zstd:chunked,force-compression=true",
+            layout.display()
+        ));
+    run(&mut cmd);
+    let index = read_json(&layout.join("index.json"));
+    let manifest = read_json(&blob_path(
+        &layout,
+        index["manifests"][0]["digest"].as_str().unwrap(),
+    ));
+    let config = read_json(&blob_path(
+        &layout,
+        manifest["config"]["digest"].as_str().unwrap(),
+    ));
+    let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    let (base_layers, base_diff_ids) = (base.layer_digests(), base.diff_ids());
+    assert_eq!(layers.len(), base_layers.len() + 1);
+    for (i, desc) in layers.iter().enumerate() {
+        if let Some(original) = base_layers.get(i) {
+            assert_ne!(
+                desc["digest"].as_str().unwrap(),
+                original,
+                "base layer {i} converted"
+            );
+            // Converting keeps the tar: the base's diffID.
+            assert_eq!(diff_ids[i].as_str().unwrap(), base_diff_ids[i]);
+        }
+        verify_layer(&layout, desc, diff_ids[i].as_str().unwrap(), None);
+    }
 }
