@@ -17,6 +17,18 @@ use super::super::gzip::{run_on_shared_workers, shared_workers_started};
 /// Input bytes gathered before a batch of frames goes to a worker.
 const BATCH_SIZE: usize = 1 << 20;
 
+/// A frame growing past this many input bytes (a payload the rolling checksum never
+/// splits, such as a long repeated pattern) is compressed as a stream on this thread
+/// instead of being held whole: memory stays bounded. Whether a frame is streamed
+/// depends only on its size, so the bytes still depend only on the input.
+const LARGE_FRAME: usize = 8 << 20;
+
+/// The frame being compressed as a stream, and the sha256 of its input.
+struct Streamed {
+    zstd: zstd::stream::write::Encoder<'static, Vec<u8>>,
+    sha: Sha256,
+}
+
 /// A batch of consecutive frames.
 struct Job {
     index: u64,
@@ -97,6 +109,8 @@ pub(super) struct FrameWriter<W: Write> {
     cancelled: CancelOnDrop,
     in_flight: usize,
     max_in_flight: usize,
+    /// The open frame, when it grew past [`LARGE_FRAME`].
+    streamed: Option<Streamed>,
 }
 
 impl<W: Write> FrameWriter<W> {
@@ -120,22 +134,87 @@ impl<W: Write> FrameWriter<W> {
             cancelled: CancelOnDrop(Arc::new(AtomicBool::new(false))),
             in_flight: 0,
             max_in_flight: 2 * threads,
+            streamed: None,
         }
     }
 
     /// Appends bytes to the frame being filled.
-    pub(super) fn write(&mut self, bytes: &[u8]) {
+    pub(super) fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if let Some(streamed) = &mut self.streamed {
+            streamed.sha.update(bytes);
+            streamed.zstd.write_all(bytes)?;
+            return self.emit_streamed();
+        }
         self.job.data.extend_from_slice(bytes);
+        if self.open_len() > LARGE_FRAME {
+            self.start_streaming()?;
+        }
+        Ok(())
     }
 
-    /// Bytes in the frame being filled.
-    pub(super) fn open_len(&self) -> usize {
+    /// Bytes in the frame being filled (0 while it is streamed: it is not empty then,
+    /// see [`FrameWriter::end_frame`]).
+    fn open_len(&self) -> usize {
         self.job.data.len() - self.job.frames.last().map_or(0, |f| f.0)
+    }
+
+    /// Moves the open frame out of the batch into a stream compressor, once every
+    /// frame before it is written out.
+    fn start_streaming(&mut self) -> io::Result<()> {
+        let start = self.job.frames.last().map_or(0, |f| f.0);
+        let open = self.job.data.split_off(start);
+        self.dispatch()?;
+        while self.in_flight > 0 {
+            self.receive_one()?;
+        }
+        self.drain_ready()?;
+        let mut zstd = zstd::stream::write::Encoder::new(Vec::new(), self.level)?;
+        zstd.include_checksum(true)?;
+        let mut streamed = Streamed {
+            zstd,
+            sha: Sha256::new(),
+        };
+        streamed.sha.update(&open);
+        streamed.zstd.write_all(&open)?;
+        self.offsets.push(self.written);
+        self.streamed = Some(streamed);
+        self.emit_streamed()
+    }
+
+    /// Writes out what the stream compressor has produced so far.
+    fn emit_streamed(&mut self) -> io::Result<()> {
+        if let Some(streamed) = &mut self.streamed {
+            let produced = streamed.zstd.get_mut();
+            if produced.len() >= BATCH_SIZE {
+                self.out.write_all(produced)?;
+                self.written += produced.len() as u64;
+                produced.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the streamed frame: its index.
+    fn end_streamed(&mut self, streamed: Streamed, digest: bool) -> io::Result<usize> {
+        let rest = streamed.zstd.finish()?;
+        self.out.write_all(&rest)?;
+        self.written += rest.len() as u64;
+        let index = self.frames;
+        if digest {
+            self.digests.insert(index, streamed.sha.finalize().into());
+        }
+        self.frames += 1;
+        // The frames after it start a new batch.
+        self.job.index = self.next_to_write;
+        Ok(index)
     }
 
     /// Ends the frame being filled (keeping the sha256 of its input when `digest`);
     /// returns its index, or `None` when it had no bytes (nothing is written).
     pub(super) fn end_frame(&mut self, digest: bool) -> io::Result<Option<usize>> {
+        if let Some(streamed) = self.streamed.take() {
+            return self.end_streamed(streamed, digest).map(Some);
+        }
         if self.open_len() == 0 {
             return Ok(None);
         }

@@ -168,9 +168,9 @@ impl<W: Write> ZstdChunkedEncoder<W> {
     }
 
     /// Raw tar bytes outside payloads: the current frame and the tar-split segment.
-    fn pass(&mut self, bytes: &[u8]) {
-        self.frames.write(bytes);
+    fn pass(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.segment.extend_from_slice(bytes);
+        self.frames.write(bytes)
     }
 
     /// Takes as much of `buf` as the current state wants; returns how much.
@@ -182,7 +182,7 @@ impl<W: Write> ZstdChunkedEncoder<W> {
                 self.block[start..start + n].copy_from_slice(&buf[..n]);
                 *filled += n;
                 let full = *filled == 512;
-                self.pass(&buf[..n]);
+                self.pass(&buf[..n])?;
                 if full {
                     self.header()?;
                 }
@@ -200,7 +200,7 @@ impl<W: Write> ZstdChunkedEncoder<W> {
                 *left -= n as u64;
                 let finished = *left == 0;
                 let kind = *kind;
-                self.pass(&buf[..n]);
+                self.pass(&buf[..n])?;
                 if finished {
                     if let State::Extension { data, .. } =
                         std::mem::replace(&mut self.state, State::Header { filled: 0 })
@@ -228,11 +228,11 @@ impl<W: Write> ZstdChunkedEncoder<W> {
                 if *left == 0 {
                     self.state = State::Header { filled: 0 };
                 }
-                self.pass(&buf[..n]);
+                self.pass(&buf[..n])?;
                 Ok(n)
             }
             State::End => {
-                self.pass(buf);
+                self.pass(buf)?;
                 Ok(buf.len())
             }
         }

@@ -78,12 +78,13 @@ pub(super) struct Chunker {
 
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
-fn write_zeros<W: io::Write>(frames: &mut FrameWriter<W>, mut n: u64) {
+fn write_zeros<W: io::Write>(frames: &mut FrameWriter<W>, mut n: u64) -> io::Result<()> {
     while n > 0 {
         let k = n.min(ZEROS.len() as u64) as usize;
-        frames.write(&ZEROS[..k]);
+        frames.write(&ZEROS[..k])?;
         n -= k as u64;
     }
+    Ok(())
 }
 
 impl Chunker {
@@ -98,9 +99,9 @@ impl Chunker {
         }
     }
 
-    fn emit<W: io::Write>(&mut self, frames: &mut FrameWriter<W>, bytes: &[u8]) {
-        frames.write(bytes);
+    fn emit<W: io::Write>(&mut self, frames: &mut FrameWriter<W>, bytes: &[u8]) -> io::Result<()> {
         self.emitted += bytes.len() as u64;
+        frames.write(bytes)
     }
 
     /// Ends the chunk being filled, if it has bytes.
@@ -136,7 +137,7 @@ impl Chunker {
             for _ in 0..WINDOW {
                 self.sum.roll(0);
             }
-            write_zeros(frames, n);
+            write_zeros(frames, n)?;
             self.emitted += n;
             return self.end_chunk(frames, true);
         }
@@ -145,13 +146,13 @@ impl Chunker {
             self.sum.roll(0);
             run += 1;
             if self.sum.on_split() {
-                write_zeros(frames, run);
+                write_zeros(frames, run)?;
                 self.emitted += run;
                 run = 0;
                 self.end_chunk(frames, false)?;
             }
         }
-        write_zeros(frames, run);
+        write_zeros(frames, run)?;
         self.emitted += run;
         Ok(())
     }
@@ -167,7 +168,7 @@ impl Chunker {
         for (i, &b) in buf.iter().enumerate() {
             if b == 0 {
                 if self.zeros == 0 {
-                    self.emit(frames, &buf[start..i]);
+                    self.emit(frames, &buf[start..i])?;
                 }
                 self.zeros += 1;
                 start = i + 1;
@@ -178,13 +179,13 @@ impl Chunker {
             }
             self.sum.roll(b);
             if self.sum.on_split() {
-                self.emit(frames, &buf[start..=i]);
+                self.emit(frames, &buf[start..=i])?;
                 start = i + 1;
                 self.end_chunk(frames, false)?;
             }
         }
         if self.zeros == 0 {
-            self.emit(frames, &buf[start..]);
+            self.emit(frames, &buf[start..])?;
         }
         Ok(())
     }

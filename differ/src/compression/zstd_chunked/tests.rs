@@ -70,3 +70,44 @@ fn zero_runs_are_zeros_chunks_and_the_footer_names_the_toc() {
     assert!(small.get("chunkSize").is_none());
     assert_eq!(small["size"], 100);
 }
+
+#[test]
+fn a_payload_never_split_is_streamed_as_one_frame() {
+    // All 0x01: the rolling checksum never splits, so the payload is one 20 MiB frame,
+    // past the size frames are held whole.
+    let body = vec![1u8; 20 << 20];
+    let mut builder = tar::Builder::new(Vec::new());
+    for name in ["a", "b"] {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, name, &body[..])
+            .expect("file");
+    }
+    let tar = builder.into_inner().expect("tar");
+    let (blob, _) = encode(&tar, 1, 1 << 20);
+    assert_eq!(
+        encode(&tar, 3, 77_777).0,
+        blob,
+        "bytes differ with 3 threads"
+    );
+    assert!(zstd::decode_all(&blob[..]).expect("plain zstd") == tar);
+    let footer = &blob[blob.len() - 64..];
+    let field = |i: usize| {
+        u64::from_le_bytes(footer[i * 8..i * 8 + 8].try_into().expect("8 bytes")) as usize
+    };
+    let json = zstd::decode_all(&blob[field(0)..field(0) + field(1)]).expect("toc");
+    let toc: serde_json::Value = serde_json::from_slice(&json).expect("json");
+    let entries = toc["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 2, "one entry each, no chunks");
+    for e in entries {
+        let (start, end) = (
+            e["offset"].as_u64().expect("offset"),
+            e["endOffset"].as_u64().expect("end"),
+        );
+        let bytes = zstd::decode_all(&blob[start as usize..end as usize]).expect("range");
+        assert!(bytes == body, "{e}");
+        assert_eq!(e["digest"], Digest::sha256_of(&body).to_string());
+    }
+}
