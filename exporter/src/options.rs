@@ -490,6 +490,10 @@ pub(crate) mod tests {
                 &[("compression", "gzip"), ("compression-level", "12")],
                 "compression-level",
             ),
+            (
+                &[("compression", "zstd:chunked"), ("compression-level", "23")],
+                "compression-level",
+            ),
             (&[("oci-mediatypes", "maybe")], "oci-mediatypes"),
             (&[("source-date-epoch", "yesterday")], "source-date-epoch"),
             (&[("annotation-bogus.k", "v")], "annotation-bogus.k"),
@@ -510,6 +514,23 @@ pub(crate) mod tests {
         let err = OutputOptions::parse(OutputKind::Docker, &opts(&[("compression", "zstd")]))
             .unwrap_err();
         assert!(matches!(err, Error::UnsupportedCompression { .. }));
+        let err = OutputOptions::parse(
+            OutputKind::Docker,
+            &opts(&[("compression", "zstd:chunked")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("compression=zstd:chunked"),
+            "{err}"
+        );
+        // zstd:chunked takes zstd's levels.
+        let parsed = OutputOptions::parse(
+            OutputKind::Oci,
+            &opts(&[("compression", "zstd:chunked"), ("compression-level", "19")]),
+        )
+        .expect("zstd:chunked at level 19");
+        assert_eq!(parsed.image.compression, Compression::ZstdChunked);
+        assert_eq!(parsed.image.compression_level, Some(19));
     }
 
     #[test]
