@@ -53,6 +53,35 @@ impl RollSum {
     fn on_split(&self) -> bool {
         self.s2 & SPLIT_MASK == SPLIT_MASK
     }
+
+    /// Rolls the bytes of `bytes` up to its first zero, stopping after a byte that
+    /// splits: how many were rolled, and whether the last one split. (The sum is kept
+    /// in registers: this is the hot loop of a layer's payload.)
+    #[inline]
+    fn roll_data(&mut self, bytes: &[u8]) -> (usize, bool) {
+        let (mut s1, mut s2, mut at) = (self.s1, self.s2, self.at);
+        let mut rolled = 0;
+        let mut split = false;
+        for &byte in bytes {
+            if byte == 0 {
+                break;
+            }
+            let drop = u32::from(self.window[at]);
+            s1 = s1.wrapping_add(u32::from(byte)).wrapping_sub(drop);
+            s2 = s2
+                .wrapping_add(s1)
+                .wrapping_sub((WINDOW as u32).wrapping_mul(drop + CHAR_OFFSET));
+            self.window[at] = byte;
+            at = (at + 1) & (WINDOW - 1);
+            rolled += 1;
+            if s2 & SPLIT_MASK == SPLIT_MASK {
+                split = true;
+                break;
+            }
+        }
+        (self.s1, self.s2, self.at) = (s1, s2, at);
+        (rolled, split)
+    }
 }
 
 /// One chunk of a payload: where it is in the payload, its size, the frame holding
@@ -165,22 +194,25 @@ impl Chunker {
     ) -> io::Result<()> {
         // Start of the bytes of `buf` known to be data and not yet written.
         let mut start = 0;
-        for (i, &b) in buf.iter().enumerate() {
-            if b == 0 {
+        let mut i = 0;
+        while i < buf.len() {
+            if buf[i] == 0 {
                 if self.zeros == 0 {
                     self.emit(frames, &buf[start..i])?;
                 }
                 self.zeros += 1;
-                start = i + 1;
+                i += 1;
+                start = i;
                 continue;
             }
             if self.zeros > 0 {
                 self.resolve_zeros(frames)?;
             }
-            self.sum.roll(b);
-            if self.sum.on_split() {
-                self.emit(frames, &buf[start..=i])?;
-                start = i + 1;
+            let (rolled, split) = self.sum.roll_data(&buf[i..]);
+            i += rolled;
+            if split {
+                self.emit(frames, &buf[start..i])?;
+                start = i;
                 self.end_chunk(frames, false)?;
             }
         }
