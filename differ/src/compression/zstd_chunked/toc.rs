@@ -276,7 +276,7 @@ fn crc64_tables() -> &'static [[u64; 256]; 8] {
     TABLES.get_or_init(|| {
         const ISO: u64 = 0xD800_0000_0000_0000;
         let mut tables = [[0u64; 256]; 8];
-        for i in 0..256 {
+        for (i, slot) in tables[0].iter_mut().enumerate() {
             let mut crc = i as u64;
             for _ in 0..8 {
                 crc = if crc & 1 == 1 {
@@ -285,12 +285,12 @@ fn crc64_tables() -> &'static [[u64; 256]; 8] {
                     crc >> 1
                 };
             }
-            tables[0][i] = crc;
+            *slot = crc;
         }
         for k in 1..8 {
-            for i in 0..256 {
-                let prev = tables[k - 1][i];
-                tables[k][i] = (prev >> 8) ^ tables[0][(prev & 0xff) as usize];
+            let (done, rest) = tables.split_at_mut(k);
+            for (slot, &prev) in rest[0].iter_mut().zip(done[k - 1].iter()) {
+                *slot = (prev >> 8) ^ done[0][(prev & 0xff) as usize];
             }
         }
         tables
