@@ -377,7 +377,7 @@ impl<W: Write> ZstdChunkedEncoder<W> {
                 name: path,
                 left: payload,
                 size: payload,
-                chunker: Chunker::new(),
+                chunker: Chunker::new(payload),
                 digest: Digester::new(),
                 crc: toc::Crc64::new(),
             }));

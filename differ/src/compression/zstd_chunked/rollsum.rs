@@ -102,6 +102,8 @@ pub(super) struct Chunker {
     emitted: u64,
     /// Where the chunk being filled begins in the payload.
     chunk_start: u64,
+    /// The payload's size.
+    size: u64,
     chunks: Vec<ChunkRecord>,
 }
 
@@ -117,13 +119,14 @@ fn write_zeros<W: io::Write>(frames: &mut FrameWriter<W>, mut n: u64) -> io::Res
 }
 
 impl Chunker {
-    /// A chunker at the start of a payload.
-    pub(super) fn new() -> Self {
+    /// A chunker at the start of a payload of `size` bytes.
+    pub(super) fn new(size: u64) -> Self {
         Chunker {
             sum: RollSum::new(),
             zeros: 0,
             emitted: 0,
             chunk_start: 0,
+            size,
             chunks: Vec::new(),
         }
     }
@@ -143,8 +146,11 @@ impl Chunker {
         if size == 0 {
             return Ok(());
         }
+        // A chunk's own digest is only written when the file has several; one that
+        // starts and ends the payload is the whole file (whose digest is computed).
+        let only = self.chunk_start == 0 && self.emitted == self.size;
         let frame = frames
-            .end_frame(true)?
+            .end_frame(!only)?
             .ok_or_else(|| io::Error::other("zstd:chunked: a chunk without a frame"))?;
         self.chunks.push(ChunkRecord {
             offset: self.chunk_start,
