@@ -9,7 +9,8 @@
 # PID); base images are built from the static busybox (busybox-static), which is also
 # the program `ctr run` starts in an unpacked image; pigz, zstd and attr check layers;
 # Go and golang-github-containerd-stargz-snapshotter-dev build the eStargz verifier
-# (tests/go/estargz); gcc builds the C of libdeflate, zstd and SQLite.
+# (tests/go/estargz), golang-github-vbatts-tar-split-dev the tar-split generator
+# (tests/go/tarsplit); gcc builds the C of libdeflate, zstd and SQLite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,9 @@ done
 # The eStargz test builds a verifier against stargz-snapshotter's Go library.
 [ -d /usr/share/gocode/src/github.com/containerd/stargz-snapshotter/estargz ] \
   || missing+=(golang-github-containerd-stargz-snapshotter-dev)
+# The zstd:chunked test compares its tar-split with tar-split's own Go packer.
+[ -d /usr/share/gocode/src/github.com/vbatts/tar-split/tar/asm ] \
+  || missing+=(golang-github-vbatts-tar-split-dev)
 # Debian's plain busybox package also installs /bin/busybox, but linked dynamically:
 # base images need the static one.
 if command -v dpkg-query >/dev/null 2>&1; then

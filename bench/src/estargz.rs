@@ -23,7 +23,7 @@ fn ensure_peer(cache: &Path) -> Result<PathBuf, BoxError> {
 }
 
 /// The only layer of the layout's only image: its blob path and descriptor.
-fn only_layer(layout: &Path) -> Result<(PathBuf, Value), BoxError> {
+pub(crate) fn only_layer(layout: &Path) -> Result<(PathBuf, Value), BoxError> {
     let blob = |d: &str| -> Result<PathBuf, BoxError> {
         let hex = d.strip_prefix("sha256:").ok_or("not a sha256 digest")?;
         Ok(layout.join("blobs/sha256").join(hex))
@@ -55,7 +55,7 @@ fn keep_fastest(best: &mut Option<Run>, run: Run) {
 }
 
 /// One `strata export` of `rootfs` into a fresh store and layout under `scratch`.
-fn export(
+pub(crate) fn export(
     strata: &Path,
     rootfs: &Path,
     scratch: &Path,

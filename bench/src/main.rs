@@ -30,6 +30,7 @@ mod differ;
 mod estargz;
 mod synthetic;
 mod unpack;
+mod zstd_chunked;
 
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
@@ -107,6 +108,16 @@ enum Cmd {
     /// size; strata's blob verified by the peer).
     Estargz {
         /// Where the rootfs, the peer binary and scratch stores are kept.
+        #[arg(long, env = "STRATA_BENCH_CACHE")]
+        cache: Option<PathBuf>,
+        /// Runs per configuration (the fastest is reported).
+        #[arg(long, default_value_t = 2)]
+        runs: usize,
+    },
+    /// The Debian base layer as zstd:chunked against plain zstd, both strata exports
+    /// in the same run (time, RSS, blob size; the diffIDs must agree).
+    ZstdChunked {
+        /// Where the rootfs and scratch stores are kept.
         #[arg(long, env = "STRATA_BENCH_CACHE")]
         cache: Option<PathBuf>,
         /// Runs per configuration (the fastest is reported).
@@ -222,6 +233,12 @@ fn main() {
             fs::create_dir_all(&cache)
                 .map_err(BoxError::from)
                 .and_then(|_| estargz::bench(&cache, runs.max(1)))
+        }
+        Cmd::ZstdChunked { cache, runs } => {
+            let cache = cache.unwrap_or_else(default_cache);
+            fs::create_dir_all(&cache)
+                .map_err(BoxError::from)
+                .and_then(|_| zstd_chunked::bench(&cache, runs.max(1)))
         }
         Cmd::MeasureBase(measure) => base::run_measure(measure),
         Cmd::Synthetic { cache, runs, large } => {

@@ -77,13 +77,17 @@ impl BlobLayer {
     }
 
     /// The blob's compression, from its media type (eStargz: a gzip layer with the
-    /// `containerd.io/snapshot/stargz/toc.digest` annotation); `None` for a media type
-    /// that is not a layer strata can read.
+    /// `containerd.io/snapshot/stargz/toc.digest` annotation; zstd:chunked: a zstd layer
+    /// with the `io.github.containers.zstd-chunked.manifest-checksum` annotation); `None`
+    /// for a media type that is not a layer strata can read.
     pub fn compression(&self) -> Option<Compression> {
         let compression = Compression::from_layer_media_type(&self.descriptor.media_type)?;
-        let toc = (self.descriptor.annotations).contains_key(annotations::ESTARGZ_TOC_DIGEST);
+        let notes = &self.descriptor.annotations;
+        let toc = notes.contains_key(annotations::ESTARGZ_TOC_DIGEST);
+        let manifest = notes.contains_key(annotations::ZSTD_CHUNKED_MANIFEST_CHECKSUM);
         Some(match compression {
             Compression::Gzip if toc => Compression::Estargz,
+            Compression::Zstd if manifest => Compression::ZstdChunked,
             other => other,
         })
     }

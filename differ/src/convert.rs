@@ -80,6 +80,7 @@ mod tests {
             Compression::Uncompressed,
             Compression::Gzip,
             Compression::Zstd,
+            Compression::ZstdChunked,
         ];
         for from in all {
             for to in all {

@@ -36,9 +36,10 @@ impl DecompressionLimit {
     pub fn tar_bytes(&self, compression: Compression, blob_size: u64) -> u64 {
         match compression {
             Compression::Uncompressed => blob_size,
-            Compression::Gzip | Compression::Zstd | Compression::Estargz => {
-                self.floor.max(self.ratio.saturating_mul(blob_size))
-            }
+            Compression::Gzip
+            | Compression::Zstd
+            | Compression::Estargz
+            | Compression::ZstdChunked => self.floor.max(self.ratio.saturating_mul(blob_size)),
         }
     }
 }

@@ -285,18 +285,20 @@ impl Read for LayerReader {
                 Compression::Gzip | Compression::Estargz => {
                     Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(*raw)))
                 }
-                Compression::Zstd => match zstd::stream::read::Decoder::with_buffer(*raw) {
-                    Ok(d) => Decoder::Zstd(Box::new(d)),
-                    Err(e) => {
-                        return Err(record(
-                            &self.failure,
-                            Error::CorruptLayer {
-                                digest: self.digest.to_string(),
-                                reason: format!("starting the zstd decoder: {e}"),
-                            },
-                        ))
+                Compression::Zstd | Compression::ZstdChunked => {
+                    match zstd::stream::read::Decoder::with_buffer(*raw) {
+                        Ok(d) => Decoder::Zstd(Box::new(d)),
+                        Err(e) => {
+                            return Err(record(
+                                &self.failure,
+                                Error::CorruptLayer {
+                                    digest: self.digest.to_string(),
+                                    reason: format!("starting the zstd decoder: {e}"),
+                                },
+                            ))
+                        }
                     }
-                },
+                }
             };
         }
         let result = match &mut self.decoder {

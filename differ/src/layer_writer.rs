@@ -406,6 +406,7 @@ pub(crate) mod tests {
             Compression::Uncompressed,
             Compression::Gzip,
             Compression::Zstd,
+            Compression::ZstdChunked,
         ] {
             let store: Arc<dyn ContentStore> = Arc::new(MemoryStore::new());
             let progress_seen = Arc::new(AtomicU64::new(0));

@@ -237,7 +237,7 @@ impl OutputOptions {
                 ("oci-mediatypes", _, _) => image.oci_media_types = parse_bool(key, value)?,
                 ("compression", _, _) => {
                     image.compression = Compression::parse(value).ok_or_else(|| {
-                        invalid("expected uncompressed, gzip, zstd or estargz".into())
+                        invalid("expected uncompressed, gzip, zstd, estargz or zstd:chunked".into())
                     })?;
                 }
                 ("compression-level", _, _) => {
@@ -360,7 +360,7 @@ fn check_compression(image: &ImageOptions) -> Result<()> {
         let range = match image.compression {
             Compression::Uncompressed => None,
             Compression::Gzip | Compression::Estargz => Some(0..=9),
-            Compression::Zstd => Some(1..=22),
+            Compression::Zstd | Compression::ZstdChunked => Some(1..=22),
         };
         if let Some(r) = range {
             if !r.contains(&level) {
@@ -505,6 +505,10 @@ pub(crate) mod tests {
                 &[("compression", "gzip"), ("compression-level", "12")],
                 "compression-level",
             ),
+            (
+                &[("compression", "zstd:chunked"), ("compression-level", "23")],
+                "compression-level",
+            ),
             (&[("oci-mediatypes", "maybe")], "oci-mediatypes"),
             (&[("source-date-epoch", "yesterday")], "source-date-epoch"),
             (&[("annotation-bogus.k", "v")], "annotation-bogus.k"),
@@ -525,6 +529,23 @@ pub(crate) mod tests {
         let err = OutputOptions::parse(OutputKind::Docker, &opts(&[("compression", "zstd")]))
             .unwrap_err();
         assert!(matches!(err, Error::UnsupportedCompression { .. }));
+        let err = OutputOptions::parse(
+            OutputKind::Docker,
+            &opts(&[("compression", "zstd:chunked")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("compression=zstd:chunked"),
+            "{err}"
+        );
+        // zstd:chunked takes zstd's levels.
+        let parsed = OutputOptions::parse(
+            OutputKind::Oci,
+            &opts(&[("compression", "zstd:chunked"), ("compression-level", "19")]),
+        )
+        .expect("zstd:chunked at level 19");
+        assert_eq!(parsed.image.compression, Compression::ZstdChunked);
+        assert_eq!(parsed.image.compression_level, Some(19));
     }
 
     #[test]

@@ -24,3 +24,15 @@ pub const ESTARGZ_TOC_DIGEST: &str = "containerd.io/snapshot/stargz/toc.digest";
 /// On an eStargz layer's descriptor: the size of its decompressed stream (tar, TOC
 /// entry and all), for containers/storage's Stargz Store.
 pub const ESTARGZ_UNCOMPRESSED_SIZE: &str = "io.containers.estargz.uncompressed-size";
+/// On a zstd:chunked layer's descriptor: the digest of its zstd-compressed table of
+/// contents (containers/storage `minimal.ManifestChecksumKey`).
+pub const ZSTD_CHUNKED_MANIFEST_CHECKSUM: &str =
+    "io.github.containers.zstd-chunked.manifest-checksum";
+/// On a zstd:chunked layer's descriptor: where its compressed table of contents is,
+/// `<offset>:<length>:<uncompressed length>:<type>` (type 1, CRFS).
+pub const ZSTD_CHUNKED_MANIFEST_POSITION: &str =
+    "io.github.containers.zstd-chunked.manifest-position";
+/// On a zstd:chunked layer's descriptor: where its compressed tar-split is,
+/// `<offset>:<length>:<uncompressed length>`.
+pub const ZSTD_CHUNKED_TARSPLIT_POSITION: &str =
+    "io.github.containers.zstd-chunked.tarsplit-position";

@@ -206,6 +206,32 @@ impl Pool {
     }
 }
 
+/// Work for the shared workers: a gzip block, or any other encoder's job (the
+/// zstd:chunked frames).
+enum Work {
+    Deflate(Task),
+    Run(Box<dyn FnOnce() + Send>),
+}
+
+/// Runs `job` on the process-wide compression workers (the ones gzip uses), so that
+/// every encoder shares one pool of one thread per core; `Err(job)` when no worker
+/// could be started (the caller runs it itself).
+pub(super) fn run_on_shared_workers(
+    job: Box<dyn FnOnce() + Send>,
+) -> Result<(), Box<dyn FnOnce() + Send>> {
+    shared_workers()
+        .send(Work::Run(job))
+        .map_err(|mpsc::SendError(work)| match work {
+            Work::Run(job) => job,
+            Work::Deflate(_) => Box::new(|| {}),
+        })
+}
+
+/// How many shared workers are running (0 until the first job is sent).
+pub(super) fn shared_workers_started() -> usize {
+    WORKERS_STARTED.load(Ordering::Relaxed)
+}
+
 /// One block for the shared workers, and where its result goes.
 struct Task {
     level: u32,
@@ -221,10 +247,10 @@ struct Task {
 /// with its own deflater state, where cores threads keep every core busy. (On the
 /// bench's 2-core machine both designs run equally fast; the shared one peaks about
 /// 7 MiB lower.)
-fn shared_workers() -> &'static mpsc::Sender<Task> {
-    static WORKERS: OnceLock<mpsc::Sender<Task>> = OnceLock::new();
+fn shared_workers() -> &'static mpsc::Sender<Work> {
+    static WORKERS: OnceLock<mpsc::Sender<Work>> = OnceLock::new();
     WORKERS.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Task>();
+        let (tx, rx) = mpsc::channel::<Work>();
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..super::effective_threads(None) {
             let rx = Arc::clone(&rx);
@@ -246,15 +272,23 @@ fn shared_workers() -> &'static mpsc::Sender<Task> {
 
 /// A shared worker: compresses tasks until the process ends, keeping one deflater per
 /// level it has seen.
-fn work(rx: &Mutex<mpsc::Receiver<Task>>) {
+fn work(rx: &Mutex<mpsc::Receiver<Work>>) {
     let mut deflaters: BTreeMap<u32, io::Result<BlockDeflater>> = BTreeMap::new();
     loop {
-        let task = match rx.lock() {
+        let work = match rx.lock() {
             Ok(rx) => match rx.recv() {
-                Ok(task) => task,
+                Ok(work) => work,
                 Err(_) => return,
             },
             Err(_) => return,
+        };
+        let task = match work {
+            Work::Deflate(task) => task,
+            Work::Run(job) => {
+                // The job reports its own result; a panic must not end the worker.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                continue;
+            }
         };
         if task.cancelled.load(Ordering::Relaxed) {
             continue;
@@ -440,9 +474,12 @@ impl<W: Write> ParallelGzEncoder<W> {
             reply: pool.reply.clone(),
             cancelled: Arc::clone(&pool.cancelled),
         };
-        if let Err(mpsc::SendError(task)) = shared_workers().send(task) {
+        if let Err(mpsc::SendError(work)) = shared_workers().send(Work::Deflate(task)) {
             // No worker could be started: compress here.
-            return self.compress_inline(task.job);
+            return match work {
+                Work::Deflate(task) => self.compress_inline(task.job),
+                Work::Run(_) => Err(io::Error::other("gzip: lost a block")),
+            };
         }
         pool.in_flight += 1;
         Ok(())

@@ -6,6 +6,7 @@
 pub(crate) mod deflate_block;
 mod estargz;
 mod gzip;
+mod zstd_chunked;
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -18,6 +19,7 @@ pub use estargz::DEFAULT_CHUNK_SIZE as DEFAULT_ESTARGZ_CHUNK_SIZE;
 use gzip::ParallelGzEncoder;
 #[cfg(test)]
 use gzip::BLOCK_SIZE as GZIP_BLOCK_SIZE;
+use zstd_chunked::ZstdChunkedEncoder;
 
 /// The default gzip level (BuildKit's and Go's default).
 pub(crate) const DEFAULT_GZIP_LEVEL: i32 = 6;
@@ -34,7 +36,9 @@ pub(crate) fn effective_level(compression: Compression, level: Option<i32>) -> i
     match compression {
         Compression::Uncompressed => 0,
         Compression::Gzip | Compression::Estargz => level.unwrap_or(DEFAULT_GZIP_LEVEL).clamp(0, 9),
-        Compression::Zstd => level.unwrap_or(DEFAULT_ZSTD_LEVEL).clamp(1, 22),
+        Compression::Zstd | Compression::ZstdChunked => {
+            level.unwrap_or(DEFAULT_ZSTD_LEVEL).clamp(1, 22)
+        }
     }
 }
 
@@ -92,6 +96,8 @@ enum Compressor<W: Write> {
     Zstd(zstd::stream::write::Encoder<'static, W>, ZstdShare),
     /// eStargz: parallel gzip members cut where the tar's entries and chunks are.
     Estargz(Box<EstargzEncoder<W>>),
+    /// zstd:chunked: parallel zstd frames cut where the tar's entries and chunks are.
+    ZstdChunked(Box<ZstdChunkedEncoder<W>>),
 }
 
 /// What an [`Encoder`] leaves when it ends ([`Encoder::finish_layer`]).
@@ -103,7 +109,8 @@ pub struct FinishedLayer<W> {
     /// blob decompresses to the tar followed by these: the diffID covers them.
     pub appended: Vec<u8>,
     /// Annotations the layer's descriptor must carry (eStargz: the TOC digest and the
-    /// uncompressed size; empty for the others).
+    /// uncompressed size; zstd:chunked: the manifest checksum and the positions of the
+    /// manifest and the tar-split; empty for the others).
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -157,6 +164,9 @@ impl<W: Write> Encoder<W> {
                 threads,
                 estargz_chunk_size.unwrap_or(DEFAULT_ESTARGZ_CHUNK_SIZE),
             ))),
+            Compression::ZstdChunked => {
+                Compressor::ZstdChunked(Box::new(ZstdChunkedEncoder::new(out, level, threads)?))
+            }
         }))
     }
 
@@ -182,6 +192,14 @@ impl<W: Write> Encoder<W> {
                     annotations,
                 })
             }
+            Compressor::ZstdChunked(z) => {
+                let (out, annotations) = (*z).finish()?;
+                Ok(FinishedLayer {
+                    out,
+                    appended: Vec::new(),
+                    annotations,
+                })
+            }
             other => Ok(FinishedLayer {
                 out: Encoder(other).finish()?,
                 appended: Vec::new(),
@@ -194,7 +212,9 @@ impl<W: Write> Encoder<W> {
     /// [`Encoder::finish_layer`]: the diffID and annotations need what it returns).
     pub fn finish(self) -> io::Result<W> {
         match self.0 {
-            Compressor::Estargz(_) => self.finish_layer().map(|f| f.out),
+            Compressor::Estargz(_) | Compressor::ZstdChunked(_) => {
+                self.finish_layer().map(|f| f.out)
+            }
             Compressor::Uncompressed(mut w) => {
                 w.flush()?;
                 Ok(w)
@@ -216,6 +236,7 @@ impl<W: Write> Write for Encoder<W> {
             Compressor::Gzip(g) => g.write(buf),
             Compressor::Zstd(z, _) => z.write(buf),
             Compressor::Estargz(e) => e.write(buf),
+            Compressor::ZstdChunked(z) => z.write(buf),
         }
     }
 
@@ -225,6 +246,7 @@ impl<W: Write> Write for Encoder<W> {
             Compressor::Gzip(g) => g.write_all(buf),
             Compressor::Zstd(z, _) => z.write_all(buf),
             Compressor::Estargz(e) => e.write_all(buf),
+            Compressor::ZstdChunked(z) => z.write_all(buf),
         }
     }
 
@@ -234,7 +256,7 @@ impl<W: Write> Write for Encoder<W> {
             Compressor::Gzip(g) => g.flush(),
             // A zstd flush would end a block early and make the bytes depend on the
             // caller's flush calls.
-            Compressor::Zstd(..) | Compressor::Estargz(_) => Ok(()),
+            Compressor::Zstd(..) | Compressor::Estargz(_) | Compressor::ZstdChunked(_) => Ok(()),
         }
     }
 }

@@ -118,6 +118,7 @@ impl ImageWriter {
             Compression::Zstd,
             Compression::Uncompressed,
             Compression::Estargz,
+            Compression::ZstdChunked,
         ] {
             // An eStargz blob is a gzip one to reuse, but not a source to convert: its
             // tar goes on with the TOC entry.
@@ -285,9 +286,9 @@ pub(super) fn blob_key(
 
 /// Whether a blob of `compression` can go into the image as it is, though another
 /// compression was asked for: BuildKit's default, unless the media types cannot
-/// express it (zstd with Docker media types).
+/// express it (zstd or zstd:chunked with Docker media types).
 fn reusable(compression: Compression, opts: &ImageOptions) -> bool {
-    opts.oci_media_types || compression != Compression::Zstd
+    opts.oci_media_types || !compression.is_zstd()
 }
 
 /// How the differ writes (or converts) a layer blob for `key` under `lease`, reporting
