@@ -40,15 +40,15 @@ pub(crate) fn only_layer(layout: &Path) -> Result<(PathBuf, Value), BoxError> {
 
 /// A run's wall seconds, peak RSS (KiB), CPU seconds and blob bytes.
 #[derive(Clone, Copy)]
-struct Run {
-    seconds: f64,
-    rss: i64,
-    cpu: f64,
-    size: u64,
+pub(crate) struct Run {
+    pub(crate) seconds: f64,
+    pub(crate) rss: i64,
+    pub(crate) cpu: f64,
+    pub(crate) size: u64,
 }
 
 /// Keeps the faster of `best` and `run`.
-fn keep_fastest(best: &mut Option<Run>, run: Run) {
+pub(crate) fn keep_fastest(best: &mut Option<Run>, run: Run) {
     if best.is_none_or(|b| run.seconds < b.seconds) {
         *best = Some(run);
     }

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::debian::strata_cli;
 use crate::ensure_rootfs;
-use crate::estargz::export;
+use crate::estargz::{export, keep_fastest, Run};
 use crate::BoxError;
 
 /// The diffID of the only layer of the layout `scratch/layout`.
@@ -43,14 +43,13 @@ pub fn bench(cache: &Path, runs: usize) -> Result<(), BoxError> {
     let rootfs = ensure_rootfs(cache)?;
     let strata = strata_cli()?;
     let scratch = cache.join("scratch-zstd-chunked");
-    let mut best: [Option<(f64, i64, u64)>; 2] = [None, None];
+    let mut best: [Option<Run>; 2] = [None, None];
     let mut diff_ids = [String::new(), String::new()];
     let names = ["zstd", "zstd:chunked"];
     for _ in 0..runs {
         for (i, compression) in names.iter().enumerate() {
             let dir = scratch.join(compression.replace(':', "-"));
-            let (blob, desc, seconds, rss) = export(&strata, &rootfs, &dir, compression)?;
-            let size = fs::metadata(&blob)?.len();
+            let (_, desc, run) = export(&strata, &rootfs, &dir, compression)?;
             if i == 1 {
                 for key in [
                     "manifest-checksum",
@@ -64,9 +63,7 @@ pub fn bench(cache: &Path, runs: usize) -> Result<(), BoxError> {
                 }
             }
             diff_ids[i] = diff_id(&dir)?;
-            if best[i].is_none_or(|(s, _, _)| seconds < s) {
-                best[i] = Some((seconds, rss, size));
-            }
+            keep_fastest(&mut best[i], run);
         }
     }
     let _ = fs::remove_dir_all(&scratch);
@@ -82,22 +79,24 @@ pub fn bench(cache: &Path, runs: usize) -> Result<(), BoxError> {
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("\nzstd:chunked: the Debian base layer, {cores} cores, best of {runs}");
-    println!("| | wall s | peak RSS MiB | blob MB |");
-    println!("|---|---:|---:|---:|");
-    for (name, (s, rss, size)) in [
+    println!("| | wall s | CPU s | peak RSS MiB | blob MB |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, run) in [
         ("strata export, compression=zstd", plain),
         ("strata export, compression=zstd:chunked", chunked),
     ] {
         println!(
-            "| {name} | {s:.2} | {:.0} | {:.2} |",
-            rss as f64 / 1024.0,
-            size as f64 / 1e6
+            "| {name} | {:.2} | {:.2} | {:.0} | {:.2} |",
+            run.seconds,
+            run.cpu,
+            run.rss as f64 / 1024.0,
+            run.size as f64 / 1e6
         );
     }
     println!(
         "zstd:chunked takes {:.2}× plain zstd's time; its blob is {:+.2} % of plain zstd's",
-        chunked.0 / plain.0,
-        (chunked.2 as f64 / plain.2 as f64 - 1.0) * 100.0
+        chunked.seconds / plain.seconds,
+        (chunked.size as f64 / plain.size as f64 - 1.0) * 100.0
     );
     Ok(())
 }
