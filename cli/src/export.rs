@@ -307,7 +307,7 @@ pub async fn run(
             platform: None,
             top: Some(top),
             config: plan.platforms[0].config.clone(),
-            base: None,
+            ..PlatformSource::default()
         });
     } else {
         let built = sources::platform_sources(

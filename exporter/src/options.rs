@@ -34,6 +34,10 @@ pub(crate) const OPTION_DANGLING_NAME_PREFIX: &str = "dangling-name-prefix";
 pub(crate) const OPTION_DANGLING_EMPTY_ONLY: &str = "danging-name-empty-only";
 /// Option: also record `NAME@<digest>` for every name (`image` exporter).
 pub(crate) const OPTION_NAME_CANONICAL: &str = "name-canonical";
+/// Option: attestation manifests as OCI artifacts.
+pub(crate) const OPTION_OCI_ARTIFACT: &str = "oci-artifact";
+/// Option: attach inline-only attestations even to a single-platform image.
+pub(crate) const OPTION_ATTESTATION_INLINE: &str = "attestation-inline";
 /// Option: rewrite layer timestamps to `source-date-epoch` (every exporter).
 pub(crate) const OPTION_REWRITE_TIMESTAMP: &str = "rewrite-timestamp";
 
@@ -124,6 +128,16 @@ pub struct ImageOptions {
     /// option changes nothing; as in BuildKit, a base image's layers (exported by
     /// their blobs) are never rewritten.
     pub rewrite_timestamp: bool,
+    /// `oci-artifact`: attestation manifests in the OCI artifact form (`artifactType`
+    /// `application/vnd.docker.attestation.manifest.v1+json`, the empty config,
+    /// `subject` = the image manifest) rather than the legacy form (an image config
+    /// with `unknown` os and architecture). Default false; needs OCI media types.
+    pub oci_artifact: bool,
+    /// `attestation-inline` (BuildKit's `ForceInlineAttestations`): inline-only
+    /// attestations are attached, and make the root an index, even when nothing else
+    /// would. Default true for the `image` and `registry` outputs, false for `oci`
+    /// and `docker`, as in BuildKit.
+    pub attestation_inline: bool,
 }
 
 impl Default for ImageOptions {
@@ -138,6 +152,8 @@ impl Default for ImageOptions {
             source_date_epoch: None,
             annotations: Annotations::default(),
             rewrite_timestamp: false,
+            oci_artifact: false,
+            attestation_inline: true,
         }
     }
 }
@@ -207,6 +223,7 @@ impl OutputOptions {
     pub fn parse(kind: OutputKind, options: &BTreeMap<String, String>) -> Result<OutputOptions> {
         let mut image = ImageOptions {
             oci_media_types: kind.default_oci_media_types(),
+            attestation_inline: kind.can_push(),
             ..ImageOptions::default()
         };
         let mut destination = kind.writes_files().then(Destination::default);
@@ -251,6 +268,10 @@ impl OutputOptions {
                     );
                 }
                 ("force-compression", _, _) => image.force_compression = parse_bool(key, value)?,
+                (OPTION_OCI_ARTIFACT, _, _) => image.oci_artifact = parse_bool(key, value)?,
+                (OPTION_ATTESTATION_INLINE, _, _) => {
+                    image.attestation_inline = parse_bool(key, value)?
+                }
                 ("source-date-epoch", _, _) => {
                     if !value.is_empty() {
                         let epoch = value
@@ -362,6 +383,14 @@ fn check_compression(image: &ImageOptions) -> Result<()> {
             }
         }
     }
+    if image.oci_artifact && !image.oci_media_types {
+        return Err(Error::InvalidOption {
+            key: OPTION_OCI_ARTIFACT.into(),
+            value: "true".into(),
+            reason: "conflicts with oci-mediatypes=false (an OCI artifact needs OCI media types)"
+                .into(),
+        });
+    }
     if !image.oci_media_types && image.compression.layer_media_type(false).is_none() {
         return Err(Error::UnsupportedCompression {
             compression: image.compression,
@@ -460,6 +489,30 @@ pub(crate) mod tests {
         );
         assert!(!out.tar);
         assert_eq!(out.dest, Some(PathBuf::from("/tmp/out")));
+    }
+
+    #[test]
+    fn attestation_options_have_buildkits_defaults() {
+        let image = |kind, pairs: &[(&str, &str)]| {
+            OutputOptions::parse(kind, &opts(pairs)).map(|p| p.image)
+        };
+        let oci = image(OutputKind::Oci, &[]).unwrap();
+        assert!(!oci.oci_artifact && !oci.attestation_inline);
+        let registry = image(OutputKind::Registry, &[("name", "r/x")]).unwrap();
+        assert!(registry.attestation_inline);
+        let set = image(
+            OutputKind::Oci,
+            &[("oci-artifact", "true"), ("attestation-inline", "1")],
+        )
+        .unwrap();
+        assert!(set.oci_artifact && set.attestation_inline);
+        let err = image(OutputKind::Docker, &[("oci-artifact", "true")]).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidOption { ref key, .. } if key == "oci-artifact"),
+            "{err}"
+        );
+        let err = image(OutputKind::Oci, &[("attestation-inline", "sometimes")]).unwrap_err();
+        assert!(err.to_string().contains("attestation-inline"), "{err}");
     }
 
     #[test]
