@@ -160,7 +160,8 @@ struct ExportCli {
     /// Output, buildx syntax: type=oci|docker|image[,dest=PATH][,name=REF][,tar=…]
     /// [,compression=gzip|zstd|uncompressed][,compression-level=N]
     /// [,force-compression=true][,oci-mediatypes=…][,source-date-epoch=N]
-    /// [,annotation.KEY=VALUE]…; type=image also [,unpack=true][,store=false]
+    /// [,annotation.KEY=VALUE]…[,oci-artifact=true][,attestation-inline=…];
+    /// type=image also [,unpack=true][,store=false]
     /// [,name-canonical=true][,dangling-name-prefix=REPO]
     #[arg(short = 'o', long = "output", value_name = "SPEC", required = true)]
     output: String,

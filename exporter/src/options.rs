@@ -3,6 +3,7 @@
 //! option map, so a CLI or frontend can validate `-o` before it opens anything.
 
 mod annotations;
+mod checks;
 mod records;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use strata_oci::Compression;
 use crate::error::{Error, Result};
 
 pub use annotations::Annotations;
+use checks::{check_compression, check_destination};
 pub(crate) use records::check_records;
 pub use records::RecordOptions;
 
@@ -360,66 +362,6 @@ impl OutputOptions {
     }
 }
 
-/// The level must be one the compression has; zstd needs OCI media types.
-fn check_compression(image: &ImageOptions) -> Result<()> {
-    if let Some(level) = image.compression_level {
-        let range = match image.compression {
-            Compression::Uncompressed => None,
-            Compression::Gzip | Compression::Estargz => Some(0..=9),
-            Compression::Zstd => Some(1..=22),
-        };
-        if let Some(r) = range {
-            if !r.contains(&level) {
-                return Err(Error::InvalidOption {
-                    key: "compression-level".into(),
-                    value: level.to_string(),
-                    reason: format!(
-                        "{} levels are {}..={}",
-                        image.compression,
-                        r.start(),
-                        r.end()
-                    ),
-                });
-            }
-        }
-    }
-    if image.oci_artifact && !image.oci_media_types {
-        return Err(Error::InvalidOption {
-            key: OPTION_OCI_ARTIFACT.into(),
-            value: "true".into(),
-            reason: "conflicts with oci-mediatypes=false (an OCI artifact needs OCI media types)"
-                .into(),
-        });
-    }
-    if !image.oci_media_types && image.compression.layer_media_type(false).is_none() {
-        return Err(Error::UnsupportedCompression {
-            compression: image.compression,
-            media_types: "Docker",
-        });
-    }
-    Ok(())
-}
-
-/// The docker archive is a tar; a directory needs a path. (Whether a tar without
-/// `dest` has somewhere to go depends on the exporter's writer, checked there.)
-fn check_destination(kind: OutputKind, destination: &Destination) -> Result<()> {
-    if kind == OutputKind::Docker && !destination.tar {
-        return Err(Error::InvalidOption {
-            key: "tar".into(),
-            value: "false".into(),
-            reason: "the docker exporter only writes tars".into(),
-        });
-    }
-    if !destination.tar && destination.dest.is_none() {
-        return Err(Error::InvalidOption {
-            key: "dest".into(),
-            value: String::new(),
-            reason: "tar=false needs a destination directory".into(),
-        });
-    }
-    Ok(())
-}
-
 /// A boolean option, spelled as Go's `strconv.ParseBool` accepts (what BuildKit
 /// uses), or empty for true (`oci-mediatypes` alone); anything else is an error
 /// naming `key`.
@@ -489,30 +431,6 @@ pub(crate) mod tests {
         );
         assert!(!out.tar);
         assert_eq!(out.dest, Some(PathBuf::from("/tmp/out")));
-    }
-
-    #[test]
-    fn attestation_options_have_buildkits_defaults() {
-        let image = |kind, pairs: &[(&str, &str)]| {
-            OutputOptions::parse(kind, &opts(pairs)).map(|p| p.image)
-        };
-        let oci = image(OutputKind::Oci, &[]).unwrap();
-        assert!(!oci.oci_artifact && !oci.attestation_inline);
-        let registry = image(OutputKind::Registry, &[("name", "r/x")]).unwrap();
-        assert!(registry.attestation_inline);
-        let set = image(
-            OutputKind::Oci,
-            &[("oci-artifact", "true"), ("attestation-inline", "1")],
-        )
-        .unwrap();
-        assert!(set.oci_artifact && set.attestation_inline);
-        let err = image(OutputKind::Docker, &[("oci-artifact", "true")]).unwrap_err();
-        assert!(
-            matches!(err, Error::InvalidOption { ref key, .. } if key == "oci-artifact"),
-            "{err}"
-        );
-        let err = image(OutputKind::Oci, &[("attestation-inline", "sometimes")]).unwrap_err();
-        assert!(err.to_string().contains("attestation-inline"), "{err}");
     }
 
     #[test]

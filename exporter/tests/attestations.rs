@@ -1,7 +1,7 @@
 //! Attestations through the library: what a generator is given (the finished image's
 //! layers with their refs and diffIDs, the manifest digest the index holds), GC labels
 //! numbered on through the attestation manifests, and BuildKit's inline-only rule
-//! (`attestation-inline`).
+//! (`attestation-inline`) and the attestation options' defaults.
 
 mod common;
 
@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use strata_content::{read_blob, ContentStore};
 use strata_exporter::{
     Attestation, AttestationGenerator, Exporter, GeneratedImageInfo, ImageExporter, OciExporter,
-    Progress, Source, RESPONSE_IMAGE_DIGEST,
+    OutputKind, OutputOptions, Progress, Source, RESPONSE_IMAGE_DIGEST,
 };
 use strata_oci::{annotations, media_types, Descriptor, Digest, Platform};
 
@@ -245,4 +245,32 @@ async fn inline_only_attestations_make_an_index_only_with_attestation_inline() {
             .map(Vec::len),
         Some(2)
     );
+}
+
+/// `oci-artifact` and `attestation-inline` are parsed without a store, with
+/// BuildKit's defaults per output.
+#[test]
+fn attestation_options_have_buildkits_defaults() {
+    let image = |kind, pairs: &[(&str, &str)]| {
+        OutputOptions::parse(kind, &opts(pairs))
+            .map(|p| p.image)
+            .map_err(Box::new)
+    };
+    let oci = image(OutputKind::Oci, &[]).unwrap();
+    assert!(!oci.oci_artifact && !oci.attestation_inline);
+    let registry = image(OutputKind::Registry, &[("name", "r/x")]).unwrap();
+    assert!(registry.attestation_inline);
+    let set = image(
+        OutputKind::Oci,
+        &[("oci-artifact", "true"), ("attestation-inline", "1")],
+    )
+    .unwrap();
+    assert!(set.oci_artifact && set.attestation_inline);
+    let err = image(OutputKind::Docker, &[("oci-artifact", "true")]).unwrap_err();
+    assert!(
+        matches!(*err, strata_exporter::Error::InvalidOption { ref key, .. } if key == "oci-artifact"),
+        "{err}"
+    );
+    let err = image(OutputKind::Oci, &[("attestation-inline", "sometimes")]).unwrap_err();
+    assert!(err.to_string().contains("attestation-inline"), "{err}");
 }
