@@ -10,7 +10,8 @@
 # the program `ctr run` starts in an unpacked image; pigz, zstd and attr check layers;
 # Go and golang-github-containerd-stargz-snapshotter-dev build the eStargz verifier
 # (tests/go/estargz), golang-github-vbatts-tar-split-dev the tar-split generator
-# (tests/go/tarsplit); gcc builds the C of libdeflate, zstd and SQLite.
+# (tests/go/tarsplit); gcc builds the C of libdeflate, zstd and SQLite; python3 runs
+# PyPI's in-toto-attestation (installed into a virtualenv) on every statement.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/.."
 declare -A need=(
   [skopeo]=skopeo [umoci]=umoci [containerd]=containerd [ctr]=containerd
   [docker-registry]=docker-registry [dockerd]=docker.io [pigz]=pigz [zstd]=zstd [getfattr]=attr [gcc]=gcc
-  [go]=golang-go
+  [go]=golang-go [python3]=python3
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -42,6 +43,10 @@ else
   [ -x /bin/busybox ] || missing+=(busybox-static)
 fi
 
+# The in-toto validator's virtualenv needs Debian's venv module.
+command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip' >/dev/null 2>&1 \
+  && missing+=(python3-venv)
+
 if [ ${#missing[@]} -gt 0 ]; then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
@@ -54,5 +59,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -q >/dev/null
   apt-get install -y -q "${missing[@]}" >/dev/null
 fi
+
+# Python validators the tests run (PyPI's in-toto-attestation checks every in-toto
+# statement): a virtualenv made once, used through STRATA_PYTHON.
+venv=${STRATA_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/strata/venv}
+if ! "$venv/bin/python" -c 'import in_toto_attestation' >/dev/null 2>&1; then
+  echo "scripts/test.sh: installing in-toto-attestation into $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q in-toto-attestation
+fi
+export STRATA_PYTHON="$venv/bin/python"
 
 exec cargo test --workspace --locked "$@"

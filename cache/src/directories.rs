@@ -115,6 +115,16 @@ impl DirectoryChain {
         DirectoryChain { layers, key }
     }
 
+    /// Each layer's directory (canonical) and fingerprint ([`fingerprint`]), base
+    /// first: what a provenance statement names as the layers' sources.
+    ///
+    /// [`fingerprint`]: crate::fingerprint
+    pub fn fingerprints(&self) -> impl Iterator<Item = (&Path, &str)> {
+        self.layers
+            .iter()
+            .map(|(layer, fp, _)| (layer.dir.as_path(), fp.as_str()))
+    }
+
     /// The snapshot names of the chain's layers, base first.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.layers.iter().map(|(_, _, name)| name.as_str())

@@ -13,11 +13,13 @@ use base64::Engine as _;
 use strata_cache::ImmutableRef;
 use strata_differ::WalkingDiffer;
 use strata_exporter::{
-    Destination, DockerExporter, ExportContext, Exporter, ExporterInstance, ImageExporter,
-    ImageOptions, OciExporter, OutputKind, OutputOptions, PlatformSource, Progress, PushOptions,
-    RegistryExporter, Source, WriterFactory, RESPONSE_DESCRIPTOR, RESPONSE_IMAGE_DIGEST,
+    Destination, DockerExporter, ExportContext, ExportRequest, Exporter, ExporterInstance,
+    ImageExporter, ImageOptions, LayerSource, OciExporter, OutputKind, OutputOptions,
+    PlatformSource, Progress, PushOptions, RegistryExporter, Source, WriterFactory,
+    RESPONSE_DESCRIPTOR, RESPONSE_IMAGE_DIGEST,
 };
 
+use crate::attest;
 use crate::base;
 use crate::error::CliError;
 use crate::output::{parse_output, OutputSpec};
@@ -63,6 +65,8 @@ pub struct ExportArgs {
     /// `--fast-change-detection`: containerd's change rule for `--layer` directories
     /// too (a file with the same size and mtime is unchanged, unread).
     pub fast_change_detection: bool,
+    /// `--attest` requests, as given.
+    pub attests: Vec<String>,
 }
 
 /// containerd's default snapshotter, which `--snapshot` reads and `unpack=true`
@@ -222,6 +226,10 @@ pub async fn run(
     store_dir: &Path,
 ) -> Result<(), CliError> {
     // 1. Everything the user gave, checked before the store is touched.
+    let started_on = std::time::SystemTime::now();
+    let requests = (args.attests.iter())
+        .map(|a| attest::parse_attest(a))
+        .collect::<Result<Vec<_>, _>>()?;
     if args.snapshot.is_some() && !matches!(location, StoreLocation::Containerd { .. }) {
         return Err(CliError::usage(
             "--snapshot names a containerd snapshot: it needs --containerd SOCKET",
@@ -270,6 +278,17 @@ pub async fn run(
             plan.platforms.len()
         )));
     }
+    let checked_attestations = match requests.is_empty() {
+        true => None,
+        false => {
+            let export = ExportRequest {
+                output: spec.kind,
+                options: opts.clone(),
+                started_on,
+            };
+            Some(attest::check(&plan, &requests, &export).await?)
+        }
+    };
     let chains = sources::read_layers(&plan).await?;
     let bases = plan
         .platforms
@@ -302,7 +321,11 @@ pub async fn run(
             platform: None,
             top: Some(top),
             config: plan.platforms[0].config.clone(),
-            base: None,
+            layer_sources: vec![LayerSource::ContainerdSnapshot {
+                snapshotter: snapshotter.to_string(),
+                key: key.clone(),
+            }],
+            ..PlatformSource::default()
         });
     } else {
         let built = sources::platform_sources(
@@ -318,6 +341,7 @@ pub async fn run(
                 image: &image_opts,
                 lease: lease.as_ref(),
                 exact_changes: exact_change_detection(&args),
+                describe_sources: attest::wants_provenance(&requests),
             },
             &mut layer_names,
         )
@@ -336,6 +360,9 @@ pub async fn run(
                 return Err(e);
             }
         };
+    }
+    if let Some(checked) = checked_attestations {
+        attest::attach(checked, &mut images);
     }
     let tops: Vec<ImmutableRef> = images.iter().filter_map(|i| i.top.clone()).collect();
     let source = Source { images };

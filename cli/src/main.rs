@@ -10,6 +10,7 @@
 // terminal (`oci:DIR[:TAG]`), not rustdoc links.
 #![allow(rustdoc::broken_intra_doc_links)]
 
+mod attest;
 mod base;
 mod error;
 mod export;
@@ -159,7 +160,8 @@ struct ExportCli {
     /// Output, buildx syntax: type=oci|docker|image[,dest=PATH][,name=REF][,tar=…]
     /// [,compression=gzip|zstd|uncompressed][,compression-level=N]
     /// [,force-compression=true][,oci-mediatypes=…][,source-date-epoch=N]
-    /// [,annotation.KEY=VALUE]…; type=image also [,unpack=true][,store=false]
+    /// [,annotation.KEY=VALUE]…[,oci-artifact=true][,attestation-inline=…];
+    /// type=image also [,unpack=true][,store=false]
     /// [,name-canonical=true][,dangling-name-prefix=REPO]
     #[arg(short = 'o', long = "output", value_name = "SPEC", required = true)]
     output: String,
@@ -174,6 +176,12 @@ struct ExportCli {
     /// Progress output.
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressMode,
+    /// An attestation, buildx syntax: type=provenance[,mode=min|max],
+    /// type=sbom, or type=file,path=STATEMENT.json[,platform=OS/ARCH[/VARIANT]] (an
+    /// in-toto v1 statement); repeat for several. Attestations make the image an
+    /// index (OCI media types only).
+    #[arg(long = "attest", value_name = "SPEC")]
+    attests: Vec<String>,
     /// Write the exporter response (containerimage.digest, …) as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     metadata_file: Option<PathBuf>,
@@ -253,6 +261,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     snapshot: a.snapshot,
                     snapshotter: a.snapshotter,
                     fast_change_detection: a.fast_change_detection,
+                    attests: a.attests,
                 },
                 &location,
                 &store,

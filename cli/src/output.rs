@@ -21,7 +21,7 @@ pub struct OutputSpec {
 }
 
 /// Splits one CSV record with Go `encoding/csv` rules.
-fn csv_fields(input: &str) -> Result<Vec<String>, String> {
+pub fn csv_fields(input: &str) -> Result<Vec<String>, String> {
     let mut fields = Vec::new();
     let mut chars = input.chars().peekable();
     loop {

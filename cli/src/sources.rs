@@ -8,12 +8,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use strata_cache::{
-    import_image, DirectoryChain, DirectoryError, ImageLocation, ImageRoot, ImmutableRef, LayerDir,
-    Materializer,
+    fingerprint, import_image, DirectoryChain, DirectoryError, ImageLocation, ImageRoot,
+    ImmutableRef, LayerDir, Materializer,
 };
 use strata_containerd::ContainerdSnapshotter;
 use strata_content::LeaseGuard;
-use strata_exporter::{merge_config, BaseImageRef, ImageOptions, PlatformSource};
+use strata_exporter::{merge_config, BaseImageRef, ImageOptions, LayerSource, PlatformSource};
 use strata_snapshotter::{DirectorySnapshotter, Snapshotter};
 
 use crate::base;
@@ -42,6 +42,10 @@ pub struct Inputs<'a> {
     /// The lease holding what base images and copy layers bring into the store until
     /// the exporter's lease holds it (set when there are bases or copies).
     pub lease: Option<&'a LeaseGuard>,
+    /// Whether each platform lists where its layers came from
+    /// ([`PlatformSource::layer_sources`], for provenance): copy sources are then
+    /// fingerprinted too.
+    pub describe_sources: bool,
 }
 
 /// One [`PlatformSource`] per platform of `plan`: its base imported (`bases`, parsed
@@ -97,6 +101,22 @@ pub async fn platform_sources(
             }
             _ => None,
         };
+        let mut layer_sources: Vec<LayerSource> = match inputs.describe_sources {
+            true => chain
+                .fingerprints()
+                .map(|(dir, fingerprint)| LayerSource::Directory {
+                    path: dir.to_path_buf(),
+                    fingerprint: fingerprint.to_string(),
+                    copy_to: None,
+                })
+                .collect(),
+            false => Vec::new(),
+        };
+        if inputs.describe_sources {
+            for c in &p.copies {
+                layer_sources.push(copy_source(&c.src, &c.dest, &c.shown).await?);
+            }
+        }
         let base_top = imported.as_ref().and_then(|b| b.top.clone());
         let mut link = base_top.as_ref();
         while let Some(r) = link {
@@ -155,9 +175,31 @@ pub async fn platform_sources(
             top,
             config,
             base: base_ref,
+            layer_sources,
+            ..PlatformSource::default()
         });
     }
     Ok(images)
+}
+
+/// A `--copy` source as provenance names it: its directory and fingerprint.
+async fn copy_source(src: &Path, dest: &str, shown: &str) -> Result<LayerSource, CliError> {
+    let src = src.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || {
+        let path = src.canonicalize().map_err(|e| e.to_string())?;
+        let fingerprint = fingerprint(&path).map_err(|e| e.to_string())?;
+        Ok::<_, String>((path, fingerprint))
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    let (path, fingerprint) =
+        read.map_err(|e| CliError::context(format!("reading --copy {shown}"), e))?;
+    Ok(LayerSource::Directory {
+        path,
+        fingerprint,
+        copy_to: Some(dest.to_string()),
+    })
 }
 
 /// Reads (fingerprints) every platform's `--layer` directories, all platforms at once;

@@ -7,7 +7,9 @@ use indicatif::HumanBytes;
 use serde_json::Value;
 use strata_cache::{prune_extracted, prune_stale_registrations, DirectoryError};
 use strata_content::{fsck, read_blob};
-use strata_oci::{media_types, walk_image, Descriptor, ImageNode, WalkError};
+use strata_oci::{
+    annotations, media_types, walk_image, Descriptor, ImageGraph, ImageNode, WalkError,
+};
 use strata_snapshotter::DirectorySnapshotter;
 
 use crate::error::CliError;
@@ -160,6 +162,9 @@ pub async fn inspect(store: &Store, reference: &str) -> Result<(), CliError> {
             continue;
         };
         let m = &node.descriptor;
+        if is_attestation(m) {
+            continue;
+        }
         let config_desc = &manifest.config;
         let config = json_blob(store, config_desc).await?;
         let platform = match (config["os"].as_str(), config["architecture"].as_str()) {
@@ -212,5 +217,58 @@ pub async fn inspect(store: &Store, reference: &str) -> Result<(), CliError> {
             );
         }
     }
+    print_attestations(&graph);
     Ok(())
+}
+
+/// Whether an index entry is an attestation manifest (BuildKit's
+/// `vnd.docker.reference.type=attestation-manifest`).
+fn is_attestation(desc: &Descriptor) -> bool {
+    desc.annotations
+        .get(annotations::DOCKER_REFERENCE_TYPE)
+        .is_some_and(|t| t == annotations::ATTESTATION_MANIFEST)
+}
+
+/// The attestation manifests of `graph`: which image manifest (and platform) each
+/// is about, its form, and each statement's predicate type.
+fn print_attestations(graph: &ImageGraph) {
+    for node in &graph.nodes {
+        let ImageNode::Manifest(manifest) = &node.node else {
+            continue;
+        };
+        if !is_attestation(&node.descriptor) {
+            continue;
+        }
+        let about = node
+            .descriptor
+            .annotations
+            .get(annotations::DOCKER_REFERENCE_DIGEST)
+            .map_or("?", String::as_str);
+        let platform = graph
+            .nodes
+            .iter()
+            .find(|n| n.descriptor.digest.to_string() == about)
+            .and_then(|n| n.descriptor.platform.as_ref())
+            .map_or_else(|| "unknown".to_string(), |p| p.to_string());
+        let artifact = serde_json::from_slice::<Value>(&node.bytes)
+            .ok()
+            .is_some_and(|m| m["artifactType"] == media_types::DOCKER_ATTESTATION_MANIFEST);
+        println!();
+        println!(
+            "Attestations: {} ({})",
+            node.descriptor.digest,
+            match artifact {
+                true => "OCI artifact",
+                false => "attestation image",
+            }
+        );
+        println!("  For:       {about} ({platform})");
+        for layer in &manifest.layers {
+            let predicate = layer
+                .annotations
+                .get(annotations::IN_TOTO_PREDICATE_TYPE)
+                .map_or("?", String::as_str);
+            println!("  Statement: {}  {predicate}", layer.digest);
+        }
+    }
 }

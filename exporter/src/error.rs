@@ -123,6 +123,38 @@ pub enum Error {
     /// Pushing to a registry failed.
     #[error(transparent)]
     Push(#[from] crate::push::PushError),
+    /// A statement file (`--attest type=file`) that cannot be read, is not an
+    /// in-toto v1 statement, or names a platform the export lacks.
+    #[error("statement file {path}: {reason}")]
+    StatementFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An attestation request (`--attest`) with a bad field.
+    #[error("invalid attestation request: field {field:?}: {reason}")]
+    InvalidAttest {
+        /// The field at fault (`type`, `mode`, `path`, `platform`, …).
+        field: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// An SBOM was asked for (`--attest type=sbom`) but no SBOM generator is wired
+    /// into this build of the exporter.
+    #[error("sbom generator not available: this strata cannot make SBOM attestations yet")]
+    SbomUnavailable,
+    /// An attestation generator failed for a platform.
+    #[error("the {generator} attestation of {platform}: {source}")]
+    Generator {
+        /// The generator's name.
+        generator: String,
+        /// The platform.
+        platform: String,
+        /// What failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The export was cancelled or a worker task died.
     #[error("export interrupted: {0}")]
     Interrupted(String),

@@ -12,6 +12,11 @@
 //! - [`Source`]: what to export, typed — per platform ([`PlatformSource`]) the top ref
 //!   and the image config. [`Source::from_buildkit`] adapts BuildKit's refs and
 //!   metadata map ([`CONFIG_KEY`], [`PLATFORMS_KEY`]).
+//! - Attestations ([`Attestation`], [`AttestationGenerator`]): in-toto statements
+//!   per platform, known up front or generated once the image is written (SLSA
+//!   provenance: [`ProvenanceGenerator`]); packaged as BuildKit packages them, one
+//!   attestation manifest per platform in the index ([`AttestRequest`] reads buildx's
+//!   `--attest` requests into a source: [`Source::add_attestations`]).
 //! - [`OutputOptions::parse`]: BuildKit's option names (`name`, `compression`,
 //!   `oci-mediatypes`, `source-date-epoch`, `annotation.*`, `tar`, `dest`, `push`,
 //!   `unpack`, `store`, `name-canonical`, `dangling-name-prefix`, …)
@@ -72,6 +77,7 @@
 
 #![deny(missing_docs)]
 
+mod attestation;
 mod config;
 mod context;
 mod error;
@@ -86,6 +92,15 @@ mod source;
 mod stored;
 mod writer;
 
+pub use attestation::provenance::{
+    ProvenanceGenerator, ProvenanceMode, FINGERPRINT_ALGORITHM, PROVENANCE_BUILDER_ID_PREFIX,
+    PROVENANCE_BUILD_TYPE, SLSA_PROVENANCE_V1,
+};
+pub use attestation::{
+    image_purl, AttestRequest, Attestation, AttestationGenerator, AttestationSubject,
+    ExportRequest, GeneratedImageInfo, GeneratedLayer, LayerSource, SharedGenerator,
+    IN_TOTO_STATEMENT_V1, MAX_STATEMENT_SIZE,
+};
 pub use config::{merge_config, parse_config};
 pub use context::{ExportContext, UnpackTarget};
 pub use error::{Error, Result};

@@ -3,6 +3,7 @@
 //! option map, so a CLI or frontend can validate `-o` before it opens anything.
 
 mod annotations;
+mod checks;
 mod records;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use strata_oci::Compression;
 use crate::error::{Error, Result};
 
 pub use annotations::Annotations;
+use checks::{check_compression, check_destination};
 pub(crate) use records::check_records;
 pub use records::RecordOptions;
 
@@ -34,6 +36,10 @@ pub(crate) const OPTION_DANGLING_NAME_PREFIX: &str = "dangling-name-prefix";
 pub(crate) const OPTION_DANGLING_EMPTY_ONLY: &str = "danging-name-empty-only";
 /// Option: also record `NAME@<digest>` for every name (`image` exporter).
 pub(crate) const OPTION_NAME_CANONICAL: &str = "name-canonical";
+/// Option: attestation manifests as OCI artifacts.
+pub(crate) const OPTION_OCI_ARTIFACT: &str = "oci-artifact";
+/// Option: attach inline-only attestations even to a single-platform image.
+pub(crate) const OPTION_ATTESTATION_INLINE: &str = "attestation-inline";
 /// Option: rewrite layer timestamps to `source-date-epoch` (every exporter).
 pub(crate) const OPTION_REWRITE_TIMESTAMP: &str = "rewrite-timestamp";
 
@@ -129,6 +135,16 @@ pub struct ImageOptions {
     /// option changes nothing; as in BuildKit, a base image's layers (exported by
     /// their blobs) are never rewritten.
     pub rewrite_timestamp: bool,
+    /// `oci-artifact`: attestation manifests in the OCI artifact form (`artifactType`
+    /// `application/vnd.docker.attestation.manifest.v1+json`, the empty config,
+    /// `subject` = the image manifest) rather than the legacy form (an image config
+    /// with `unknown` os and architecture). Default false; needs OCI media types.
+    pub oci_artifact: bool,
+    /// `attestation-inline` (BuildKit's `ForceInlineAttestations`): inline-only
+    /// attestations are attached, and make the root an index, even when nothing else
+    /// would. Default true for the `image` and `registry` outputs, false for `oci`
+    /// and `docker`, as in BuildKit.
+    pub attestation_inline: bool,
 }
 
 impl Default for ImageOptions {
@@ -144,6 +160,8 @@ impl Default for ImageOptions {
             source_date_epoch: None,
             annotations: Annotations::default(),
             rewrite_timestamp: false,
+            oci_artifact: false,
+            attestation_inline: true,
         }
     }
 }
@@ -213,6 +231,7 @@ impl OutputOptions {
     pub fn parse(kind: OutputKind, options: &BTreeMap<String, String>) -> Result<OutputOptions> {
         let mut image = ImageOptions {
             oci_media_types: kind.default_oci_media_types(),
+            attestation_inline: kind.can_push(),
             ..ImageOptions::default()
         };
         let mut destination = kind.writes_files().then(Destination::default);
@@ -266,6 +285,10 @@ impl OutputOptions {
                     );
                 }
                 ("force-compression", _, _) => image.force_compression = parse_bool(key, value)?,
+                (OPTION_OCI_ARTIFACT, _, _) => image.oci_artifact = parse_bool(key, value)?,
+                (OPTION_ATTESTATION_INLINE, _, _) => {
+                    image.attestation_inline = parse_bool(key, value)?
+                }
                 ("source-date-epoch", _, _) => {
                     if !value.is_empty() {
                         let epoch = value
@@ -352,58 +375,6 @@ impl OutputOptions {
             records,
         })
     }
-}
-
-/// The level must be one the compression has; zstd needs OCI media types.
-fn check_compression(image: &ImageOptions) -> Result<()> {
-    if let Some(level) = image.compression_level {
-        let range = match image.compression {
-            Compression::Uncompressed => None,
-            Compression::Gzip | Compression::Estargz => Some(0..=9),
-            Compression::Zstd | Compression::ZstdChunked => Some(1..=22),
-        };
-        if let Some(r) = range {
-            if !r.contains(&level) {
-                return Err(Error::InvalidOption {
-                    key: "compression-level".into(),
-                    value: level.to_string(),
-                    reason: format!(
-                        "{} levels are {}..={}",
-                        image.compression,
-                        r.start(),
-                        r.end()
-                    ),
-                });
-            }
-        }
-    }
-    if !image.oci_media_types && image.compression.layer_media_type(false).is_none() {
-        return Err(Error::UnsupportedCompression {
-            compression: image.compression,
-            media_types: "Docker",
-        });
-    }
-    Ok(())
-}
-
-/// The docker archive is a tar; a directory needs a path. (Whether a tar without
-/// `dest` has somewhere to go depends on the exporter's writer, checked there.)
-fn check_destination(kind: OutputKind, destination: &Destination) -> Result<()> {
-    if kind == OutputKind::Docker && !destination.tar {
-        return Err(Error::InvalidOption {
-            key: "tar".into(),
-            value: "false".into(),
-            reason: "the docker exporter only writes tars".into(),
-        });
-    }
-    if !destination.tar && destination.dest.is_none() {
-        return Err(Error::InvalidOption {
-            key: "dest".into(),
-            value: String::new(),
-            reason: "tar=false needs a destination directory".into(),
-        });
-    }
-    Ok(())
 }
 
 /// A boolean option, spelled as Go's `strconv.ParseBool` accepts (what BuildKit

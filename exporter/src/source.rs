@@ -7,7 +7,9 @@ pub(crate) mod buildkit;
 use std::collections::BTreeSet;
 
 use strata_cache::ImmutableRef;
-use strata_oci::{Digest, Platform};
+use strata_oci::{config_platform, Digest, Platform};
+
+use crate::attestation::{Attestation, LayerSource, SharedGenerator};
 
 use crate::error::{Error, Result};
 
@@ -26,6 +28,17 @@ pub struct PlatformSource {
     /// The base image the chain starts from, if any: the manifest gets the
     /// `org.opencontainers.image.base.name` and `.base.digest` annotations.
     pub base: Option<BaseImageRef>,
+    /// In-toto statements about this image, known before the export (a frontend's,
+    /// a statement file's). Any attestation (or generator) that is not inline-only
+    /// makes the export's root an index, as in BuildKit.
+    pub attestations: Vec<Attestation>,
+    /// Generators of statements that need the finished image (provenance, an SBOM),
+    /// run after this image's manifest is written; their statements follow
+    /// `attestations` in the attestation manifest.
+    pub generators: Vec<SharedGenerator>,
+    /// Where the chain's layers came from, base first (what provenance lists among
+    /// the resolved dependencies; empty when the caller does not say).
+    pub layer_sources: Vec<LayerSource>,
 }
 
 /// The base image an image is built on, as its manifest annotations name it.
@@ -43,6 +56,39 @@ impl PlatformSource {
         self.platform
             .as_ref()
             .map_or_else(|| "default".to_string(), |p| p.to_string())
+    }
+
+    /// The image's platform: the one given, else its config's (`os`,
+    /// `architecture`, `variant`), else the host's.
+    pub fn effective_platform(&self) -> Platform {
+        if let Some(p) = &self.platform {
+            return p.clone();
+        }
+        self.config
+            .as_deref()
+            .and_then(|bytes| {
+                serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes).ok()
+            })
+            .filter(|c| c.contains_key("architecture") && c.contains_key("os"))
+            .map(|c| config_platform(&c))
+            .unwrap_or_else(Platform::host)
+    }
+
+    /// Whether this image has attestations that make the root an index: any that is
+    /// not inline-only, or any at all when `force_inline` (`attestation-inline`).
+    pub(crate) fn forces_index(&self, force_inline: bool) -> bool {
+        self.attestations
+            .iter()
+            .any(|a| force_inline || !a.inline_only)
+            || self
+                .generators
+                .iter()
+                .any(|g| force_inline || !g.inline_only())
+    }
+
+    /// Whether this image has any attestation or generator.
+    pub(crate) fn has_attestations(&self) -> bool {
+        !self.attestations.is_empty() || !self.generators.is_empty()
     }
 }
 
@@ -69,7 +115,7 @@ impl Source {
                 platform: None,
                 top,
                 config,
-                base: None,
+                ..PlatformSource::default()
             }],
         }
     }
@@ -86,7 +132,7 @@ impl Source {
                     platform: Some(platform),
                     top: Some(top),
                     config,
-                    base: None,
+                    ..PlatformSource::default()
                 })
                 .collect(),
         }

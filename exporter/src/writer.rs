@@ -14,6 +14,7 @@ use strata_oci::{annotations, Compression, Descriptor, Digest, Platform};
 use tokio::sync::{OnceCell, Semaphore};
 use tracing::Instrument;
 
+use crate::attestation::GeneratedLayer;
 use crate::config::{empty_config, history_of, parse_config, patch_config};
 use crate::context::ExportContext;
 use crate::error::{Error, Result};
@@ -24,6 +25,7 @@ use crate::progress::Progress;
 use crate::source::{PlatformSource, Source};
 use strata_oci::to_canonical_vec;
 
+mod attestations;
 mod layers;
 
 /// How long an export's lease outlives a process that died holding it.
@@ -53,6 +55,9 @@ pub struct CommittedImage {
     pub config_digest: Option<Digest>,
     /// Every platform's image, in index order.
     pub images: Vec<PlatformImage>,
+    /// The attestation manifests (platform `unknown/unknown`, their statements as
+    /// layers), in index order after `images`: one per attested platform.
+    pub attestations: Vec<PlatformImage>,
     /// The lease holding everything written.
     pub lease: LeaseGuard,
     /// Base-image layers the image references that the content store does not have,
@@ -70,7 +75,7 @@ impl CommittedImage {
         let plain =
             |d: &Descriptor| Descriptor::new(d.media_type.clone(), d.digest.clone(), d.size);
         out.insert(self.descriptor.digest.clone(), plain(&self.descriptor));
-        for img in &self.images {
+        for img in self.images.iter().chain(&self.attestations) {
             out.insert(img.manifest.digest.clone(), plain(&img.manifest));
             out.insert(img.config.digest.clone(), plain(&img.config));
             for l in &img.layers {
@@ -161,6 +166,15 @@ fn base_layer_descriptor(desc: &Descriptor, types: MediaTypes) -> Result<Descrip
     Ok(out)
 }
 
+/// What [`ImageWriter::commit_leased`] wrote.
+struct Written {
+    descriptor: Descriptor,
+    config_digest: Option<Digest>,
+    images: Vec<PlatformImage>,
+    attestations: Vec<PlatformImage>,
+    remote_blobs: BTreeMap<Digest, BlobLayer>,
+}
+
 /// The blobs being computed in one commit, keyed by ref and blob key.
 type Inflight = Mutex<HashMap<(String, BlobKey), Arc<OnceCell<BlobInfo>>>>;
 
@@ -195,7 +209,20 @@ impl ImageWriter {
             });
         }
         let images = source.checked_images()?;
-        let multi = source.is_multi_platform();
+        // Attestations force an index (BuildKit: inline-only ones only with
+        // `attestation-inline`); without an index, the inline-only ones are dropped.
+        let multi = source.is_multi_platform()
+            || images
+                .iter()
+                .any(|i| i.forces_index(opts.attestation_inline));
+        if multi && !types.oci && images.iter().any(PlatformSource::has_attestations) {
+            return Err(Error::InvalidOption {
+                key: "oci-mediatypes".into(),
+                value: "false".into(),
+                reason: "attestations need OCI media types (Docker's have no attestation manifest)"
+                    .into(),
+            });
+        }
         let configs = images
             .iter()
             .map(|img| match &img.config {
@@ -213,12 +240,13 @@ impl ImageWriter {
             .commit_leased(&images, configs, multi, opts, types, lease.id(), progress)
             .await;
         match written {
-            Ok((descriptor, config_digest, images, remote_blobs)) => Ok(CommittedImage {
-                descriptor,
-                config_digest,
-                images,
+            Ok(written) => Ok(CommittedImage {
+                descriptor: written.descriptor,
+                config_digest: written.config_digest,
+                images: written.images,
+                attestations: written.attestations,
                 lease,
-                remote_blobs,
+                remote_blobs: written.remote_blobs,
             }),
             // Nothing written is needed any more: the lease goes before the error does.
             Err(e) => lease.release_after(Err(e)).await,
@@ -257,12 +285,7 @@ impl ImageWriter {
         types: MediaTypes,
         lease: &str,
         progress: &Progress,
-    ) -> Result<(
-        Descriptor,
-        Option<Digest>,
-        Vec<PlatformImage>,
-        BTreeMap<Digest, BlobLayer>,
-    )> {
+    ) -> Result<Written> {
         let store = self.ctx.content.with_lease(lease);
         let key = layers::blob_key(opts.compression, opts.source_date_epoch, opts);
 
@@ -286,15 +309,32 @@ impl ImageWriter {
 
         let remote_blobs = self.remote_blobs(&chains, lease).await?;
         let mut committed = Vec::new();
+        let mut attested = Vec::new();
         for ((img, config), chain) in images.iter().zip(configs).zip(chains) {
-            committed.push(
-                self.commit_manifest(&store, lease, img, config, &chain, opts, types, progress)
-                    .await?,
-            );
+            let (mut image, layers) = self
+                .commit_manifest(&store, lease, img, config, &chain, opts, types, progress)
+                .await?;
+            if multi && image.platform.is_none() {
+                // A single image in an index (forced by its attestations) needs a
+                // platform: its config's.
+                image.platform = Some(img.effective_platform());
+                image.manifest.platform = image.platform.clone();
+            }
+            if multi && img.has_attestations() {
+                attested.push(
+                    self.commit_attestations(&store, lease, img, &image, layers, opts, progress)
+                        .await?,
+                );
+            }
+            committed.push(image);
         }
 
         let (descriptor, config_digest) = if multi {
-            let manifests: Vec<Descriptor> = committed.iter().map(|c| c.manifest.clone()).collect();
+            // As BuildKit: the attestation manifests after every image manifest, the
+            // GC labels numbered on through them.
+            let manifests: Vec<Descriptor> = (committed.iter().chain(&attested))
+                .map(|c| c.manifest.clone())
+                .collect();
             let json = index_json(types, &manifests, &opts.annotations.index);
             let bytes = to_canonical_vec(&json).map_err(|source| Error::Encode {
                 what: "the image index".into(),
@@ -326,7 +366,13 @@ impl ImageWriter {
                 .extend(opts.annotations.index_descriptor.clone());
             (desc, Some(only.config.digest.clone()))
         };
-        Ok((descriptor, config_digest, committed, remote_blobs))
+        Ok(Written {
+            descriptor,
+            config_digest,
+            images: committed,
+            attestations: attested,
+            remote_blobs,
+        })
     }
 
     /// The base layers the chains use as they came whose blobs the store does not
@@ -375,7 +421,7 @@ impl ImageWriter {
         opts: &ImageOptions,
         types: MediaTypes,
         progress: &Progress,
-    ) -> Result<PlatformImage> {
+    ) -> Result<(PlatformImage, Vec<GeneratedLayer>)> {
         let empty = strata_differ::empty_layer_diff_id();
         // A base image's layers are kept as they are, even an empty one.
         let metas: Vec<LayerMeta> = chain
@@ -395,8 +441,10 @@ impl ImageWriter {
         let normalized = normalize(history_of(&config), &metas);
         let mut layers = Vec::new();
         let mut diff_ids = Vec::new();
+        let mut kept_refs = Vec::new();
         for &i in &normalized.kept_layers {
             let (r, info) = &chain[i];
+            kept_refs.push(r.clone());
             if let Some(layer) = r
                 .blob_layer()
                 .filter(|l| l.descriptor.digest == info.digest)
@@ -488,12 +536,20 @@ impl ImageWriter {
         manifest.annotations = opts
             .annotations
             .manifest_descriptor_for(img.platform.as_ref());
-        Ok(PlatformImage {
+        let generated = (layers.iter().zip(&diff_ids).zip(kept_refs))
+            .map(|((descriptor, diff_id), layer_ref)| GeneratedLayer {
+                descriptor: descriptor.clone(),
+                diff_id: diff_id.clone(),
+                layer_ref,
+            })
+            .collect();
+        let image = PlatformImage {
             platform: img.platform.clone(),
             manifest,
             config: config_desc,
             layers,
-        })
+        };
+        Ok((image, generated))
     }
 
     /// Writes `bytes` (whose digest the caller computed) through the leased `store`

@@ -105,6 +105,7 @@ fn source(top: ImmutableRef, base: &Base) -> Source {
                 name: "example/base:1".into(),
                 digest: base.manifest.digest.clone(),
             }),
+            ..PlatformSource::default()
         }],
     }
 }

@@ -18,6 +18,12 @@ pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
 pub const DOCKER_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
 /// The [`DOCKER_REFERENCE_TYPE`] of an attestation manifest: not a runnable image.
 pub const ATTESTATION_MANIFEST: &str = "attestation-manifest";
+/// On an attestation manifest's index entry: the digest of the image manifest (an
+/// entry of the same index) its statements are about.
+pub const DOCKER_REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
+/// On an attestation manifest's layer: the `predicateType` of the in-toto statement
+/// the layer holds.
+pub const IN_TOTO_PREDICATE_TYPE: &str = "in-toto.io/predicate-type";
 /// On an eStargz layer's descriptor: the digest of its table of contents
 /// (`stargz.index.json`), which a lazy-pulling snapshotter verifies the TOC against.
 pub const ESTARGZ_TOC_DIGEST: &str = "containerd.io/snapshot/stargz/toc.digest";

@@ -23,6 +23,17 @@ pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
 /// Docker gzip layer.
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
+/// The OCI empty descriptor's media type: the config of an artifact manifest, whose
+/// bytes are `{}` ([`OCI_EMPTY_JSON`]).
+pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+/// The bytes of the OCI empty descriptor's blob.
+pub const OCI_EMPTY_JSON: &[u8] = b"{}";
+/// An in-toto statement (an attestation manifest's layer).
+pub const IN_TOTO: &str = "application/vnd.in-toto+json";
+/// The `artifactType` of an attestation manifest in the OCI artifact form (BuildKit's
+/// `oci-artifact=true`).
+pub const DOCKER_ATTESTATION_MANIFEST: &str = "application/vnd.docker.attestation.manifest.v1+json";
+
 /// Whether `media_type` is an image index (OCI) or manifest list (Docker).
 pub fn is_index(media_type: &str) -> bool {
     media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST

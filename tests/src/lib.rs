@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 mod base_image;
+mod in_toto;
 pub mod servers;
 mod strata_bin;
 pub mod tree;
@@ -27,6 +28,7 @@ pub use base_image::{
     umoci_base, unique_name, BaseLayout, BASE_CREATED, BASE_ENV, BASE_HISTORY, BASE_LABEL,
     BASE_RELEASE, BASE_TAG,
 };
+pub use in_toto::{in_toto_python, validate_statements};
 pub use strata_bin::{strata, strata_bin, strata_command, strata_fails, strata_ok};
 
 use std::io::{Read, Seek};

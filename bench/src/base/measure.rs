@@ -266,6 +266,7 @@ fn measure_copy_export(
                     name: imported.name.clone(),
                     digest: imported.manifest.digest.clone(),
                 }),
+                ..PlatformSource::default()
             }],
         };
         let ctx = ExportContext::new(

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use strata_content::{BlobProvider, ContentStore};
-use strata_oci::{media_types, walk_image, Descriptor, Digest, ImageGraph, WalkError};
+use strata_oci::{annotations, media_types, walk_image, Descriptor, Digest, ImageGraph, WalkError};
 use strata_registry::{Access, ImageReference, ManifestRef, RegistryClient, RegistryOptions};
 
 pub use error::PushError;
@@ -82,7 +82,8 @@ pub struct PushReport {
     pub digest: Digest,
     /// Every layer and config blob with what happened to it.
     pub blobs: BTreeMap<Digest, BlobOutcome>,
-    /// The manifests and indexes pushed, children first.
+    /// The manifests and indexes pushed, in push order: image manifests, then
+    /// attestation manifests, then the root.
     pub manifests: Vec<Digest>,
 }
 
@@ -212,7 +213,37 @@ impl Session {
                 })
             }
         };
-        let mut manifests: Vec<Digest> = futures::stream::iter(children)
+        // Attestation manifests go after every image manifest, as BuildKit pushes
+        // them: a registry may check an OCI artifact's `subject`, and a reader that
+        // finds an attestation finds the image it is about.
+        let (attestations, images): (Vec<_>, Vec<_>) =
+            children.into_iter().partition(|(desc, _)| {
+                desc.annotations
+                    .get(annotations::DOCKER_REFERENCE_TYPE)
+                    .is_some_and(|t| t == annotations::ATTESTATION_MANIFEST)
+            });
+        let mut manifests = self.push_manifests(images).await?;
+        manifests.sort();
+        let mut attestation_manifests = self.push_manifests(attestations).await?;
+        attestation_manifests.sort();
+        manifests.extend(attestation_manifests);
+        let (desc, bytes) = root_entry;
+        self.push_manifest(&self.target, &desc, bytes).await?;
+        manifests.push(desc.digest.clone());
+        Ok(PushReport {
+            reference: self.client.image(&self.target).to_string(),
+            digest: desc.digest,
+            blobs,
+            manifests,
+        })
+    }
+
+    /// Pushes `manifests` by digest, at most `jobs` at a time; their digests.
+    async fn push_manifests(
+        self: &Arc<Self>,
+        manifests: Vec<(Descriptor, Bytes)>,
+    ) -> Result<Vec<Digest>, PushError> {
+        futures::stream::iter(manifests)
             .map(|(desc, bytes)| {
                 let this = self.clone();
                 async move {
@@ -224,17 +255,7 @@ impl Session {
             })
             .buffer_unordered(self.jobs)
             .try_collect()
-            .await?;
-        manifests.sort();
-        let (desc, bytes) = root_entry;
-        self.push_manifest(&self.target, &desc, bytes).await?;
-        manifests.push(desc.digest.clone());
-        Ok(PushReport {
-            reference: self.client.image(&self.target).to_string(),
-            digest: desc.digest,
-            blobs,
-            manifests,
-        })
+            .await
     }
 
     /// Reads the manifests under `root` and collects their blobs.

@@ -87,7 +87,7 @@ impl Source {
                 config: metadata.get(&config_key_for(&entry.id)).cloned(),
                 platform: Some(entry.platform),
                 top: Some(top.clone()),
-                base: None,
+                ..PlatformSource::default()
             });
         }
         Ok(Source { images })
