@@ -9,7 +9,9 @@
 # PID); base images are built from the static busybox (busybox-static), which is also
 # the program `ctr run` starts in an unpacked image; pigz, zstd and attr check layers;
 # Go and golang-github-containerd-stargz-snapshotter-dev build the eStargz verifier
-# (tests/go/estargz); gcc builds the C of libdeflate, zstd and SQLite.
+# (tests/go/estargz); gcc builds the C of libdeflate, zstd and SQLite; debootstrap,
+# dpkg-query and rpm make and check the package databases the SBOM tests read, and
+# PyPI's spdx-tools (in a virtualenv, pip-installed when missing) validates the SBOMs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +19,7 @@ cd "$(dirname "$0")/.."
 declare -A need=(
   [skopeo]=skopeo [umoci]=umoci [containerd]=containerd [ctr]=containerd
   [docker-registry]=docker-registry [dockerd]=docker.io [pigz]=pigz [zstd]=zstd [getfattr]=attr [gcc]=gcc
-  [go]=golang-go
+  [go]=golang-go [debootstrap]=debootstrap [dpkg-query]=dpkg [rpm]=rpm [python3]=python3
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -38,6 +40,10 @@ else
   [ -x /bin/busybox ] || missing+=(busybox-static)
 fi
 
+# The validators' virtualenv needs venv and ensurepip (python3-venv on Debian).
+command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1 \
+  && missing+=(python3-venv)
+
 if [ ${#missing[@]} -gt 0 ]; then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
@@ -50,5 +56,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -q >/dev/null
   apt-get install -y -q "${missing[@]}" >/dev/null
 fi
+
+# Validators from PyPI, in a virtualenv on PATH: spdx-tools (pyspdxtools) for SBOMs.
+venv=${STRATA_VALIDATORS:-${XDG_CACHE_HOME:-$HOME/.cache}/strata-validators}
+if [ ! -x "$venv/bin/pyspdxtools" ]; then
+  echo "scripts/test.sh: installing spdx-tools (PyPI) into $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q spdx-tools
+fi
+export PATH="$venv/bin:$PATH"
 
 exec cargo test --workspace --locked "$@"
