@@ -190,3 +190,48 @@ pub fn layer_tars(trees: &[PathBuf], dir: &Path) -> Vec<(Digest, PathBuf)> {
         out
     })
 }
+
+/// Writes `files` (path → contents; a `->` prefix makes a symlink) as a tar.
+pub fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, contents) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_mtime(1_700_000_000);
+        if let Some(target) = contents.strip_prefix(b"->") {
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            let target = std::str::from_utf8(target).expect("utf-8 target");
+            builder
+                .append_link(&mut header, path, target)
+                .expect("append symlink");
+        } else if path.ends_with('/') {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(0o755);
+            header.set_size(0);
+            builder
+                .append_data(&mut header, path, &[][..])
+                .expect("append dir");
+        } else {
+            header.set_size(contents.len() as u64);
+            builder
+                .append_data(&mut header, path, *contents)
+                .expect("append file");
+        }
+    }
+    builder.into_inner().expect("finish tar")
+}
+
+/// Writes `files` (path → contents) under `root`.
+pub fn write_tree(root: &Path, files: &[(&str, &[u8])]) {
+    for (path, contents) in files {
+        let path = root.join(path);
+        fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+        fs::write(&path, contents).expect("write file");
+    }
+}
+
+/// A digest standing for a layer's diffID in tests whose layers are trees.
+pub fn diff_id(name: &str) -> Digest {
+    Digest::sha256_of(name.as_bytes())
+}
