@@ -64,6 +64,38 @@ pub enum SbomError {
         #[source]
         source: RpmHeaderError,
     },
+    /// A ref of the chain could not be read: its tree not mounted (a view, an
+    /// extraction), or its blob not fetched.
+    #[error("layer {layer} (ref {reference}): {source}")]
+    Ref {
+        /// The layer's diffID.
+        layer: Digest,
+        /// The ref's id.
+        reference: String,
+        /// The cache's error.
+        #[source]
+        source: Box<strata_cache::RefError>,
+    },
+    /// A snapshot's mounts could not be mounted for reading.
+    #[error("layer {layer} (ref {reference}): mounting its tree: {source}")]
+    Mount {
+        /// The layer's diffID.
+        layer: Digest,
+        /// The ref's id.
+        reference: String,
+        /// The snapshotter's error.
+        #[source]
+        source: Box<strata_snapshotter::Error>,
+    },
+    /// A layer blob could not be opened for reading (missing, unknown media type).
+    #[error("layer {layer}: opening its blob: {source}")]
+    Blob {
+        /// The layer's diffID.
+        layer: Digest,
+        /// The differ's error.
+        #[source]
+        source: Box<strata_differ::Error>,
+    },
 }
 
 /// Why an rpm header blob (`Packages.blob` of `rpmdb.sqlite`) was refused. Headers come

@@ -14,6 +14,8 @@
 //! lowest layer from which it is present at its final version in every layer up to the
 //! top. [`spdx_document`] writes the [`Inventory`] as an SPDX 2.3 JSON document (the
 //! predicate of an in-toto statement with predicate type `https://spdx.dev/Document`).
+//! [`layers_of_chain`] turns an exported chain of [`strata_cache::ImmutableRef`]s
+//! (with their blob infos) into the layers to scan ([`ChainLayers`]).
 //!
 //! Licenses: apk and rpm say them; Debian's database does not, so a package's
 //! machine-readable `usr/share/doc/<package>/copyright` is read for its `License:`
@@ -65,6 +67,7 @@ mod apk;
 mod db_files;
 mod dpkg;
 mod error;
+mod from_chain;
 mod license;
 mod package;
 mod rpm;
@@ -72,6 +75,7 @@ mod scan;
 mod spdx;
 
 pub use error::{RpmHeaderError, SbomError};
+pub use from_chain::{layers_of_chain, ChainLayers};
 pub use package::{OsRelease, Package, PackageKind};
 pub use scan::{scan_layers, Inventory, Layer, LayerSource, ScanLimits};
 pub use spdx::{spdx_document, DocumentOptions};
