@@ -284,7 +284,8 @@ fn read_bounded(mut reader: impl Read, size: u64, limit: u64) -> io::Result<Opti
     if size > limit {
         return Ok(None);
     }
-    let mut bytes = Vec::with_capacity(size as usize);
+    // The size is the image's word: allocate as the bytes arrive.
+    let mut bytes = Vec::with_capacity(size.min(1 << 20) as usize);
     reader.by_ref().take(limit + 1).read_to_end(&mut bytes)?;
     Ok((bytes.len() as u64 <= limit).then_some(bytes))
 }
@@ -448,14 +449,15 @@ pub(crate) fn read_tree(
     {
         // The directory as opened (confined), listed through its descriptor.
         let listing =
-            Path::new("/proc/self/fd").join(rustix::fd::AsRawFd::as_raw_fd(&dir).to_string());
-        for item in std::fs::read_dir(&listing).map_err(|e| read_error(DPKG_STATUS_DIR, e))? {
-            let item = item.map_err(|e| read_error(DPKG_STATUS_DIR, e))?;
-            if let Some(name) = item.file_name().to_str() {
-                let path = join(DPKG_STATUS_DIR, name);
-                if is_status_d_file(&path) {
-                    paths.push(path);
-                }
+            rustix::fs::Dir::new(dir).map_err(|e| read_error(DPKG_STATUS_DIR, e.into()))?;
+        for item in listing {
+            let item = item.map_err(|e| read_error(DPKG_STATUS_DIR, e.into()))?;
+            let Ok(name) = item.file_name().to_str() else {
+                continue;
+            };
+            let path = join(DPKG_STATUS_DIR, name);
+            if name != "." && name != ".." && is_status_d_file(&path) {
+                paths.push(path);
             }
         }
     }
