@@ -108,28 +108,22 @@ pub(crate) struct DbState {
 impl DbState {
     /// A tracked file's bytes.
     pub fn file(&self, path: &str) -> Option<&[u8]> {
-        match self.files.get(path) {
-            Some(Entry::File(bytes)) => Some(bytes),
-            _ => None,
-        }
-    }
-
-    /// The contents of the first `os-release` present, following a symlink between
-    /// the two tracked locations (`etc/os-release` → `../usr/lib/os-release`).
-    pub fn os_release(&self) -> Option<&[u8]> {
-        for path in OS_RELEASES {
-            match self.files.get(path) {
+        // A symlink to another tracked file is followed (`etc/os-release` →
+        // `../usr/lib/os-release`), a few hops at most, as a tree's reads would.
+        let mut path = path.to_string();
+        for _ in 0..8 {
+            match self.files.get(&path) {
                 Some(Entry::File(bytes)) => return Some(bytes),
-                Some(Entry::Symlink(target)) => {
-                    let resolved = resolve_symlink(path, target);
-                    if let Some(bytes) = resolved.as_deref().and_then(|r| self.file(r)) {
-                        return Some(bytes);
-                    }
-                }
-                _ => {}
+                Some(Entry::Symlink(target)) => path = resolve_symlink(&path, target)?,
+                _ => return None,
             }
         }
         None
+    }
+
+    /// The contents of the first `os-release` present.
+    pub fn os_release(&self) -> Option<&[u8]> {
+        OS_RELEASES.into_iter().find_map(|path| self.file(path))
     }
 
     /// The license of `package`'s machine-readable copyright file.

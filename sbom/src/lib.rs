@@ -17,6 +17,15 @@
 //! [`layers_of_chain`] turns an exported chain of [`strata_cache::ImmutableRef`]s
 //! (with their blob infos) into the layers to scan ([`ChainLayers`]).
 //!
+//! Which packages count: every package of apk's and rpm's databases (rpm's
+//! `gpg-pubkey` key entries aside); dpkg's packages in every state `dpkg-query -W`
+//! lists except `config-files` (a removed package whose configuration files remain).
+//! A package's name is never arch-qualified (`libc6` for dpkg's `libc6:i386`): its
+//! architecture is [`Package::arch`] and the purl's `arch` qualifier. A package is
+//! keyed by manager, name and architecture; the rpm database read is
+//! `usr/lib/sysimage/rpm/rpmdb.sqlite`, else `var/lib/rpm/rpmdb.sqlite` (rpm ≥ 4.16's
+//! sqlite backend; BerkeleyDB and ndb databases are not read).
+//!
 //! Licenses: apk and rpm say them; Debian's database does not, so a package's
 //! machine-readable `usr/share/doc/<package>/copyright` is read for its `License:`
 //! names. A string that is not a valid SPDX expression (and cannot be made one) is
