@@ -8,7 +8,7 @@ use std::sync::Arc;
 use strata_cache::{BlobInfo, ImmutableRef};
 use strata_content::ContentStore;
 use strata_differ::{open_layer_tar, DecompressionLimit};
-use strata_snapshotter::TempMount;
+use strata_snapshotter::{Kind, TempMount};
 
 use crate::error::SbomError;
 use crate::scan::{scan_layers, Inventory, Layer, ScanLimits};
@@ -45,11 +45,26 @@ impl ChainLayers {
     }
 }
 
+/// True when `r` is a blob-backed ref whose chain has been extracted (a committed
+/// snapshot named by its chainID in its snapshotter).
+async fn extracted(r: &ImmutableRef) -> bool {
+    match r.chain_id() {
+        Some(chain_id) => r
+            .snapshotter()
+            .stat(&chain_id.to_string())
+            .await
+            .is_ok_and(|info| info.kind == Kind::Committed),
+        None => false,
+    }
+}
+
 /// The layers of `chain` (base first, as the exporter computed it: each ref with the
 /// blob info of its layer, whose diffID the packages are attributed to). A
 /// snapshot-backed ref is read from its tree ([`ImmutableRef::mounts`], mounted if it
-/// is an overlay); a blob-backed ref from its layer blob in `store` (fetched from its
-/// provider first when the store lacks it). Must be called within a tokio runtime.
+/// is an overlay), and so is a blob-backed ref whose chain is already extracted; any
+/// other blob-backed ref from its layer blob in `store` (fetched from its provider
+/// first when the store lacks it; its chain is not extracted for this). Must be called
+/// within a tokio runtime.
 pub async fn layers_of_chain(
     chain: &[(ImmutableRef, BlobInfo)],
     store: &Arc<dyn ContentStore>,
@@ -65,7 +80,13 @@ pub async fn layers_of_chain(
             reference: r.id().to_string(),
             source: Box::new(source),
         };
-        if let Some(blob) = r.blob_layer() {
+        let blob = match r.blob_layer() {
+            // A base layer whose chain is extracted already (a child's diff needed
+            // its tree) is read from that tree: a few files instead of the blob.
+            Some(_) if extracted(r).await => None,
+            other => other,
+        };
+        if let Some(blob) = blob {
             blob.fetch_into(store).await.map_err(ref_error)?;
             let tar = open_layer_tar(
                 Arc::clone(store),

@@ -13,7 +13,7 @@ use strata_cache::{
 use strata_content::{ContentStore, MemoryStore, StoreProvider};
 use strata_differ::{CompareOptions, Comparer, LayerBlob, WalkingDiffer};
 use strata_oci::Compression;
-use strata_sbom::{layers_of_chain, ScanLimits};
+use strata_sbom::{layers_of_chain, LayerSource, ScanLimits};
 use strata_snapshotter::{DirectorySnapshotter, Mount, NativeSnapshotter, Snapshotter};
 
 async fn diff(store: &Arc<dyn ContentStore>, lower: Option<&Path>, upper: &Path) -> LayerBlob {
@@ -121,6 +121,11 @@ async fn a_base_blob_under_a_directory_layer() {
         .await
         .expect("layers of the chain");
     assert!(
+        matches!(layers.layers()[0].source, LayerSource::Tar(_)),
+        "not extracted: the blob"
+    );
+    assert!(matches!(layers.layers()[1].source, LayerSource::Tree(_)));
+    assert!(
         local.info(&base_blob.descriptor.digest).await.is_ok(),
         "the base blob was fetched"
     );
@@ -141,5 +146,21 @@ async fn a_base_blob_under_a_directory_layer() {
             ("python3", top_blob.diff_id.clone()),
         ]
     );
+
+    // Once the base chain is extracted (a child's diff needed it), its tree is read.
+    base_ref.materialize().await.expect("extract the base");
+    let layers = layers_of_chain(&chain, &local)
+        .await
+        .expect("layers of the chain");
+    assert!(
+        matches!(layers.layers()[0].source, LayerSource::Tree(_)),
+        "extracted: the tree"
+    );
+    let again = tokio::task::spawn_blocking(move || layers.scan(&ScanLimits::default()))
+        .await
+        .expect("join")
+        .expect("scan");
+    assert_eq!(again, inventory);
+    drop(chain);
     top_ref.release().await.expect("release");
 }
