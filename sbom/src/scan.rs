@@ -98,27 +98,27 @@ pub struct Inventory {
 }
 
 /// What phase one made of a layer.
-enum Read1 {
+enum LayerRead {
     Tree(DbState),
     Tar(Delta),
 }
 
-fn read_layer(layer: Layer, limits: &ScanLimits) -> Result<Read1, SbomError> {
+fn read_layer(layer: Layer, limits: &ScanLimits) -> Result<LayerRead, SbomError> {
     match layer.source {
-        LayerSource::Tree(tree) => read_tree(&tree, &layer.diff_id, limits).map(Read1::Tree),
-        LayerSource::Tar(tar) => read_tar_delta(tar, &layer.diff_id, limits).map(Read1::Tar),
+        LayerSource::Tree(tree) => read_tree(&tree, &layer.diff_id, limits).map(LayerRead::Tree),
+        LayerSource::Tar(tar) => read_tar_delta(tar, &layer.diff_id, limits).map(LayerRead::Tar),
     }
 }
 
 /// Reads every layer (in parallel, up to `limits.threads`), keeping their order.
-fn read_layers(layers: Vec<Layer>, limits: &ScanLimits) -> Result<Vec<Read1>, SbomError> {
+fn read_layers(layers: Vec<Layer>, limits: &ScanLimits) -> Result<Vec<LayerRead>, SbomError> {
     let count = layers.len();
     let threads = limits
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .clamp(1, count.max(1));
     let queue = Mutex::new(layers.into_iter().enumerate());
-    let results: Mutex<Vec<Option<Result<Read1, SbomError>>>> =
+    let results: Mutex<Vec<Option<Result<LayerRead, SbomError>>>> =
         Mutex::new((0..count).map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..threads {
@@ -136,7 +136,7 @@ fn read_layers(layers: Vec<Layer>, limits: &ScanLimits) -> Result<Vec<Read1>, Sb
     });
     // Every layer was read (a worker's panic is re-raised by the scope); the first
     // failure in layer order is the one returned.
-    let reads: Vec<Read1> = results
+    let reads: Vec<LayerRead> = results
         .into_inner()
         .unwrap_or_default()
         .into_iter()
@@ -212,8 +212,8 @@ pub fn scan_layers(layers: Vec<Layer>, limits: &ScanLimits) -> Result<Inventory,
     let mut top_packages = Vec::new();
     for (read, diff_id) in reads.into_iter().zip(&diff_ids) {
         match read {
-            Read1::Tree(tree_state) => state = tree_state,
-            Read1::Tar(delta) => {
+            LayerRead::Tree(tree_state) => state = tree_state,
+            LayerRead::Tar(delta) => {
                 if state.tree.is_some() {
                     let debs: Vec<String> = top_packages
                         .iter()
