@@ -10,8 +10,10 @@
 # the program `ctr run` starts in an unpacked image; pigz, zstd and attr check layers;
 # Go and golang-github-containerd-stargz-snapshotter-dev build the eStargz verifier
 # (tests/go/estargz), golang-github-vbatts-tar-split-dev the tar-split generator
-# (tests/go/tarsplit); gcc builds the C of libdeflate, zstd and SQLite; python3 runs
-# PyPI's in-toto-attestation (installed into a virtualenv) on every statement.
+# (tests/go/tarsplit); gcc builds the C of libdeflate, zstd and SQLite; debootstrap,
+# dpkg-query and rpm make and check the package databases the SBOM tests read; python3
+# runs PyPI's in-toto-attestation on every statement and spdx-tools on every SBOM
+# (both installed into one virtualenv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +21,7 @@ cd "$(dirname "$0")/.."
 declare -A need=(
   [skopeo]=skopeo [umoci]=umoci [containerd]=containerd [ctr]=containerd
   [docker-registry]=docker-registry [dockerd]=docker.io [pigz]=pigz [zstd]=zstd [getfattr]=attr [gcc]=gcc
-  [go]=golang-go [python3]=python3
+  [go]=golang-go [debootstrap]=debootstrap [dpkg-query]=dpkg [rpm]=rpm [python3]=python3
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -43,8 +45,8 @@ else
   [ -x /bin/busybox ] || missing+=(busybox-static)
 fi
 
-# The in-toto validator's virtualenv needs Debian's venv module.
-command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip' >/dev/null 2>&1 \
+# The validators' virtualenv needs venv and ensurepip (python3-venv on Debian).
+command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1 \
   && missing+=(python3-venv)
 
 if [ ${#missing[@]} -gt 0 ]; then
@@ -60,14 +62,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q "${missing[@]}" >/dev/null
 fi
 
-# Python validators the tests run (PyPI's in-toto-attestation checks every in-toto
-# statement): a virtualenv made once, used through STRATA_PYTHON.
+# Validators from PyPI, in one virtualenv made once: in-toto-attestation checks every
+# in-toto statement (run through STRATA_PYTHON), spdx-tools' pyspdxtools every SBOM (on
+# PATH).
 venv=${STRATA_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/strata/venv}
-if ! "$venv/bin/python" -c 'import in_toto_attestation' >/dev/null 2>&1; then
-  echo "scripts/test.sh: installing in-toto-attestation into $venv" >&2
+if ! { "$venv/bin/python" -c 'import in_toto_attestation' && [ -x "$venv/bin/pyspdxtools" ]; } >/dev/null 2>&1; then
+  echo "scripts/test.sh: installing in-toto-attestation and spdx-tools (PyPI) into $venv" >&2
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q in-toto-attestation
+  "$venv/bin/pip" install -q in-toto-attestation spdx-tools
 fi
 export STRATA_PYTHON="$venv/bin/python"
+export PATH="$venv/bin:$PATH"
 
 exec cargo test --workspace --locked "$@"

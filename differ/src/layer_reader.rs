@@ -212,6 +212,19 @@ pub(crate) async fn open_layer(
     })
 }
 
+/// Opens the layer `desc` in `store` as its uncompressed tar, for a reader outside this
+/// crate (the SBOM scanner): decompressed according to the media type
+/// (`UnsupportedMediaType` otherwise), at most `limit`'s bytes of it, the blob's size
+/// and digest checked against `desc` when the stream is read to its end. Reads block
+/// on the runtime: read it on a blocking thread, never on an async worker.
+pub async fn open_layer_tar(
+    store: Arc<dyn ContentStore>,
+    desc: &Descriptor,
+    limit: DecompressionLimit,
+) -> Result<Box<dyn Read + Send>> {
+    Ok(Box::new(open_layer(store, desc, limit).await?))
+}
+
 impl LayerReader {
     /// The most bytes of tar this layer may hold (its [`DecompressionLimit`]).
     pub(crate) fn tar_limit(&self) -> u64 {
@@ -434,6 +447,25 @@ mod tests {
         write_bytes(store, &CompareOptions::default(), tar)
             .await
             .expect("write layer")
+    }
+
+    #[tokio::test]
+    async fn open_layer_tar_reads_back_the_uncompressed_tar() {
+        let store: Arc<dyn ContentStore> = Arc::new(MemoryStore::new());
+        let tar = sample_tar(3, 40_000);
+        let layer = gzip_layer(Arc::clone(&store), tar.clone()).await;
+        assert_ne!(layer.descriptor.digest, layer.diff_id, "compressed");
+        let mut reader = open_layer_tar(store, &layer.descriptor, DecompressionLimit::DEFAULT)
+            .await
+            .expect("open");
+        let read = tokio::task::spawn_blocking(move || {
+            let mut bytes = Vec::new();
+            reader.read_to_end(&mut bytes).map(|_| bytes)
+        })
+        .await
+        .expect("join")
+        .expect("read");
+        assert_eq!(read, tar);
     }
 
     #[tokio::test]

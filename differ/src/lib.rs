@@ -29,7 +29,8 @@
 //!
 //! Besides: [`copy_layer`] writes a layer holding a tree copied under a destination,
 //! like a Dockerfile `COPY` (no diff, no whiteouts; owner per [`CopyOptions`]),
-//! [`convert_layer`] recompresses a stored layer, [`empty_layer`] is the blob
+//! [`convert_layer`] recompresses a stored layer, [`open_layer_tar`] reads one back as
+//! its uncompressed tar, [`empty_layer`] is the blob
 //! of a layer without changes, and [`Encoder`] is the compressing writer every layer
 //! goes through (its bytes never depend on the thread count). Errors are one
 //! [`Error`] type.
@@ -102,6 +103,7 @@ pub use copy_layer::{copy_layer, CopyOptions};
 pub use decompression_limit::DecompressionLimit;
 pub use empty_layer::{empty_layer, empty_layer_diff_id, EMPTY_TAR_SIZE};
 pub use error::{Error, Refusal, Result};
+pub use layer_reader::open_layer_tar;
 pub use walking_differ::WalkingDiffer;
 
 /// A callback told the number of (compressed) bytes written so far, for progress.
