@@ -140,10 +140,6 @@ pub enum Error {
         /// Why it is refused.
         reason: String,
     },
-    /// An SBOM was asked for (`--attest type=sbom`) but no SBOM generator is wired
-    /// into this build of the exporter.
-    #[error("sbom generator not available: this strata cannot make SBOM attestations yet")]
-    SbomUnavailable,
     /// An attestation generator failed for a platform.
     #[error("the {generator} attestation of {platform}: {source}")]
     Generator {

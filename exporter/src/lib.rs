@@ -96,6 +96,7 @@ pub use attestation::provenance::{
     ProvenanceGenerator, ProvenanceMode, FINGERPRINT_ALGORITHM, PROVENANCE_BUILDER_ID_PREFIX,
     PROVENANCE_BUILD_TYPE, SLSA_PROVENANCE_V1,
 };
+pub use attestation::sbom::{SbomGenerator, SPDX_DOCUMENT};
 pub use attestation::{
     image_purl, AttestRequest, Attestation, AttestationGenerator, AttestationSubject,
     ExportRequest, GeneratedImageInfo, GeneratedLayer, LayerSource, SharedGenerator,

@@ -5,9 +5,10 @@
 
 use std::sync::Arc;
 
-use strata_cache::{BlobInfo, ImmutableRef};
+use strata_cache::ImmutableRef;
 use strata_content::ContentStore;
 use strata_differ::{open_layer_tar, DecompressionLimit};
+use strata_oci::Digest;
 use strata_snapshotter::{Kind, TempMount};
 
 use crate::error::SbomError;
@@ -59,22 +60,22 @@ async fn extracted(r: &ImmutableRef) -> bool {
 }
 
 /// The layers of `chain` (base first, as the exporter computed it: each ref with the
-/// blob info of its layer, whose diffID the packages are attributed to). A
+/// diffID of its layer, which the packages are attributed to). A
 /// snapshot-backed ref is read from its tree ([`ImmutableRef::mounts`], mounted if it
 /// is an overlay), and so is a blob-backed ref whose chain is already extracted; any
 /// other blob-backed ref from its layer blob in `store` (fetched from its provider
 /// first when the store lacks it; its chain is not extracted for this). Must be called
 /// within a tokio runtime.
 pub async fn layers_of_chain(
-    chain: &[(ImmutableRef, BlobInfo)],
+    chain: &[(ImmutableRef, Digest)],
     store: &Arc<dyn ContentStore>,
 ) -> Result<ChainLayers, SbomError> {
     let mut out = ChainLayers {
         layers: Vec::with_capacity(chain.len()),
         mounts: Vec::new(),
     };
-    for (r, info) in chain {
-        let diff_id = info.diff_id.clone();
+    for (r, diff_id) in chain {
+        let diff_id = diff_id.clone();
         let ref_error = |source| SbomError::Ref {
             layer: diff_id.clone(),
             reference: r.id().to_string(),

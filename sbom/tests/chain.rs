@@ -12,7 +12,7 @@ use strata_cache::{
 };
 use strata_content::{ContentStore, MemoryStore, StoreProvider};
 use strata_differ::{CompareOptions, Comparer, LayerBlob, WalkingDiffer};
-use strata_oci::Compression;
+use strata_oci::{Compression, Digest};
 use strata_sbom::{layers_of_chain, LayerSource, ScanLimits};
 use strata_snapshotter::{DirectorySnapshotter, Mount, NativeSnapshotter, Snapshotter};
 
@@ -111,10 +111,10 @@ async fn a_base_blob_under_a_directory_layer() {
         .expect("top ref");
     let top_blob = diff(&local, Some(&base_tree), &top_tree).await;
 
-    let chain: Vec<(ImmutableRef, BlobInfo)> = top_ref
+    let chain: Vec<(ImmutableRef, Digest)> = top_ref
         .chain()
         .into_iter()
-        .zip([info(&base_blob), info(&top_blob)])
+        .zip([info(&base_blob).diff_id, info(&top_blob).diff_id])
         .collect();
     assert_eq!(chain.len(), 2);
     let layers = layers_of_chain(&chain, &local)

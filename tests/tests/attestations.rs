@@ -14,8 +14,13 @@
 //!   before attestation manifests; `strata inspect` lists the attestations;
 //! - a single-platform export on a base image becomes an index when attested; its
 //!   provenance names the base's digest and the layer directory's fingerprint;
+//! - an SBOM of a base image (its dpkg database read from the base's blob) under a
+//!   layer directory that installs one more package lists exactly what `dpkg-query`
+//!   lists for the final tree, each package attributed to the layer that introduced
+//!   it; the statement validates with in-toto-attestation, the document with
+//!   spdx-tools, and a second export with `source-date-epoch` has the same digest;
 //! - bad statement files (not JSON, not in-toto v1, a platform the export lacks),
-//!   an SBOM request, Docker media types and `oci-artifact` with Docker media types
+//!   an SBOM request with a scanner image, Docker media types and `oci-artifact` with Docker media types
 //!   fail with one line naming the file or option, and write nothing.
 
 use std::fs;
@@ -560,8 +565,9 @@ fn bad_attestations_fail_naming_the_file_or_option_and_write_nothing() {
             && err.contains("linux/arm64"),
         "{err}"
     );
-    let err = export("type=sbom", &output);
-    assert!(err.contains("sbom generator not available"), "{err}");
+    // strata reads the layers itself: BuildKit's scanner image option is refused.
+    let err = export("type=sbom,generator=docker/scout-sbom-indexer", &output);
+    assert!(err.contains("generator"), "{err}");
     let err = export("type=provenance,mode=most", &output);
     assert!(err.contains("mode"), "{err}");
     // Docker media types hold no attestation manifest.
@@ -573,4 +579,157 @@ fn bad_attestations_fail_naming_the_file_or_option_and_write_nothing() {
     );
     assert!(err.contains("oci-artifact"), "{err}");
     assert!(!dest.exists());
+}
+
+/// `dpkg-query -W` of the database under `root`, as `name version arch` lines, sorted;
+/// removed packages whose configuration files remain are not installed and not listed
+/// by an SBOM.
+fn dpkg_query(root: &Path) -> Vec<String> {
+    let out = run(Command::new("dpkg-query")
+        .arg(format!(
+            "--admindir={}",
+            root.join("var/lib/dpkg").display()
+        ))
+        .args([
+            "-W",
+            "-f",
+            "${db:Status-Status} ${Package} ${Version} ${Architecture}\\n",
+        ]));
+    let mut lines: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(status, _)| *status != "config-files")
+        .map(|(_, rest)| rest.to_string())
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn an_sbom_lists_the_dpkg_packages_of_base_and_layer_with_the_layer_that_added_each() {
+    let w = World::new();
+    // This machine's dpkg database, without its last package, is the base's; the layer
+    // on it holds the whole database: it installs that package.
+    let status = fs::read_to_string("/var/lib/dpkg/status").unwrap();
+    let stanzas: Vec<&str> = status
+        .split("\n\n")
+        .filter(|s| !s.trim().is_empty())
+        .collect();
+    assert!(
+        stanzas.len() > 10,
+        "this machine has too small a dpkg database"
+    );
+    let (added, older) = stanzas.split_last().unwrap();
+    let added_name = added
+        .lines()
+        .find_map(|l| l.strip_prefix("Package: "))
+        .unwrap()
+        .to_string();
+    let (base_tree, top_tree) = (w.path("base-tree"), w.path("top-tree"));
+    for (tree, text) in [
+        (&base_tree, older.join("\n\n") + "\n"),
+        (&top_tree, status.clone()),
+    ] {
+        fs::create_dir_all(tree.join("var/lib/dpkg")).unwrap();
+        fs::write(tree.join("var/lib/dpkg/status"), text).unwrap();
+        fs::write(tree.join("hello"), "hello\n").unwrap();
+    }
+    let base_layout = w.path("base-layout");
+    w.ok(&[
+        "export",
+        "--layer",
+        base_tree.to_str().unwrap(),
+        "--progress",
+        "quiet",
+        "-o",
+        &format!("type=oci,tar=false,dest={}", base_layout.display()),
+    ]);
+    let export = |dest: &Path| {
+        w.ok(&[
+            "export",
+            "--base",
+            &format!("oci:{}", base_layout.display()),
+            "--layer",
+            top_tree.to_str().unwrap(),
+            "--attest",
+            "type=sbom",
+            "--progress",
+            "quiet",
+            "-o",
+            &format!(
+                "type=oci,tar=false,dest={},source-date-epoch={EPOCH}",
+                dest.display()
+            ),
+        ])
+        .trim()
+        .to_string()
+    };
+    let dest = w.path("sbom-image");
+    let digest = export(&dest);
+    let layout = Layout(dest);
+    let attested = check_attested(&layout, &digest, false, &[]);
+    let [only] = attested.as_slice() else {
+        panic!("{attested:?}");
+    };
+    assert_eq!(only.predicate_types, ["https://spdx.dev/Document"]);
+    let document = &only.statements[0]["predicate"];
+    let spdx_file = w.path("sbom.spdx.json");
+    fs::write(&spdx_file, document.to_string()).unwrap();
+    let out = Command::new("pyspdxtools")
+        .arg("-i")
+        .arg(&spdx_file)
+        .output()
+        .expect("run pyspdxtools (scripts/test.sh puts it on PATH)");
+    assert!(
+        out.status.success(),
+        "spdx-tools refused the SBOM:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Exactly dpkg-query's packages, each attributed to the layer that introduced it.
+    let manifest = layout.json(&only.manifest);
+    let config = layout.json(manifest["config"]["digest"].as_str().unwrap());
+    let diff_ids: Vec<&str> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert_eq!(diff_ids.len(), 2, "{config}");
+    let mut listed = Vec::new();
+    for package in document["packages"].as_array().unwrap() {
+        let Some(purl) = package["externalRefs"]
+            .as_array()
+            .and_then(|refs| refs.iter().find(|r| r["referenceType"] == "purl"))
+        else {
+            continue; // the image itself
+        };
+        let purl = purl["referenceLocator"].as_str().unwrap();
+        assert!(purl.starts_with("pkg:deb/debian/"), "{purl}");
+        let arch = purl
+            .split(['?', '&'])
+            .find_map(|q| q.strip_prefix("arch="))
+            .unwrap();
+        let name = package["name"].as_str().unwrap();
+        listed.push(format!(
+            "{name} {} {arch}",
+            package["versionInfo"].as_str().unwrap()
+        ));
+        let layer = if name == added_name {
+            diff_ids[1]
+        } else {
+            diff_ids[0]
+        };
+        assert_eq!(
+            package["comment"].as_str(),
+            Some(format!("layerID: {layer}").as_str()),
+            "{package}"
+        );
+    }
+    listed.sort();
+    assert_eq!(listed, dpkg_query(&top_tree));
+
+    // The same export again (a warm cache, another destination) is the same image.
+    assert_eq!(export(&w.path("sbom-image-2")), digest);
 }

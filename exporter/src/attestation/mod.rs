@@ -15,6 +15,7 @@
 pub(crate) mod provenance;
 mod purl;
 mod request;
+pub(crate) mod sbom;
 pub(crate) mod statement;
 
 use std::collections::BTreeMap;

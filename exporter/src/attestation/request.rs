@@ -10,6 +10,7 @@ use strata_oci::Platform;
 use tokio::io::AsyncReadExt;
 
 use super::provenance::{ProvenanceGenerator, ProvenanceMode};
+use super::sbom::SbomGenerator;
 use super::statement::parse_statement;
 use super::MAX_STATEMENT_SIZE;
 use crate::error::{Error, Result};
@@ -25,11 +26,9 @@ pub enum AttestRequest {
         /// How much the predicate says (buildx's `mode`, default `min`).
         mode: ProvenanceMode,
     },
-    /// `type=sbom[,KEY=VALUE…]`: an SPDX SBOM read from every platform's layers.
-    Sbom {
-        /// The request's other fields, for the SBOM generator.
-        options: BTreeMap<String, String>,
-    },
+    /// `type=sbom`: an SPDX SBOM read from every platform's layers
+    /// ([`SbomGenerator`]).
+    Sbom,
     /// `type=file,path=STATEMENT.json[,platform=OS/ARCH[/VARIANT]]`: a caller's
     /// in-toto v1 statement, for one platform or (without `platform`) every one.
     File {
@@ -84,11 +83,12 @@ impl AttestRequest {
                 };
                 Ok(AttestRequest::Provenance { mode })
             }
-            "sbom" => {
-                let mut options = fields.clone();
-                options.remove("type");
-                Ok(AttestRequest::Sbom { options })
-            }
+            "sbom" => match unknown(&[]) {
+                // BuildKit's `generator=IMAGE` runs a scanner image; strata reads the
+                // layers itself, so it takes no fields.
+                Some(e) => Err(e),
+                None => Ok(AttestRequest::Sbom),
+            },
             "file" => {
                 if let Some(e) = unknown(&["path", "platform"]) {
                     return Err(e);
@@ -135,9 +135,9 @@ impl Source {
     /// Applies `requests` to the platforms: statement files are read (at most
     /// [`MAX_STATEMENT_SIZE`] bytes), checked and added to the platform they name (or
     /// every platform); provenance adds one shared [`ProvenanceGenerator`] to every
-    /// platform. A statement file that cannot be read, is not an in-toto v1 statement,
-    /// or names a platform the source lacks is [`Error::StatementFile`] naming it; an
-    /// SBOM request is [`Error::SbomUnavailable`] until an SBOM generator is wired in.
+    /// platform, and an SBOM one shared [`SbomGenerator`]. A statement file that
+    /// cannot be read, is not an in-toto v1 statement, or names a platform the source
+    /// lacks is [`Error::StatementFile`] naming it.
     pub async fn add_attestations(
         &mut self,
         requests: &[AttestRequest],
@@ -154,7 +154,12 @@ impl Source {
                         image.generators.push(generator.clone());
                     }
                 }
-                AttestRequest::Sbom { .. } => return Err(Error::SbomUnavailable),
+                AttestRequest::Sbom => {
+                    let generator = Arc::new(SbomGenerator::new());
+                    for image in &mut self.images {
+                        image.generators.push(generator.clone());
+                    }
+                }
                 AttestRequest::File { path, platform } => {
                     let attestation = parse_statement(path, &read_statement(path).await?)?;
                     let platforms: Vec<Platform> =
