@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use strata_oci::Digest;
 
 /// The package manager whose database lists a package.
@@ -173,18 +174,19 @@ impl Package {
     }
 }
 
-/// Percent-encodes everything but the purl spec's unreserved characters
-/// (`A-Z a-z 0-9 . - _ ~`) and `:` (which the spec leaves as is in versions).
+/// What a purl component percent-encodes: everything but the purl spec's unreserved
+/// characters (`A-Z a-z 0-9 . - _ ~`) and `:` (which the spec leaves as is in
+/// versions).
+const PURL_ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b':');
+
+/// `s` with what [`PURL_ESCAPED`] names percent-encoded.
 fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~' | b':') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    utf8_percent_encode(s, PURL_ESCAPED).to_string()
 }
 
 #[cfg(test)]

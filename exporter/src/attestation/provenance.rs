@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 use strata_content::format_rfc3339;
 use strata_oci::{to_canonical_vec, Digest};
 
+use super::purl::URI_ESCAPED;
 use super::request::ExportRequest;
 use super::{image_purl, Attestation, AttestationGenerator, GeneratedImageInfo, LayerSource};
 use crate::error::Result;
@@ -177,19 +178,15 @@ fn layer_source(source: &LayerSource) -> Value {
     }
 }
 
+/// What a `file://` URI percent-encodes of a path: all but unreserved characters
+/// and `/`.
+const PATH_ESCAPED: &percent_encoding::AsciiSet = &URI_ESCAPED.remove(b'/');
+
 /// `file://` and `path`, percent-encoded but for `/` and unreserved characters.
 fn file_uri(path: &std::path::Path) -> String {
     use std::os::unix::ffi::OsStrExt;
-    let mut out = String::from("file://");
-    for &b in path.as_os_str().as_bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    let escaped = percent_encoding::percent_encode(path.as_os_str().as_bytes(), PATH_ESCAPED);
+    format!("file://{escaped}")
 }
 
 #[cfg(test)]

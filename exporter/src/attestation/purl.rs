@@ -1,6 +1,7 @@
 //! Image names as package URLs, as BuildKit's `util/purl.RefToPURL` writes them for
 //! the `self` subjects of its statements.
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use strata_oci::Platform;
 use strata_registry::ImageReference;
 
@@ -59,18 +60,18 @@ fn normalized(platform: &Platform) -> String {
     p.to_string()
 }
 
-/// Go's `url.QueryEscape`: everything but unreserved characters percent-encoded.
+/// The characters a URI leaves as they are (RFC 3986 "unreserved"); everything
+/// else is percent-encoded in purls and `file://` URIs.
+pub(crate) const URI_ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Go's `url.QueryEscape` (but for spaces, which no purl part here holds):
+/// everything but unreserved characters percent-encoded.
 fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    utf8_percent_encode(text, URI_ESCAPED).to_string()
 }
 
 #[cfg(test)]
