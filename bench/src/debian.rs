@@ -324,7 +324,9 @@ pub(crate) fn strata_cli() -> Result<PathBuf, BoxError> {
     Ok(path)
 }
 
-fn cli_export(
+/// One `strata export` of `trees` as `--layer`s into `store` and the layout `dest`;
+/// its wall seconds and peak RSS (KiB).
+pub(crate) fn cli_export(
     cli: &Path,
     store: &Path,
     trees: &[PathBuf],

@@ -28,6 +28,7 @@ mod crash;
 mod debian;
 mod differ;
 mod estargz;
+mod sbom;
 mod synthetic;
 mod unpack;
 mod zstd_chunked;
@@ -122,6 +123,16 @@ enum Cmd {
         cache: Option<PathBuf>,
         /// Runs per configuration (the fastest is reported).
         #[arg(long, default_value_t = 2)]
+        runs: usize,
+    },
+    /// What `--attest type=sbom` adds to a CLI export of the Debian chain, cold and
+    /// warm, against the same export without it in the same run.
+    Sbom {
+        /// Where the Debian chain and scratch stores are kept.
+        #[arg(long, env = "STRATA_BENCH_CACHE")]
+        cache: Option<PathBuf>,
+        /// Runs per configuration (the fastest is reported).
+        #[arg(long, default_value_t = 3)]
         runs: usize,
     },
     /// (internal) the child measurements of `base`.
@@ -239,6 +250,12 @@ fn main() {
             fs::create_dir_all(&cache)
                 .map_err(BoxError::from)
                 .and_then(|_| zstd_chunked::bench(&cache, runs.max(1)))
+        }
+        Cmd::Sbom { cache, runs } => {
+            let cache = cache.unwrap_or_else(default_cache);
+            fs::create_dir_all(&cache)
+                .map_err(BoxError::from)
+                .and_then(|_| sbom::bench(&cache, runs.max(1)))
         }
         Cmd::MeasureBase(measure) => base::run_measure(measure),
         Cmd::Synthetic { cache, runs, large } => {
