@@ -78,6 +78,7 @@
 #![deny(missing_docs)]
 
 mod attestation;
+mod base_image;
 mod config;
 mod context;
 mod error;
@@ -102,6 +103,7 @@ pub use attestation::{
     ExportRequest, GeneratedImageInfo, GeneratedLayer, LayerSource, SharedGenerator,
     IN_TOTO_STATEMENT_V1, MAX_STATEMENT_SIZE,
 };
+pub use base_image::BaseImageRef;
 pub use config::{merge_config, parse_config};
 pub use context::{ExportContext, UnpackTarget};
 pub use error::{Error, Result};
@@ -120,6 +122,6 @@ pub use output::registry::RegistryExporter;
 pub use progress::{Progress, ProgressEvent, ProgressTask};
 pub use push::{BlobOutcome, BlobProviders, PushError, PushOptions, PushReport, Pusher};
 pub use source::buildkit::{config_key_for, PlatformEntry, Platforms, CONFIG_KEY, PLATFORMS_KEY};
-pub use source::{BaseImageRef, PlatformSource, Source};
+pub use source::{PlatformSource, Source};
 pub use stored::{push_image, save_images, SaveOptions, StoredImage};
 pub use writer::{CommittedImage, ImageWriter, PlatformImage};

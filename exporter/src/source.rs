@@ -7,9 +7,15 @@ pub(crate) mod buildkit;
 use std::collections::BTreeSet;
 
 use strata_cache::ImmutableRef;
-use strata_oci::{config_platform, Digest, Platform};
+use strata_oci::{config_platform, Platform};
 
-use crate::attestation::{Attestation, LayerSource, SharedGenerator};
+use std::sync::Arc;
+
+use crate::attestation::provenance::ProvenanceGenerator;
+use crate::attestation::sbom::SbomGenerator;
+use crate::attestation::statement::read_statement_file;
+use crate::attestation::{AttestRequest, Attestation, ExportRequest, LayerSource, SharedGenerator};
+use crate::base_image::BaseImageRef;
 
 use crate::error::{Error, Result};
 
@@ -39,15 +45,6 @@ pub struct PlatformSource {
     /// Where the chain's layers came from, base first (what provenance lists among
     /// the resolved dependencies; empty when the caller does not say).
     pub layer_sources: Vec<LayerSource>,
-}
-
-/// The base image an image is built on, as its manifest annotations name it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BaseImageRef {
-    /// The base's reference (`registry.example/library/debian:12`).
-    pub name: String,
-    /// The digest of the base's manifest.
-    pub digest: Digest,
 }
 
 impl PlatformSource {
@@ -171,5 +168,63 @@ impl Source {
             }
         }
         Ok(self.images.clone())
+    }
+}
+
+impl Source {
+    /// Applies `requests` to the platforms: statement files are read (at most
+    /// [`MAX_STATEMENT_SIZE`](crate::MAX_STATEMENT_SIZE) bytes), checked and added to the platform they name (or
+    /// every platform); provenance adds one shared [`ProvenanceGenerator`] to every
+    /// platform, and an SBOM one shared [`SbomGenerator`]. A statement file that
+    /// cannot be read, is not an in-toto v1 statement, or names a platform the source
+    /// lacks is [`Error::StatementFile`] naming it.
+    pub async fn add_attestations(
+        &mut self,
+        requests: &[AttestRequest],
+        export: &ExportRequest,
+    ) -> Result<()> {
+        if self.images.is_empty() {
+            self.images.push(Default::default());
+        }
+        for request in requests {
+            match request {
+                AttestRequest::Provenance { mode } => {
+                    let generator = Arc::new(ProvenanceGenerator::new(*mode, export.clone()));
+                    for image in &mut self.images {
+                        image.generators.push(generator.clone());
+                    }
+                }
+                AttestRequest::Sbom => {
+                    let generator = Arc::new(SbomGenerator::new());
+                    for image in &mut self.images {
+                        image.generators.push(generator.clone());
+                    }
+                }
+                AttestRequest::File { path, platform } => {
+                    let attestation = read_statement_file(path).await?;
+                    let platforms: Vec<Platform> =
+                        self.images.iter().map(|i| i.effective_platform()).collect();
+                    let mut added = false;
+                    for (image, p) in self.images.iter_mut().zip(&platforms) {
+                        if platform.as_ref().is_none_or(|want| want == p) {
+                            image.attestations.push(attestation.clone());
+                            added = true;
+                        }
+                    }
+                    if !added {
+                        let has: Vec<String> = platforms.iter().map(|p| p.to_string()).collect();
+                        return Err(Error::StatementFile {
+                            path: path.clone(),
+                            reason: format!(
+                                "platform {} is not one the export has ({})",
+                                platform.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+                                has.join(", ")
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }

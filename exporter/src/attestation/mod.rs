@@ -28,11 +28,12 @@ use strata_cache::ImmutableRef;
 use strata_content::ContentStore;
 use strata_oci::{Descriptor, Digest, Platform};
 
+use crate::base_image::BaseImageRef;
 use crate::error::Result;
-use crate::source::BaseImageRef;
 
+pub use provenance::ExportRequest;
 pub use purl::image_purl;
-pub use request::{AttestRequest, ExportRequest};
+pub use request::AttestRequest;
 
 /// The in-toto statement type strata writes and reads (`_type`).
 pub const IN_TOTO_STATEMENT_V1: &str = "https://in-toto.io/Statement/v1";

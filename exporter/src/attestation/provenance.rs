@@ -2,6 +2,7 @@
 //! predicate's `buildType` is [`PROVENANCE_BUILD_TYPE`], whose fields
 //! `docs/provenance.md` describes.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -10,9 +11,9 @@ use strata_content::format_rfc3339;
 use strata_oci::{to_canonical_vec, Digest};
 
 use super::purl::URI_ESCAPED;
-use super::request::ExportRequest;
 use super::{image_purl, Attestation, AttestationGenerator, GeneratedImageInfo, LayerSource};
 use crate::error::Result;
+use crate::options::OutputKind;
 
 /// The predicate type of SLSA provenance v1.
 pub const SLSA_PROVENANCE_V1: &str = "https://slsa.dev/provenance/v1";
@@ -187,6 +188,19 @@ fn file_uri(path: &std::path::Path) -> String {
     use std::os::unix::ffi::OsStrExt;
     let escaped = percent_encoding::percent_encode(path.as_os_str().as_bytes(), PATH_ESCAPED);
     format!("file://{escaped}")
+}
+
+/// The export being attested, as provenance records it: its output and options
+/// (`externalParameters`) and when it started.
+#[derive(Clone, Debug)]
+pub struct ExportRequest {
+    /// The output (`type=`).
+    pub output: OutputKind,
+    /// The output's options, as given (BuildKit's names; `source-date-epoch` makes
+    /// the provenance reproducible).
+    pub options: BTreeMap<String, String>,
+    /// When the export started (`runDetails.metadata.startedOn`).
+    pub started_on: SystemTime,
 }
 
 #[cfg(test)]

@@ -8,7 +8,11 @@ use std::path::Path;
 use serde_json::{json, Map, Value};
 use strata_oci::{Digest, Platform};
 
-use super::{image_purl, Attestation, AttestationSubject, IN_TOTO_STATEMENT_V1};
+use tokio::io::AsyncReadExt;
+
+use super::{
+    image_purl, Attestation, AttestationSubject, IN_TOTO_STATEMENT_V1, MAX_STATEMENT_SIZE,
+};
 use crate::error::{Error, Result};
 
 /// The statement of `attestation` about the image whose manifest is `manifest` on
@@ -137,6 +141,33 @@ fn string_map(set: &Map<String, Value>) -> std::result::Result<BTreeMap<String, 
             _ => Err(format!("digest {k:?} must be a string")),
         })
         .collect()
+}
+
+/// The statement of the file `path` ([`AttestRequest::File`]): a regular file of at
+/// most [`MAX_STATEMENT_SIZE`] bytes holding an in-toto v1 statement.
+///
+/// [`AttestRequest::File`]: super::AttestRequest::File
+pub(crate) async fn read_statement_file(path: &std::path::Path) -> Result<Attestation> {
+    let bad = |reason: String| Error::StatementFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| bad(e.to_string()))?;
+    let meta = file.metadata().await.map_err(|e| bad(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(bad("not a regular file".into()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_STATEMENT_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| bad(e.to_string()))?;
+    if bytes.len() as u64 > MAX_STATEMENT_SIZE {
+        return Err(bad(format!("larger than {MAX_STATEMENT_SIZE} bytes")));
+    }
+    parse_statement(path, &bytes)
 }
 
 #[cfg(test)]
