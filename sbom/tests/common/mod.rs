@@ -98,10 +98,11 @@ pub fn debian_chain() -> [PathBuf; 3] {
              mount -t proc proc {q}/proc; trap 'umount {q}/proc' EXIT; \
              chroot {q} env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
              chroot {q} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 >/dev/null; \
-             chroot {q} apt-get clean; mv {q} {p}",
+             chroot {q} apt-get clean",
             b = quote(&rootfs),
-            p = quote(&python3)
         ));
+        // Moved once the script's trap has unmounted /proc (at the old path).
+        fs::rename(&tmp, &python3).expect("move the python3 tree into place");
     }
     if !slim.join("etc/apt/apt.conf.d/99strata-bench").exists() {
         let tmp = cache.join("debian/slim.tmp");
