@@ -51,6 +51,21 @@ pub(crate) struct Run {
     pub(crate) size: u64,
 }
 
+/// Prints `runs` as a table: wall and CPU seconds, peak RSS, blob size.
+pub(crate) fn print_runs(runs: &[(&str, Run)]) {
+    println!("| | wall s | CPU s | peak RSS MiB | blob MB |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, run) in runs {
+        println!(
+            "| {name} | {:.2} | {:.2} | {:.0} | {:.2} |",
+            run.seconds,
+            run.cpu,
+            run.rss as f64 / 1024.0,
+            run.size as f64 / 1e6
+        );
+    }
+}
+
 /// Keeps the faster of `best` and `run`.
 pub(crate) fn keep_fastest(best: &mut Option<Run>, run: Run) {
     if best.is_none_or(|b| run.seconds < b.seconds) {
@@ -134,20 +149,10 @@ pub fn bench(cache: &Path, runs: usize) -> Result<(), BoxError> {
         "\neStargz: the Debian base layer ({:.1} MB of tar), {cores} cores, best of {runs} (runs alternate)",
         tar_bytes as f64 / 1e6
     );
-    println!("| | wall s | CPU s | peak RSS MiB | blob MB |");
-    println!("|---|---:|---:|---:|---:|");
-    for (name, run) in [
+    print_runs(&[
         ("strata export, compression=estargz", ours),
         ("estargz.Build of the same tar", theirs),
-    ] {
-        println!(
-            "| {name} | {:.2} | {:.2} | {:.0} | {:.2} |",
-            run.seconds,
-            run.cpu,
-            run.rss as f64 / 1024.0,
-            run.size as f64 / 1e6
-        );
-    }
+    ]);
     println!(
         "strata is {:.1}× faster ({:.1}× less CPU); its blob is {:+.2} % of estargz.Build's",
         theirs.seconds / ours.seconds,

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::debian::strata_cli;
 use crate::ensure_rootfs;
-use crate::estargz::{export, keep_fastest, Run};
+use crate::estargz::{export, keep_fastest, print_runs, Run};
 use crate::BoxError;
 
 /// The diffID of the only layer of the layout `scratch/layout`.
@@ -79,20 +79,10 @@ pub fn bench(cache: &Path, runs: usize) -> Result<(), BoxError> {
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("\nzstd:chunked: the Debian base layer, {cores} cores, best of {runs}");
-    println!("| | wall s | CPU s | peak RSS MiB | blob MB |");
-    println!("|---|---:|---:|---:|---:|");
-    for (name, run) in [
+    print_runs(&[
         ("strata export, compression=zstd", plain),
         ("strata export, compression=zstd:chunked", chunked),
-    ] {
-        println!(
-            "| {name} | {:.2} | {:.2} | {:.0} | {:.2} |",
-            run.seconds,
-            run.cpu,
-            run.rss as f64 / 1024.0,
-            run.size as f64 / 1e6
-        );
-    }
+    ]);
     println!(
         "zstd:chunked takes {:.2}× plain zstd's time; its blob is {:+.2} % of plain zstd's",
         chunked.seconds / plain.seconds,
