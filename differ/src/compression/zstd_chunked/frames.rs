@@ -35,6 +35,8 @@ struct Job {
     data: Vec<u8>,
     /// Where each frame ends in `data`, and whether its sha256 is wanted.
     frames: Vec<(usize, bool)>,
+    /// An empty buffer to compress into.
+    out: Vec<u8>,
 }
 
 /// A compressed batch.
@@ -44,6 +46,8 @@ struct Done {
     bytes: io::Result<Vec<u8>>,
     /// Each frame's compressed size and (when asked) the sha256 of its input.
     frames: Vec<(u64, Option<[u8; 32]>)>,
+    /// The job's input buffer, for the next job.
+    input: Vec<u8>,
 }
 
 thread_local! {
@@ -66,24 +70,28 @@ fn compress_job(level: i32, job: Job) -> Done {
         let (_, compressor) = cell
             .as_mut()
             .ok_or_else(|| io::Error::other("zstd:chunked: no compressor"))?;
-        let mut out = Vec::with_capacity(job.data.len() / 2 + 1024);
+        let mut out = job.out;
         let mut start = 0;
         for &(end, digest) in &job.frames {
             let input = &job.data[start..end];
-            let compressed = compressor.compress(input)?;
-            out.extend_from_slice(&compressed);
-            frames.push((
-                compressed.len() as u64,
-                digest.then(|| Sha256::digest(input).into()),
-            ));
+            // Compressed straight onto the end of `out`.
+            let at = out.len();
+            out.reserve(zstd::zstd_safe::compress_bound(input.len()));
+            let mut cursor = io::Cursor::new(&mut out);
+            cursor.set_position(at as u64);
+            let size = compressor.compress_to_buffer(input, &mut cursor)?;
+            frames.push((size as u64, digest.then(|| Sha256::digest(input).into())));
             start = end;
         }
         Ok(out)
     });
+    let mut input = job.data;
+    input.clear();
     Done {
         index: job.index,
         bytes,
         frames,
+        input,
     }
 }
 
@@ -111,6 +119,9 @@ pub(super) struct FrameWriter<W: Write> {
     max_in_flight: usize,
     /// The open frame, when it grew past [`LARGE_FRAME`].
     streamed: Option<Streamed>,
+    /// Emptied buffers of batches written out, for the next batches: a layer
+    /// allocates only as many as are in flight at once.
+    spare: Vec<Vec<u8>>,
 }
 
 impl<W: Write> FrameWriter<W> {
@@ -123,6 +134,7 @@ impl<W: Write> FrameWriter<W> {
                 index: 0,
                 data: Vec::with_capacity(BATCH_SIZE + BATCH_SIZE / 4),
                 frames: Vec::new(),
+                out: Vec::new(),
             },
             frames: 0,
             offsets: Vec::new(),
@@ -135,6 +147,7 @@ impl<W: Write> FrameWriter<W> {
             in_flight: 0,
             max_in_flight: 2 * threads,
             streamed: None,
+            spare: Vec::new(),
         }
     }
 
@@ -233,10 +246,12 @@ impl<W: Write> FrameWriter<W> {
         }
         let next = Job {
             index: self.job.index + 1,
-            data: Vec::with_capacity(BATCH_SIZE + BATCH_SIZE / 4),
+            data: self.spare_buffer(),
             frames: Vec::new(),
+            out: Vec::new(),
         };
-        let job = std::mem::replace(&mut self.job, next);
+        let mut job = std::mem::replace(&mut self.job, next);
+        job.out = self.spare_buffer();
         let level = self.level;
         if self.pool.is_none() {
             let done = compress_job(level, job);
@@ -269,6 +284,13 @@ impl<W: Write> FrameWriter<W> {
         Ok(())
     }
 
+    /// An empty buffer: a spare one, else a new one the size of a batch.
+    fn spare_buffer(&mut self) -> Vec<u8> {
+        self.spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BATCH_SIZE + BATCH_SIZE / 4))
+    }
+
     fn receive_one(&mut self) -> io::Result<()> {
         let Some((_, done)) = &self.pool else {
             return Ok(());
@@ -284,7 +306,7 @@ impl<W: Write> FrameWriter<W> {
     /// Writes out every compressed batch that is next in order.
     fn drain_ready(&mut self) -> io::Result<()> {
         while let Some(done) = self.pending.remove(&self.next_to_write) {
-            let bytes = done.bytes?;
+            let mut bytes = done.bytes?;
             for (size, digest) in done.frames {
                 if let Some(d) = digest {
                     self.digests.insert(self.offsets.len(), d);
@@ -294,6 +316,11 @@ impl<W: Write> FrameWriter<W> {
             }
             self.out.write_all(&bytes)?;
             self.next_to_write += 1;
+            bytes.clear();
+            // One grown far past a batch (around a large frame) is let go.
+            let fits = |b: &Vec<u8>| b.capacity() <= 2 * BATCH_SIZE;
+            self.spare
+                .extend([bytes, done.input].into_iter().filter(fits));
         }
         Ok(())
     }

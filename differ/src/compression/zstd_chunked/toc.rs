@@ -265,71 +265,24 @@ impl TarSplit {
 }
 
 /// CRC-64 with the ISO polynomial as Go's `hash/crc64` computes it (reflected,
-/// initial and final value all ones), the tar-split payload checksum.
-pub(super) struct Crc64 {
-    crc: u64,
-}
-
-/// Slicing-by-8 tables: `[0]` the byte-wise table, `[k]` a byte followed by k zeros.
-fn crc64_tables() -> &'static [[u64; 256]; 8] {
-    static TABLES: std::sync::OnceLock<[[u64; 256]; 8]> = std::sync::OnceLock::new();
-    TABLES.get_or_init(|| {
-        const ISO: u64 = 0xD800_0000_0000_0000;
-        let mut tables = [[0u64; 256]; 8];
-        for (i, slot) in tables[0].iter_mut().enumerate() {
-            let mut crc = i as u64;
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ ISO
-                } else {
-                    crc >> 1
-                };
-            }
-            *slot = crc;
-        }
-        for k in 1..8 {
-            let (done, rest) = tables.split_at_mut(k);
-            for (slot, &prev) in rest[0].iter_mut().zip(done[k - 1].iter()) {
-                *slot = (prev >> 8) ^ done[0][(prev & 0xff) as usize];
-            }
-        }
-        tables
-    })
-}
+/// initial and final value all ones), the tar-split payload checksum. `crc-fast`
+/// computes it with carry-less multiplication, ten times the speed of a table.
+pub(super) struct Crc64(crc_fast::Digest);
 
 impl Crc64 {
     /// A checksum of nothing yet.
     pub(super) fn new() -> Self {
-        Crc64 { crc: !0 }
+        Crc64(crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64GoIso))
     }
 
     /// Adds `bytes`.
     pub(super) fn update(&mut self, bytes: &[u8]) {
-        let t = crc64_tables();
-        let mut crc = self.crc;
-        let mut words = bytes.chunks_exact(8);
-        for word in &mut words {
-            let mut eight = [0u8; 8];
-            eight.copy_from_slice(word);
-            let v = crc ^ u64::from_le_bytes(eight);
-            crc = t[7][(v & 0xff) as usize]
-                ^ t[6][((v >> 8) & 0xff) as usize]
-                ^ t[5][((v >> 16) & 0xff) as usize]
-                ^ t[4][((v >> 24) & 0xff) as usize]
-                ^ t[3][((v >> 32) & 0xff) as usize]
-                ^ t[2][((v >> 40) & 0xff) as usize]
-                ^ t[1][((v >> 48) & 0xff) as usize]
-                ^ t[0][(v >> 56) as usize];
-        }
-        for &b in words.remainder() {
-            crc = t[0][((crc as u8) ^ b) as usize] ^ (crc >> 8);
-        }
-        self.crc = crc;
+        self.0.update(bytes);
     }
 
     /// The checksum.
     pub(super) fn value(&self) -> u64 {
-        !self.crc
+        self.0.finalize()
     }
 }
 
@@ -379,7 +332,7 @@ mod tests {
         let mut c = Crc64::new();
         c.update(b"123456789");
         assert_eq!(c.value(), 0xb909_56c7_75a4_1001);
-        // Slicing by 8 and byte by byte agree, however the bytes are handed over.
+        // The same, however the bytes are handed over.
         let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 + i / 13) as u8).collect();
         let mut whole = Crc64::new();
         whole.update(&data);
