@@ -6,6 +6,7 @@
 pub(crate) mod deflate_block;
 mod estargz;
 mod gzip;
+mod off_thread;
 mod zstd_chunked;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ pub use estargz::DEFAULT_CHUNK_SIZE as DEFAULT_ESTARGZ_CHUNK_SIZE;
 use gzip::ParallelGzEncoder;
 #[cfg(test)]
 use gzip::BLOCK_SIZE as GZIP_BLOCK_SIZE;
+use off_thread::OffThread;
 use zstd_chunked::ZstdChunkedEncoder;
 
 /// The default gzip level (BuildKit's and Go's default).
@@ -96,8 +98,9 @@ enum Compressor<W: Write> {
     Zstd(zstd::stream::write::Encoder<'static, W>, ZstdShare),
     /// eStargz: parallel gzip members cut where the tar's entries and chunks are.
     Estargz(Box<EstargzEncoder<W>>),
-    /// zstd:chunked: parallel zstd frames cut where the tar's entries and chunks are.
-    ZstdChunked(Box<ZstdChunkedEncoder<W>>),
+    /// zstd:chunked: parallel zstd frames cut where the tar's entries and chunks are,
+    /// the tar read on the encoder's own thread.
+    ZstdChunked(OffThread<(W, BTreeMap<String, String>)>),
 }
 
 /// What an [`Encoder`] leaves when it ends ([`Encoder::finish_layer`]).
@@ -114,7 +117,7 @@ pub struct FinishedLayer<W> {
     pub annotations: BTreeMap<String, String>,
 }
 
-impl<W: Write> Encoder<W> {
+impl<W: Write + Send + 'static> Encoder<W> {
     /// An encoder for `compression` at `level` (`None`: the default) with `threads`
     /// threads (`None`: the machine's cores). The output does not depend on `threads`.
     pub fn new(
@@ -164,9 +167,11 @@ impl<W: Write> Encoder<W> {
                 threads,
                 estargz_chunk_size.unwrap_or(DEFAULT_ESTARGZ_CHUNK_SIZE),
             ))),
-            Compression::ZstdChunked => {
-                Compressor::ZstdChunked(Box::new(ZstdChunkedEncoder::new(out, level, threads)?))
-            }
+            Compression::ZstdChunked => Compressor::ZstdChunked(OffThread::spawn(
+                "strata-zstd-chunked",
+                ZstdChunkedEncoder::new(out, level, threads)?,
+                ZstdChunkedEncoder::finish,
+            )?),
         }))
     }
 
@@ -193,7 +198,7 @@ impl<W: Write> Encoder<W> {
                 })
             }
             Compressor::ZstdChunked(z) => {
-                let (out, annotations) = (*z).finish()?;
+                let (out, annotations) = z.finish()?;
                 Ok(FinishedLayer {
                     out,
                     appended: Vec::new(),

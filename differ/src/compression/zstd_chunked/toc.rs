@@ -96,21 +96,32 @@ impl serde_json::ser::Formatter for GoFormatter {
         writer: &mut W,
         fragment: &str,
     ) -> io::Result<()> {
+        // Scanned as bytes: U+2028 and U+2029 are E2 80 A8 and E2 80 A9 in UTF-8.
+        let bytes = fragment.as_bytes();
         let mut start = 0;
-        for (i, c) in fragment.char_indices() {
-            let escaped = match c {
-                '<' => "\\u003c",
-                '>' => "\\u003e",
-                '&' => "\\u0026",
-                '\u{2028}' => "\\u2028",
-                '\u{2029}' => "\\u2029",
-                _ => continue,
+        let mut from = 0;
+        while let Some(found) = bytes[from..]
+            .iter()
+            .position(|&b| matches!(b, b'<' | b'>' | b'&' | 0xe2))
+        {
+            let at = from + found;
+            let (escaped, len): (&[u8], usize) = match (bytes[at], bytes.get(at + 1..at + 3)) {
+                (b'<', _) => (b"\\u003c", 1),
+                (b'>', _) => (b"\\u003e", 1),
+                (b'&', _) => (b"\\u0026", 1),
+                (_, Some([0x80, 0xa8])) => (b"\\u2028", 3),
+                (_, Some([0x80, 0xa9])) => (b"\\u2029", 3),
+                _ => {
+                    from = at + 1;
+                    continue;
+                }
             };
-            writer.write_all(&fragment.as_bytes()[start..i])?;
-            writer.write_all(escaped.as_bytes())?;
-            start = i + c.len_utf8();
+            writer.write_all(&bytes[start..at])?;
+            writer.write_all(escaped)?;
+            start = at + len;
+            from = start;
         }
-        writer.write_all(&fragment.as_bytes()[start..])
+        writer.write_all(&bytes[start..])
     }
 
     fn write_char_escape<W: ?Sized + Write>(
@@ -355,10 +366,14 @@ mod tests {
     #[test]
     fn json_escapes_like_go() {
         let mut out = Vec::new();
-        go_json(&"a<b>&c\u{8}\u{1}", &mut out).expect("json");
+        go_json(
+            &"a<b>&c\u{8}\u{1}\u{2028}\u{2029}\u{2027}\u{20ac}>",
+            &mut out,
+        )
+        .expect("json");
         assert_eq!(
             String::from_utf8(out).expect("utf-8"),
-            r#""a\u003cb\u003e\u0026c\u0008\u0001""#
+            "\"a\\u003cb\\u003e\\u0026c\\u0008\\u0001\\u2028\\u2029\u{2027}\u{20ac}\\u003e\""
         );
     }
 
