@@ -7,6 +7,7 @@ pub(crate) mod deflate_block;
 mod estargz;
 mod gzip;
 mod off_thread;
+mod tar_stream;
 mod zstd_chunked;
 
 use std::collections::BTreeMap;
