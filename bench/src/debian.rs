@@ -1,6 +1,7 @@
 //! The `debian` workload: a chain of real Debian trees exported as a whole image.
 //!
-//! The chain (cached under `<cache>/debian/`, each tree an independent `cp -a` copy):
+//! The chain (`scripts/debian-chain.sh`, cached under `<cache>/`, each tree an
+//! independent `cp -a` copy):
 //!
 //! 1. `base`: the minbase rootfs (`<cache>/rootfs`);
 //! 2. `python3`: base plus `python3` installed with apt in a chroot;
@@ -28,7 +29,7 @@ use strata_exporter::{ExportContext, Exporter, OciExporter, Progress, Source};
 use strata_oci::Compression;
 use strata_snapshotter::{DirectorySnapshotter, Mount, Snapshotter};
 
-use crate::{ensure_ctddiff, ensure_rootfs, run_measured, shell_quote, BoxError, PeerResult};
+use crate::{ensure_ctddiff, ensure_debian_chain, run_measured, shell_quote, BoxError, PeerResult};
 
 /// The four trees of the chain, base first.
 pub struct Chain {
@@ -48,51 +49,15 @@ fn sh(script: &str) -> Result<(), BoxError> {
 
 /// Builds (once) and returns the chain.
 pub fn ensure_chain(cache: &Path) -> Result<Chain, BoxError> {
-    let base = ensure_rootfs(cache)?;
-    let dir = cache.join("debian");
-    fs::create_dir_all(&dir)?;
-    let python3 = dir.join("python3");
-    let slim = dir.join("slim");
-    let touched = dir.join("touched");
-    if !python3.join("usr/bin/python3").exists() {
-        let tmp = dir.join("python3.tmp");
-        let q = shell_quote(&tmp);
-        eprintln!("building the python3 tree in {tmp:?} (apt-get in a chroot)");
-        sh(&format!(
-            "rm -rf {q}; cp -a {b} {q}; cp /etc/resolv.conf {q}/etc/resolv.conf; \
-             mount -t proc proc {q}/proc; \
-             trap 'umount {q}/proc' EXIT; \
-             chroot {q} env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
-             chroot {q} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 >/dev/null; \
-             chroot {q} apt-get clean",
-            b = shell_quote(&base)
-        ))?;
-        fs::rename(&tmp, &python3)?;
-    }
-    if !slim.join("etc/apt/apt.conf.d/99strata-bench").exists() {
-        let tmp = dir.join("slim.tmp");
-        let q = shell_quote(&tmp);
-        sh(&format!(
-            "rm -rf {q}; cp -a {p} {q}; rm -rf {q}/usr/share/doc {q}/usr/share/man; \
-             find {q}/var/lib/apt/lists -mindepth 1 -delete; \
-             rm -rf {q}/etc/apt/apt.conf.d; mkdir {q}/etc/apt/apt.conf.d; \
-             echo 'APT::Install-Recommends \"false\";' > {q}/etc/apt/apt.conf.d/99strata-bench; \
-             echo 'Acquire::Languages \"none\";' > {q}/etc/apt/apt.conf.d/98languages",
-            p = shell_quote(&python3)
-        ))?;
-        fs::rename(&tmp, &slim)?;
-    }
-    if !touched.join("etc/strata-bench-touched").exists() {
-        let tmp = dir.join("touched.tmp");
-        let q = shell_quote(&tmp);
-        sh(&format!(
-            "rm -rf {q}; cp -a {s} {q}; echo changed >> {q}/etc/motd; touch {q}/etc/strata-bench-touched",
-            s = shell_quote(&slim)
-        ))?;
-        fs::rename(&tmp, &touched)?;
-    }
+    ensure_debian_chain(cache, "touched")?;
+    let debian = cache.join("debian");
     Ok(Chain {
-        trees: [base, python3, slim, touched],
+        trees: [
+            cache.join("rootfs"),
+            debian.join("python3"),
+            debian.join("slim"),
+            debian.join("touched"),
+        ],
     })
 }
 

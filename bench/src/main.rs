@@ -310,69 +310,29 @@ fn default_cache() -> PathBuf {
         .join("strata-bench")
 }
 
-/// The Debian mirror apt is configured with (deb822 `.sources` or `sources.list`).
-fn debian_mirror() -> String {
-    let mut candidates = Vec::new();
-    if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
-        for entry in dir.flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == "sources") {
-                if let Ok(text) = fs::read_to_string(&path) {
-                    for stanza in text.split("\n\n") {
-                        let uri = stanza.lines().find_map(|l| l.strip_prefix("URIs:"));
-                        let suites = stanza.lines().find_map(|l| l.strip_prefix("Suites:"));
-                        if let (Some(uri), Some(suites)) = (uri, suites) {
-                            if suites.split_whitespace().any(|s| s == "bookworm") {
-                                candidates.push(uri.trim().to_string());
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    if let Ok(text) = fs::read_to_string("/etc/apt/sources.list") {
-        for line in text.lines() {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            if words.first() == Some(&"deb") && words.contains(&"bookworm") {
-                if let Some(uri) = words.iter().find(|w| w.starts_with("http")) {
-                    candidates.push(uri.to_string());
-                }
-            }
-        }
-    }
-    candidates
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| "http://deb.debian.org/debian".to_string())
-}
-
-/// The cached rootfs, built with debootstrap the first time.
-fn ensure_rootfs(cache: &Path) -> Result<PathBuf, BoxError> {
-    let rootfs = cache.join("rootfs");
-    if rootfs.join("etc/debian_version").exists() {
-        return Ok(rootfs);
-    }
-    let tmp = cache.join("rootfs.tmp");
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp)?;
-    }
-    let mirror = debian_mirror();
-    eprintln!("building the rootfs: debootstrap --variant=minbase bookworm {tmp:?} {mirror}");
-    let status = Command::new("debootstrap")
-        .args(["--variant=minbase", "bookworm"])
-        .arg(&tmp)
-        .arg(&mirror)
+/// Builds (once) the Debian chain in `cache` up to the tree `upto` with
+/// `scripts/debian-chain.sh` (the one recipe, shared with the SBOM tests).
+fn ensure_debian_chain(cache: &Path, upto: &str) -> Result<(), BoxError> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/debian-chain.sh");
+    let status = Command::new("bash")
+        .arg(&script)
+        .arg(cache)
+        .arg(upto)
         .status()
-        .map_err(|e| format!("cannot run debootstrap (apt-get install debootstrap): {e}"))?;
+        .map_err(|e| format!("running {script:?}: {e}"))?;
     if !status.success() {
         return Err(format!(
-            "debootstrap failed ({status}); it needs root and the Debian mirror {mirror}"
+            "{script:?} failed ({status}); it needs root, debootstrap and a Debian mirror"
         )
         .into());
     }
-    fs::rename(&tmp, &rootfs)?;
-    Ok(rootfs)
+    Ok(())
+}
+
+/// The cached minbase rootfs, built with debootstrap the first time.
+fn ensure_rootfs(cache: &Path) -> Result<PathBuf, BoxError> {
+    ensure_debian_chain(cache, "rootfs")?;
+    Ok(cache.join("rootfs"))
 }
 
 /// Builds ctddiff with the script in `../shared/peers/ctddiff`; returns its path.

@@ -49,23 +49,12 @@ pub fn validate_spdx(document: &Value) {
     );
 }
 
-fn sh(script: &str) {
-    let status = Command::new("sh")
-        .args(["-ec", script])
-        .status()
-        .expect("run sh");
-    assert!(status.success(), "failed ({status}): {script}");
-}
-
-fn quote(path: &Path) -> String {
-    format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
-}
-
 /// The trees of the Debian chain the benchmark uses (`bench/README.md`), shared with
-/// it in `$STRATA_BENCH_CACHE` (default `~/.cache/strata-bench`) and built the same way
-/// when missing (root, debootstrap and the Debian mirror needed): `rootfs`
-/// (`debootstrap --variant=minbase bookworm`), `debian/python3` (+ python3 from apt)
-/// and `debian/slim` (− `/usr/share/doc`, `/usr/share/man`, apt lists).
+/// it in `$STRATA_BENCH_CACHE` (default `~/.cache/strata-bench`) and built by the same
+/// recipe, `scripts/debian-chain.sh`, when missing (root, debootstrap and a Debian
+/// mirror needed): `rootfs` (`debootstrap --variant=minbase bookworm`),
+/// `debian/python3` (+ python3 from apt) and `debian/slim` (− `/usr/share/doc`,
+/// `/usr/share/man`, apt lists).
 pub fn debian_chain() -> [PathBuf; 3] {
     let cache = std::env::var_os("STRATA_BENCH_CACHE")
         .map(PathBuf::from)
@@ -76,48 +65,19 @@ pub fn debian_chain() -> [PathBuf; 3] {
                 .unwrap_or_else(|| PathBuf::from("/tmp"))
                 .join("strata-bench")
         });
-    let rootfs = cache.join("rootfs");
-    let python3 = cache.join("debian/python3");
-    let slim = cache.join("debian/slim");
-    fs::create_dir_all(cache.join("debian")).expect("create the bench cache");
-    if !rootfs.join("etc/debian_version").exists() {
-        let mirror = std::env::var("STRATA_DEBIAN_MIRROR")
-            .unwrap_or_else(|_| "http://deb.debian.org/debian".to_string());
-        let tmp = cache.join("rootfs.tmp");
-        let q = quote(&tmp);
-        sh(&format!(
-            "rm -rf {q}; debootstrap --variant=minbase bookworm {q} {mirror} >/dev/null; mv {q} {}",
-            quote(&rootfs)
-        ));
-    }
-    if !python3.join("usr/bin/python3").exists() {
-        let tmp = cache.join("debian/python3.tmp");
-        let q = quote(&tmp);
-        sh(&format!(
-            "rm -rf {q}; cp -a {b} {q}; cp /etc/resolv.conf {q}/etc/resolv.conf; \
-             mount -t proc proc {q}/proc; trap 'umount {q}/proc' EXIT; \
-             chroot {q} env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
-             chroot {q} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 >/dev/null; \
-             chroot {q} apt-get clean",
-            b = quote(&rootfs),
-        ));
-        // Moved once the script's trap has unmounted /proc (at the old path).
-        fs::rename(&tmp, &python3).expect("move the python3 tree into place");
-    }
-    if !slim.join("etc/apt/apt.conf.d/99strata-bench").exists() {
-        let tmp = cache.join("debian/slim.tmp");
-        let q = quote(&tmp);
-        sh(&format!(
-            "rm -rf {q} {s}; cp -a {p} {q}; rm -rf {q}/usr/share/doc {q}/usr/share/man; \
-             find {q}/var/lib/apt/lists -mindepth 1 -delete; \
-             rm -rf {q}/etc/apt/apt.conf.d; mkdir {q}/etc/apt/apt.conf.d; \
-             echo 'APT::Install-Recommends \"false\";' > {q}/etc/apt/apt.conf.d/99strata-bench; \
-             echo 'Acquire::Languages \"none\";' > {q}/etc/apt/apt.conf.d/98languages; mv {q} {s}",
-            p = quote(&python3),
-            s = quote(&slim)
-        ));
-    }
-    [rootfs, python3, slim]
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/debian-chain.sh");
+    let status = Command::new("bash")
+        .arg(&script)
+        .arg(&cache)
+        .arg("slim")
+        .status()
+        .expect("run scripts/debian-chain.sh");
+    assert!(status.success(), "{script:?} failed ({status})");
+    [
+        cache.join("rootfs"),
+        cache.join("debian/python3"),
+        cache.join("debian/slim"),
+    ]
 }
 
 /// What `dpkg-query -W` lists for `tree`, as `name version arch` lines, less the
