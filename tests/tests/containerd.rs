@@ -280,9 +280,12 @@ async fn export_into_containerd_is_kept_by_its_gc_exactly_as_labelled() {
     assert_eq!(left.keys().collect::<Vec<_>>(), [held.digest.as_str()]);
 
     store.delete_lease("hold").await.expect("delete lease");
-    assert_eq!(
-        store.garbage_collect().await.expect("gc").removed,
-        vec![held.digest.clone()]
+    // Deleting a lease wakes containerd's own GC scheduler too, which may collect the
+    // blob before our collection does: either removes it, nothing else is removed.
+    let removed = store.garbage_collect().await.expect("gc").removed;
+    assert!(
+        removed.is_empty() || removed == vec![held.digest.clone()],
+        "GC after the lease went removed {removed:?}"
     );
     assert!(content_ls(&ctd, ns).is_empty());
     assert!(store.list_images().await.expect("images").is_empty());
