@@ -89,12 +89,17 @@ impl RollSum {
 fn roll_within(s1: &mut u32, s2: &mut u32, data: &[u8]) -> Option<usize> {
     const CONSTANT: u32 = WINDOW as u32 * CHAR_OFFSET;
     let (mut r, mut sum) = (s1.wrapping_sub(CONSTANT), *s2);
-    let mut done = 0;
-    // SAFETY: SSE2 is part of x86-64: every CPU the target runs on has it.
+    // Whole groups of eight first where SSE2 is there; the rest (all of it elsewhere)
+    // one byte at a time.
     #[cfg(target_arch = "x86_64")]
-    let mut split = unsafe { sse2::roll_groups(&mut r, &mut sum, data, &mut done) };
+    let (mut split, done) = {
+        let mut done = 0;
+        // SAFETY: SSE2 is part of x86-64: every CPU the target runs on has it.
+        let split = unsafe { sse2::roll_groups(&mut r, &mut sum, data, &mut done) };
+        (split, done)
+    };
     #[cfg(not(target_arch = "x86_64"))]
-    let mut split = None;
+    let (mut split, done) = (None, 0);
     if split.is_none() {
         let adds = &data[WINDOW + done..];
         for (k, (&add, &drop)) in adds.iter().zip(&data[done..]).enumerate() {
