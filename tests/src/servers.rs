@@ -85,6 +85,42 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
             .args(args))
     }
 
+    /// Imports the image archive `archive` into the native snapshotter, checks that
+    /// `ctr images check` finds image `name` complete, mounts it under `mnt` (created)
+    /// and asserts that its rootfs is the tree `expected`; unmounts either way.
+    pub fn assert_imports_as_tree(&self, archive: &Path, name: &str, mnt: &Path, expected: &Path) {
+        let path = |p: &Path| p.to_str().expect("a UTF-8 path").to_string();
+        self.ctr(&[
+            "images",
+            "import",
+            "--snapshotter",
+            "native",
+            &path(archive),
+        ]);
+        let check = self.ctr(&["images", "check"]);
+        let line = check
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} not listed by ctr images check:\n{check}"));
+        assert!(line.contains("complete"), "{check}");
+        std::fs::create_dir_all(mnt).expect("create the mount point");
+        self.ctr(&[
+            "images",
+            "mount",
+            "--snapshotter",
+            "native",
+            name,
+            &path(mnt),
+        ]);
+        let same = std::panic::catch_unwind(|| {
+            crate::tree::assert_same_tree(mnt, expected, crate::tree::Compare::default())
+        });
+        self.ctr(&["images", "unmount", &path(mnt)]);
+        if let Err(e) = same {
+            std::panic::resume_unwind(e);
+        }
+    }
+
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()

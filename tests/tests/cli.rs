@@ -340,36 +340,12 @@ fn oci_outputs_read_back_with_skopeo_umoci_and_containerd() {
 
     // containerd imports the tar, finds it complete, and unpacks it into its native
     // snapshotter: the mounted rootfs is the final tree.
-    let containerd = Containerd::start();
-    containerd.ctr(&[
-        "images",
-        "import",
-        "--snapshotter",
-        "native",
-        tar.to_str().unwrap(),
-    ]);
-    let check = containerd.ctr(&["images", "check"]);
-    let line = check
-        .lines()
-        .find(|l| l.starts_with("example.com/strata/test:v1"))
-        .unwrap_or_else(|| panic!("image not listed by ctr images check:\n{check}"));
-    assert!(line.contains("complete"), "{check}");
-    let mnt = t.path("ctr-mount");
-    fs::create_dir_all(&mnt).unwrap();
-    containerd.ctr(&[
-        "images",
-        "mount",
-        "--snapshotter",
-        "native",
+    Containerd::start().assert_imports_as_tree(
+        &tar,
         "example.com/strata/test:v1",
-        mnt.to_str().unwrap(),
-    ]);
-    let same =
-        std::panic::catch_unwind(|| assert_same_tree(&mnt, &t.path("final"), Compare::default()));
-    containerd.ctr(&["images", "unmount", mnt.to_str().unwrap()]);
-    if let Err(e) = same {
-        std::panic::resume_unwind(e);
-    }
+        &t.path("ctr-mount"),
+        &t.path("final"),
+    );
 }
 
 #[test]

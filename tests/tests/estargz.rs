@@ -300,35 +300,12 @@ fn containerd_imports_and_unpacks_an_estargz_image_to_the_tree() {
 
     // containerd reads the layers as the gzip they are (its own differ, not the
     // stargz snapshotter): imported complete, unpacked, the rootfs is the last tree.
-    let containerd = Containerd::start();
-    containerd.ctr(&[
-        "images",
-        "import",
-        "--snapshotter",
-        "native",
-        tar.to_str().unwrap(),
-    ]);
-    let check = containerd.ctr(&["images", "check"]);
-    let line = check
-        .lines()
-        .find(|l| l.starts_with("example.com/strata/estargz:v1"))
-        .unwrap_or_else(|| panic!("image not listed by ctr images check:\n{check}"));
-    assert!(line.contains("complete"), "{check}");
-    let mnt = tmp.path().join("ctr-mount");
-    fs::create_dir_all(&mnt).unwrap();
-    containerd.ctr(&[
-        "images",
-        "mount",
-        "--snapshotter",
-        "native",
+    Containerd::start().assert_imports_as_tree(
+        &tar,
         "example.com/strata/estargz:v1",
-        mnt.to_str().unwrap(),
-    ]);
-    let same = std::panic::catch_unwind(|| assert_same_tree(&mnt, &layers[2], Compare::default()));
-    containerd.ctr(&["images", "unmount", mnt.to_str().unwrap()]);
-    if let Err(e) = same {
-        std::panic::resume_unwind(e);
-    }
+        &tmp.path().join("ctr-mount"),
+        &layers[2],
+    );
 }
 
 #[test]

@@ -20,7 +20,6 @@ use base64::Engine as _;
 use serde_json::Value;
 use strata_oci::Digest;
 use strata_tests::servers::Containerd;
-use strata_tests::tree::{assert_same_tree, Compare};
 use strata_tests::{run, strata_command, tool, umoci_base};
 
 const ANNOTATION: &str = "io.github.containers.zstd-chunked.";
@@ -399,29 +398,12 @@ fn zstd_chunked_layers_read_by_their_toc_and_unpack_in_containerd() {
         .arg("-cf")
         .arg(&archive)
         .arg("."));
-    let containerd = Containerd::start();
-    containerd.ctr(&[
-        "images",
-        "import",
-        "--snapshotter",
-        "native",
-        archive.to_str().unwrap(),
-    ]);
-    let mnt = tmp.path().join("ctr-mount");
-    fs::create_dir_all(&mnt).unwrap();
-    containerd.ctr(&[
-        "images",
-        "mount",
-        "--snapshotter",
-        "native",
+    Containerd::start().assert_imports_as_tree(
+        &archive,
         "example.com/strata/zchunk:v1",
-        mnt.to_str().unwrap(),
-    ]);
-    let same = std::panic::catch_unwind(|| assert_same_tree(&mnt, &layers[2], Compare::default()));
-    containerd.ctr(&["images", "unmount", mnt.to_str().unwrap()]);
-    if let Err(e) = same {
-        std::panic::resume_unwind(e);
-    }
+        &tmp.path().join("ctr-mount"),
+        &layers[2],
+    );
 }
 
 #[test]
